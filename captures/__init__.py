@@ -1,0 +1,1 @@
+"""Capture and analysis code. Run outputs go in captures/<run-id>/ and are not committed."""

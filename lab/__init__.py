@@ -1,0 +1,1 @@
+"""The lisp-lab command: demos, scenarios, inspection and clean-up."""
