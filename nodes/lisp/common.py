@@ -1,0 +1,50 @@
+"""Helpers the state machines share: decoding received datagrams, nonces, counters."""
+import random
+from collections import Counter
+
+from .actions import Event
+from .errors import LispDecodeError
+from .messages import EncapsulatedControl, MapRequest, decode
+
+
+class Core:
+    """Base of every state machine: counters, a random source for nonces, and a safe
+    decoder. `rng` is injectable so tests are deterministic."""
+
+    def __init__(self, name, rng=None):
+        self.name = name
+        self.rng = rng or random.SystemRandom()
+        self.counters = Counter()
+
+    def nonce(self):
+        """A random non-zero 64-bit nonce."""
+        return self.rng.getrandbits(64) or 1
+
+    def decode(self, raw, src, out):
+        """Decode a datagram; on bad bytes count it, log it, and return None."""
+        try:
+            return decode(raw)
+        except LispDecodeError as e:
+            self.counters["malformed"] += 1
+            out.append(Event("malformed", {"from": str(src), "error": str(e)}))
+            return None
+
+
+def unwrap_request(msg):
+    """(Map-Request, ECM or None) when msg is a Map-Request, plain or encapsulated."""
+    if isinstance(msg, EncapsulatedControl) and isinstance(msg.message, MapRequest):
+        return msg.message, msg
+    if isinstance(msg, MapRequest):
+        return msg, None
+    return None, None
+
+
+def reply_rloc(request, prefer_family=None):
+    """The ITR-RLOC a Map-Reply goes to: the first of the preferred family, else the first
+    IPv4/IPv6 one."""
+    ips = [a for a in request.itr_rlocs if getattr(a, "version", None) in (4, 6)]
+    if prefer_family is not None:
+        for a in ips:
+            if a.version == prefer_family:
+                return a
+    return ips[0] if ips else None

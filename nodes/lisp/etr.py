@@ -1,0 +1,257 @@
+"""The ETR state machine with host mobility (RFC 9301 sections 6 and 8; LISP host mobility).
+
+Registration: every `register_interval` the ETR sends each Map-Server a signed Map-Register
+with its configured EID prefixes and the host EIDs it has detected, and it answers the
+Map-Requests for them with Map-Replies.
+
+Mobility: a host seen on the LAN with a source inside a configured dynamic-EID range becomes
+a local host EID (a /32 or /128), registered at once. Anything outside those ranges is
+ignored and counted. When a Map-Notify says that a host EID we registered now lives behind
+other RLOCs, we drop it, keep an "away" entry with the new RLOCs, acknowledge with a
+Map-Notify-Ack, and from then on answer data that still arrives for it with a rate-limited
+Solicit-Map-Request to the ITR that sent it, while re-encapsulating that data to the new
+RLOCs so nothing is lost during the move.
+"""
+import ipaddress
+from dataclasses import dataclass, replace
+
+from .actions import Decision, Event, RouteAdd, RouteDel, SendControl
+from .address import InstanceId, eid_prefix
+from .auth import sign, verify
+from .common import Core, reply_rloc
+from .mapcache import MapCache
+from .messages import (ALG_HMAC_SHA256_128, EidRecord, MapNotifyAck, MapRegister, MapReply,
+                       MapRequest, RequestRecord)
+
+
+@dataclass
+class MapServerConfig:
+    address: object
+    key: object
+    key_id: int = 0
+    alg_id: int = ALG_HMAC_SHA256_128
+
+
+@dataclass
+class DynamicEid:
+    iid: int
+    address: object
+    first_seen: float
+    last_seen: float
+
+
+def _eid(iid, ip):
+    return InstanceId(iid, ip) if iid else ip
+
+
+def host_prefix(ip):
+    return ipaddress.ip_network((ip, ip.max_prefixlen))
+
+
+class Etr(Core):
+    def __init__(self, rlocs, prefixes, map_servers, name="etr", register_interval=60.0,
+                 record_ttl=1440, want_map_notify=True, proxy_reply=False,
+                 dynamic_ranges=(), smr_interval=1.0, away_ttl=300.0, rng=None):
+        super().__init__(name, rng)
+        self.rlocs = list(rlocs)                 # messages.Locator, local=True
+        self.rloc_addresses = {loc.address for loc in self.rlocs}
+        self.prefixes = list(prefixes)           # [(iid, network)]
+        self.map_servers = list(map_servers)
+        self.register_interval = register_interval
+        self.record_ttl = record_ttl
+        self.want_map_notify = want_map_notify
+        self.proxy_reply = proxy_reply
+        self.dynamic_ranges = list(dynamic_ranges)
+        self.smr_interval = smr_interval
+        self.away_ttl = away_ttl
+        self.dynamic = {}                        # (iid, ip) -> DynamicEid
+        self.away = MapCache(max_entries=100_000)
+        self.smr_last = {}                       # (itr, iid, ip) -> time
+        self.next_register = 0.0
+        self.outstanding = {}                    # Map-Register nonce -> time sent
+
+    # --- registration ------------------------------------------------------------------
+
+    def records(self):
+        locs = [replace(x, local=True) for x in self.rlocs]
+        recs = [EidRecord(_eid(iid, p.network_address), p.prefixlen, locs, self.record_ttl)
+                for iid, p in self.prefixes]
+        recs += [EidRecord(_eid(d.iid, d.address), d.address.max_prefixlen, locs,
+                           self.record_ttl) for d in self.dynamic.values()]
+        return recs
+
+    def register(self, now, records=None):
+        """Signed Map-Registers for `records` (default: everything we own) to every MS."""
+        records = self.records() if records is None else records
+        out = []
+        if not records:
+            return out
+        for ms in self.map_servers:
+            for start in range(0, len(records), 32):
+                msg = MapRegister(self.nonce(), records[start:start + 32], ms.key_id,
+                                  ms.alg_id, proxy_reply=self.proxy_reply,
+                                  want_map_notify=self.want_map_notify)
+                self.outstanding[msg.nonce] = now
+                self.counters["map_register_sent"] += 1
+                out.append(SendControl(ms.address, sign(msg, ms.key)))
+        return out
+
+    def tick(self, now):
+        out = []
+        if now >= self.next_register:
+            self.next_register = now + self.register_interval
+            self.outstanding = {n: t for n, t in self.outstanding.items()
+                                if now - t < 3 * self.register_interval}
+            out += self.register(now)
+        for entry in self.away.expire(now):
+            out.append(RouteDel(entry.iid, entry.prefix, "away"))
+        return out
+
+    # --- Map-Requests -------------------------------------------------------------------
+
+    def owns(self, iid, ip):
+        """The record we answer for EID `ip`, or None."""
+        if (iid, ip) in self.dynamic:
+            return iid, host_prefix(ip)
+        best = None
+        for p_iid, p in self.prefixes:
+            if p_iid == iid and p.version == ip.version and ip in p:
+                if best is None or p.prefixlen > best.prefixlen:
+                    best = p
+        return (iid, best) if best is not None else None
+
+    def handle_request(self, request, src, now):
+        out = []
+        if not request.records:
+            return out
+        rec = request.records[0]
+        try:
+            iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+        except ValueError:
+            self.counters["map_request_bad_eid"] += 1
+            return out
+        ip = prefix.network_address
+        if self.away.lookup(iid, ip, now) is not None and (iid, ip) not in self.dynamic:
+            self.counters["map_request_for_away_eid"] += 1
+            return out
+        owned = self.owns(iid, ip)
+        if owned is None:
+            self.counters["map_request_not_ours"] += 1
+            out.append(Event("map_request_not_ours", {"eid": f"[{iid}]{ip}", "from": str(src)}))
+            return out
+        itr = reply_rloc(request)
+        if itr is None:
+            self.counters["map_request_no_itr_rloc"] += 1
+            return out
+        o_iid, o_prefix = owned
+        locs = [replace(x, local=False, probed=request.probe) for x in self.rlocs]
+        record = EidRecord(_eid(o_iid, o_prefix.network_address), o_prefix.prefixlen, locs,
+                           self.record_ttl)
+        self.counters["map_reply_sent"] += 1
+        out.append(SendControl(itr, MapReply(request.nonce, [record], probe=request.probe)))
+        out.append(Event("map_reply_sent", {"eid": f"[{o_iid}]{o_prefix}", "to": str(itr),
+                                            "smr_invoked": request.smr_invoked}))
+        return out
+
+    # --- Map-Notify and mobility -------------------------------------------------------
+
+    def handle_notify(self, notify, raw, src, now):
+        out = []
+        ms = next((m for m in self.map_servers if m.address == src), None)
+        if ms is None or not verify(raw, ms.key):
+            self.counters["auth_failures"] += 1
+            self.counters["map_notify_rejected"] += 1
+            out.append(Event("notify_rejected", {"from": str(src)}))
+            return out
+        self.counters["map_notify_received"] += 1
+        if self.outstanding.pop(notify.nonce, None) is not None:
+            out.append(Event("registration_confirmed", {"from": str(src),
+                                                        "records": len(notify.records)}))
+            return out
+        for rec in notify.records:
+            try:
+                iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+            except ValueError:
+                continue
+            ip = prefix.network_address
+            new_rlocs = {x.address for x in rec.locators}
+            if (prefix.prefixlen == ip.max_prefixlen and (iid, ip) in self.dynamic
+                    and not new_rlocs & self.rloc_addresses):
+                del self.dynamic[(iid, ip)]
+                self.away.insert(iid, prefix, rec.locators, self.away_ttl, now)
+                self.counters["eid_moved_away"] += 1
+                out.append(RouteDel(iid, prefix, "local"))
+                out.append(RouteAdd(iid, prefix, "away"))
+                out.append(Event("eid_away", {"eid": f"[{iid}]{ip}",
+                                              "rlocs": [str(a) for a in new_rlocs]}))
+        ack = MapNotifyAck(notify.nonce, notify.records, notify.key_id, notify.alg_id,
+                           xtr_id=notify.xtr_id, site_id=notify.site_id)
+        self.counters["map_notify_ack_sent"] += 1
+        out.append(SendControl(src, sign(ack, ms.key)))
+        return out
+
+    def in_dynamic_range(self, iid, ip):
+        return any(r_iid == iid and r.version == ip.version and ip in r
+                   for r_iid, r in self.dynamic_ranges)
+
+    def host_seen(self, iid, ip, now):
+        """A source address seen on the LAN (ARP, neighbour advertisement or data)."""
+        key = (iid, ip)
+        known = self.dynamic.get(key)
+        if known is not None:
+            known.last_seen = now
+            return []
+        if not self.in_dynamic_range(iid, ip):
+            self.counters["dynamic_eid_rejected"] += 1
+            return [Event("dynamic_eid_rejected", {"eid": f"[{iid}]{ip}",
+                                                   "reason": "outside dynamic-EID ranges"})]
+        self.dynamic[key] = DynamicEid(iid, ip, now, now)
+        self.counters["dynamic_eid_detected"] += 1
+        prefix = host_prefix(ip)
+        out = [Event("dynamic_eid_detected", {"eid": f"[{iid}]{ip}"})]
+        if self.away.remove(iid, prefix):
+            out.append(RouteDel(iid, prefix, "away"))
+        out.append(RouteAdd(iid, prefix, "local"))
+        locs = [replace(x, local=True) for x in self.rlocs]
+        out += self.register(now, [EidRecord(_eid(iid, ip), ip.max_prefixlen, locs,
+                                             self.record_ttl)])
+        return out
+
+    def host_gone(self, iid, ip, now):
+        """The LAN says the host left (e.g. its neighbour entry failed)."""
+        if self.dynamic.pop((iid, ip), None) is None:
+            return []
+        return [RouteDel(iid, host_prefix(ip), "local"),
+                Event("dynamic_eid_removed", {"eid": f"[{iid}]{ip}"})]
+
+    def decapsulated(self, iid, dst, outer_src, now, flow=b""):
+        """(Decision, actions) for a packet decapsulated for inner destination `dst`."""
+        away = self.away.lookup(iid, dst, now)
+        if away is not None and (iid, dst) not in self.dynamic:
+            out = self.solicit(outer_src, iid, dst, now)
+            loc = away.select_locator(flow)
+            if loc is None:
+                self.counters["drop_away_no_rloc"] += 1
+                return Decision("drop", reason="away entry has no usable RLOC"), out
+            self.counters["reencapsulated_to_new_rloc"] += 1
+            return Decision("encap", loc.address), out
+        if self.owns(iid, dst) is not None:
+            return Decision("deliver"), []
+        self.counters["drop_not_our_eid"] += 1
+        return Decision("drop", reason="not one of our EIDs"), []
+
+    def solicit(self, itr, iid, ip, now):
+        """A rate-limited Solicit-Map-Request telling `itr` that its mapping for `ip` is
+        stale."""
+        key = (itr, iid, ip)
+        last = self.smr_last.get(key)
+        if last is not None and now - last < self.smr_interval:
+            self.counters["smr_rate_limited"] += 1
+            return []
+        self.smr_last[key] = now
+        itr_rlocs = [loc.address for loc in self.rlocs] or [itr]
+        smr = MapRequest(self.nonce(), [RequestRecord(_eid(iid, ip), ip.max_prefixlen)],
+                         itr_rlocs, source_eid=_eid(iid, ip), smr=True)
+        self.counters["smr_sent"] += 1
+        return [SendControl(itr, smr), Event("smr_sent", {"eid": f"[{iid}]{ip}",
+                                                          "to": str(itr)})]

@@ -1,0 +1,392 @@
+"""Map-Server and Map-Resolver state machines (RFC 9301 sections 8.2-8.4).
+
+Map-Server: holds the registrations of configured sites. A site has authentication keys
+(by Key ID) and the EID prefixes it may register; with `accept_more_specifics` it may also
+register more-specific prefixes inside them (dynamic EIDs: hosts that move). A Map-Register
+with a wrong key, from an unknown site, or for a prefix outside its site is rejected and
+counted, and nothing of it is stored.
+
+Registrations of a configured prefix from several ETRs of the site are merged (a multi-homed
+site). A more-specific registration is a host that moved: the newest registrant owns it, and
+the ETRs that registered it before receive a Map-Notify with the new RLOC set, retransmitted
+until they answer with a Map-Notify-Ack.
+
+Map-Requests reaching the Map-Server are answered by proxy (when the registration asked for
+it with the P bit) or forwarded, still encapsulated, to a registered ETR.
+
+Map-Resolver: takes Encapsulated Map-Requests, forwards them to the Map-Server that owns the
+EID (or hands them to the co-located one), and answers requests for EIDs outside every
+configured prefix with a negative Map-Reply for the largest hole that contains the EID.
+"""
+from dataclasses import dataclass, field, replace
+
+from .actions import Event, SendControl
+from .address import InstanceId, eid_prefix
+from .auth import sign, verify
+from .common import Core, reply_rloc, unwrap_request
+from .ipudp import IpUdp
+from .mapcache import MapCache, largest_hole
+from .messages import (ACT_NATIVELY_FORWARD, EidRecord, EncapsulatedControl, Locator,
+                       MapNotify, MapNotifyAck, MapRegister, MapReply)
+
+
+@dataclass
+class Site:
+    name: str
+    keys: dict                     # key_id -> shared secret
+    prefixes: list                 # [(iid, ipaddress network)]
+    accept_more_specifics: bool = False
+
+
+@dataclass
+class Registrant:
+    """One ETR's registration of one prefix."""
+    source: object                 # the RLOC the Map-Register came from
+    record: EidRecord
+    expires: float
+    key_id: int
+    alg_id: int
+    proxy_reply: bool
+    xtr_id: object = None
+
+
+@dataclass
+class Registration:
+    iid: int
+    prefix: object
+    site: Site
+    more_specific: bool
+    registrants: dict = field(default_factory=dict)   # source -> Registrant
+
+    def locators(self):
+        seen, out = set(), []
+        for reg in self.registrants.values():
+            for loc in reg.record.locators:
+                if loc.address not in seen:
+                    seen.add(loc.address)
+                    out.append(loc)
+        return out
+
+    def record(self, authoritative=True):
+        """The merged record for a Map-Reply or Map-Notify."""
+        first = next(iter(self.registrants.values())).record
+        return replace(first, locators=[replace(x, local=False, probed=False)
+                                        for x in self.locators()],
+                       authoritative=authoritative)
+
+
+@dataclass
+class PendingNotify:
+    dst: object
+    message: MapNotify
+    key: object
+    retries_left: int
+    next_time: float
+
+
+def _eid_address(iid, ip):
+    return InstanceId(iid, ip) if iid else ip
+
+
+class MapServer(Core):
+    def __init__(self, sites, name="ms", registration_timeout=180.0, notify_interval=1.0,
+                 notify_retries=3, rng=None):
+        super().__init__(name, rng)
+        self.sites = list(sites)
+        self.registration_timeout = registration_timeout
+        self.notify_interval = notify_interval
+        self.notify_retries = notify_retries
+        self.table = MapCache(max_entries=1_000_000)     # LPM index over registrations
+        self.registrations = {}                          # (iid, prefix) -> Registration
+        self.pending_notifies = {}                       # nonce -> PendingNotify
+
+    # --- configuration look-ups ---------------------------------------------------
+
+    def site_for(self, iid, prefix):
+        """(site, more_specific) for a prefix, or (None, reason)."""
+        covering = None
+        for site in self.sites:
+            for s_iid, s_prefix in site.prefixes:
+                if s_iid != iid or s_prefix.version != prefix.version:
+                    continue
+                if s_prefix == prefix:
+                    return site, False
+                if prefix.subnet_of(s_prefix):
+                    covering = site
+        if covering is None:
+            return None, "no configured site has this prefix"
+        if not covering.accept_more_specifics:
+            return None, f"more-specific of site {covering.name}, which does not accept them"
+        return covering, True
+
+    def eid_space(self):
+        return [(iid, p) for site in self.sites for iid, p in site.prefixes]
+
+    def lookup(self, iid, address, now):
+        entry = self.table.lookup(iid, address, now)
+        return None if entry is None else self.registrations.get((entry.iid, entry.prefix))
+
+    # --- events ---------------------------------------------------------------------
+
+    def receive(self, raw, src, now):
+        out = []
+        msg = self.decode(raw, src, out)
+        if msg is None:
+            return out
+        if isinstance(msg, MapRegister):
+            self.counters["map_register_received"] += 1
+            self._register(msg, raw, src, now, out)
+        elif isinstance(msg, MapNotifyAck):
+            self.counters["map_notify_ack_received"] += 1
+            self._notify_ack(msg, raw, src, out)
+        else:
+            request, ecm = unwrap_request(msg)
+            if request is None:
+                self.counters["unexpected_message"] += 1
+                out.append(Event("unexpected_message", {"from": str(src),
+                                                        "type": type(msg).__name__}))
+            else:
+                self.counters["map_request_received"] += 1
+                self.handle_request(request, ecm, src, now, out)
+        return out
+
+    def _reject(self, out, counter, src, reason, **fields):
+        self.counters[counter] += 1
+        self.counters["map_register_rejected"] += 1
+        out.append(Event("register_rejected", {"from": str(src), "reason": reason, **fields}))
+
+    def _register(self, msg, raw, src, now, out):
+        if not msg.records:
+            return self._reject(out, "register_empty", src, "no records")
+        site, placed = None, []
+        for rec in msg.records:
+            try:
+                iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+            except ValueError as e:
+                return self._reject(out, "register_bad_eid", src, str(e))
+            rec_site, more = self.site_for(iid, prefix)
+            if rec_site is None:
+                return self._reject(out, "register_unknown_site", src, more,
+                                    eid=f"[{iid}]{prefix}")
+            if site is not None and rec_site is not site:
+                return self._reject(out, "register_mixed_sites", src,
+                                    "records of different sites in one Map-Register")
+            site = rec_site
+            placed.append((iid, prefix, more, rec))
+        key = site.keys.get(msg.key_id)
+        if key is None or not verify(raw, key):
+            self.counters["auth_failures"] += 1
+            return self._reject(out, "register_auth_failed", src,
+                                "unknown key id" if key is None else "authentication failed",
+                                site=site.name)
+        self.counters["registrations_accepted"] += 1
+        expires = now + self.registration_timeout
+        for iid, prefix, more, rec in placed:
+            reg = self.registrations.get((iid, prefix))
+            if reg is None:
+                reg = self.registrations[(iid, prefix)] = Registration(iid, prefix, site, more)
+            new = Registrant(src, rec, expires, msg.key_id, msg.alg_id, msg.proxy_reply,
+                             msg.xtr_id)
+            if more:
+                new_rlocs = {loc.address for loc in rec.locators}
+                moved_from = [r for s, r in reg.registrants.items()
+                              if s != src and {x.address for x in r.record.locators}
+                              != new_rlocs]
+                reg.registrants = {src: new}
+                for old in moved_from:
+                    self._send_notify(old.source, reg, site, old.key_id, old.alg_id, now, out)
+                if moved_from:
+                    self.counters["host_moves"] += 1
+                    out.append(Event("eid_moved", {
+                        "eid": f"[{iid}]{prefix}", "from": [str(o.source) for o in moved_from],
+                        "to": [str(a) for a in new_rlocs]}))
+            else:
+                reg.registrants[src] = new
+            self.table.insert(iid, prefix, reg.locators(), float("inf"), now)
+            out.append(Event("registered", {"site": site.name, "eid": f"[{iid}]{prefix}",
+                                            "rlocs": [str(x.address) for x in rec.locators],
+                                            "from": str(src)}))
+        if msg.want_map_notify:
+            notify = MapNotify(msg.nonce, msg.records, msg.key_id, msg.alg_id,
+                               xtr_id=msg.xtr_id, site_id=msg.site_id)
+            self.counters["map_notify_sent"] += 1
+            out.append(SendControl(src, sign(notify, key)))
+
+    def _send_notify(self, dst, reg, site, key_id, alg_id, now, out):
+        """An unsolicited Map-Notify telling `dst` the new RLOC set of `reg`."""
+        key = site.keys[key_id]
+        notify = sign(MapNotify(self.nonce(), [reg.record()], key_id, alg_id), key)
+        self.pending_notifies[notify.nonce] = PendingNotify(
+            dst, notify, key, self.notify_retries, now + self.notify_interval)
+        self.counters["map_notify_sent"] += 1
+        out.append(SendControl(dst, notify))
+
+    def _notify_ack(self, msg, raw, src, out):
+        pending = self.pending_notifies.get(msg.nonce)
+        if pending is None or not verify(raw, pending.key):
+            self.counters["map_notify_ack_unexpected"] += 1
+            out.append(Event("notify_ack_ignored", {"from": str(src)}))
+            return
+        del self.pending_notifies[msg.nonce]
+        out.append(Event("notify_acked", {"from": str(src)}))
+
+    def handle_request(self, request, ecm, src, now, out):
+        """Answer (proxy) or forward one Map-Request (plain or encapsulated)."""
+        if not request.records:
+            self.counters["map_request_empty"] += 1
+            return
+        rec = request.records[0]
+        try:
+            iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+        except ValueError:
+            self.counters["map_request_bad_eid"] += 1
+            return
+        itr = reply_rloc(request)
+        reg = self.lookup(iid, prefix.network_address, now)
+        if reg is None:
+            site, _ = self.site_for(iid, prefix)
+            covering = next((p for s in self.sites for i, p in s.prefixes
+                             if i == iid and p.version == prefix.version
+                             and prefix.subnet_of(p)), prefix)
+            self._negative(request, iid, covering, 1, itr, out, "not registered")
+            return
+        if any(r.proxy_reply for r in reg.registrants.values()):
+            self.counters["map_reply_sent"] += 1
+            reply = MapReply(request.nonce, [reg.record(authoritative=False)])
+            out.append(SendControl(itr, reply))
+            out.append(Event("proxy_reply", {"eid": f"[{iid}]{reg.prefix}", "to": str(itr)}))
+            return
+        etr = next(iter(reg.registrants.values())).source
+        if ecm is None:
+            ecm = EncapsulatedControl(request, IpUdp(itr, etr))
+        self.counters["map_request_forwarded"] += 1
+        out.append(SendControl(etr, ecm))
+        out.append(Event("request_forwarded", {"eid": f"[{iid}]{reg.prefix}",
+                                               "to": str(etr)}))
+
+    def _negative(self, request, iid, prefix, ttl, itr, out, why):
+        rec = EidRecord(_eid_address(iid, prefix.network_address), prefix.prefixlen, [],
+                        ttl=ttl, action=ACT_NATIVELY_FORWARD, authoritative=True)
+        self.counters["negative_reply_sent"] += 1
+        out.append(SendControl(itr, MapReply(request.nonce, [rec])))
+        out.append(Event("negative_reply", {"eid": f"[{iid}]{prefix}", "reason": why,
+                                            "to": str(itr)}))
+
+    def tick(self, now):
+        """Expire registrations and retransmit unacknowledged Map-Notifies."""
+        out = []
+        for key, reg in list(self.registrations.items()):
+            for src, r in list(reg.registrants.items()):
+                if r.expires <= now:
+                    del reg.registrants[src]
+                    self.counters["registrations_expired"] += 1
+                    out.append(Event("registration_expired", {
+                        "eid": f"[{reg.iid}]{reg.prefix}", "from": str(src)}))
+            if not reg.registrants:
+                del self.registrations[key]
+                self.table.remove(reg.iid, reg.prefix)
+            else:
+                self.table.insert(reg.iid, reg.prefix, reg.locators(), float("inf"), now)
+        for nonce, p in list(self.pending_notifies.items()):
+            if p.next_time > now:
+                continue
+            if p.retries_left <= 0:
+                del self.pending_notifies[nonce]
+                self.counters["map_notify_unacked"] += 1
+                out.append(Event("notify_unacked", {"to": str(p.dst)}))
+                continue
+            p.retries_left -= 1
+            p.next_time = now + self.notify_interval
+            self.counters["map_notify_retransmitted"] += 1
+            out.append(SendControl(p.dst, p.message))
+        return out
+
+
+class MapResolver(Core):
+    """Routes Encapsulated Map-Requests to the Map-Server that owns the EID.
+
+    `map_servers` is a list of (iid, prefix, ms_rloc). With `local_ms`, requests for the
+    prefixes of that Map-Server are handed to it directly (a combined MS/MR node)."""
+
+    def __init__(self, map_servers=(), local_ms=None, name="mr", negative_ttl=15, rng=None):
+        super().__init__(name, rng)
+        self.local_ms = local_ms
+        self.routes = MapCache(max_entries=100_000)
+        self.space = []
+        for iid, prefix, rloc in map_servers:
+            self.add_route(iid, prefix, rloc)
+        if local_ms is not None:
+            for iid, prefix in local_ms.eid_space():
+                self.add_route(iid, prefix, None)
+        self.negative_ttl = negative_ttl
+
+    def add_route(self, iid, prefix, ms_rloc):
+        self.routes.insert(iid, prefix, [Locator(ms_rloc)] if ms_rloc else [], float("inf"), 0)
+        self.space.append((iid, prefix))
+
+    def receive(self, raw, src, now):
+        out = []
+        msg = self.decode(raw, src, out)
+        if msg is not None:
+            self.handle(msg, src, now, out)
+        return out
+
+    def handle(self, msg, src, now, out):
+        request, ecm = unwrap_request(msg)
+        if request is None or ecm is None or not request.records:
+            self.counters["mr_unexpected_message"] += 1
+            out.append(Event("unexpected_message", {"from": str(src),
+                                                    "type": type(msg).__name__}))
+            return
+        self.counters["map_request_received"] += 1
+        if request.smr_invoked:
+            self.counters["smr_invoked_request_received"] += 1
+        rec = request.records[0]
+        try:
+            iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+        except ValueError:
+            self.counters["map_request_bad_eid"] += 1
+            return
+        route = self.routes.lookup(iid, prefix.network_address, now)
+        if route is None:
+            space = [p for i, p in self.space if i == iid]
+            hole = largest_hole(space, prefix.network_address)
+            rec = EidRecord(_eid_address(iid, hole.network_address), hole.prefixlen, [],
+                            ttl=self.negative_ttl, action=ACT_NATIVELY_FORWARD)
+            itr = reply_rloc(request)
+            self.counters["negative_reply_sent"] += 1
+            out.append(SendControl(itr, MapReply(request.nonce, [rec])))
+            out.append(Event("negative_reply", {"eid": f"[{iid}]{hole}",
+                                                "reason": "not EID space", "to": str(itr)}))
+        elif not route.locators:
+            self.local_ms.handle_request(request, ecm, src, now, out)
+        else:
+            self.counters["map_request_forwarded"] += 1
+            out.append(SendControl(route.locators[0].address, ecm))
+
+
+class MapServerResolver:
+    """A Map-Server and a Map-Resolver in one node, as in the lab's mapping-system node."""
+
+    def __init__(self, sites, name="msmr", rng=None, **ms_options):
+        self.name = name
+        self.ms = MapServer(sites, name=name, rng=rng, **ms_options)
+        self.mr = MapResolver(local_ms=self.ms, name=name, rng=rng)
+
+    @property
+    def counters(self):
+        return self.ms.counters + self.mr.counters
+
+    def receive(self, raw, src, now):
+        out = []
+        msg = self.ms.decode(raw, src, out)
+        if msg is None:
+            return out
+        if isinstance(msg, EncapsulatedControl):
+            self.mr.handle(msg, src, now, out)
+        else:
+            out.extend(self.ms.receive(raw, src, now))
+        return out
+
+    def tick(self, now):
+        return self.ms.tick(now)

@@ -1,0 +1,57 @@
+"""An xTR: the ITR and the ETR of one node, fed from one control socket.
+
+`receive()` decodes a control datagram once and hands it to the right half: Map-Replies and
+Solicit-Map-Requests to the ITR; Map-Requests (plain or encapsulated) and Map-Notifies to
+the ETR.
+"""
+from .actions import Decision, Event
+from .common import unwrap_request
+from .messages import MapNotify, MapNotifyAck, MapReply
+
+
+class Xtr:
+    def __init__(self, itr, etr, name="xtr"):
+        self.name = name
+        self.itr = itr
+        self.etr = etr
+
+    @property
+    def counters(self):
+        return self.itr.counters + self.etr.counters
+
+    def receive(self, raw, src, now):
+        out = []
+        msg = self.etr.decode(raw, src, out)
+        if msg is None:
+            return out
+        request, ecm = unwrap_request(msg)
+        if isinstance(msg, MapReply):
+            return self.itr.receive_reply(msg, src, now)
+        if request is not None and request.smr and ecm is None:
+            return self.itr.receive_smr(request, src, now)
+        if request is not None:
+            self.etr.counters["map_request_received"] += 1
+            return self.etr.handle_request(request, src, now)
+        if isinstance(msg, MapNotify) and not isinstance(msg, MapNotifyAck):
+            return self.etr.handle_notify(msg, raw, src, now)
+        self.etr.counters["unexpected_message"] += 1
+        return [Event("unexpected_message", {"from": str(src), "type": type(msg).__name__})]
+
+    def tick(self, now):
+        return self.itr.tick(now) + self.etr.tick(now)
+
+    def route(self, iid, dst, now, flow=b""):
+        """A packet from the site (or one the kernel sends into the tunnel): a host that
+        moved away from us is reached through its away entry, the rest through the ITR."""
+        away = self.etr.away.lookup(iid, dst, now)
+        if away is not None and (iid, dst) not in self.etr.dynamic:
+            loc = away.select_locator(flow)
+            if loc is not None:
+                return Decision("encap", loc.address), []
+        return self.itr.route(iid, dst, now, flow)
+
+    def decapsulated(self, iid, dst, outer_src, now, flow=b""):
+        return self.etr.decapsulated(iid, dst, outer_src, now, flow)
+
+    def host_seen(self, iid, ip, now):
+        return self.etr.host_seen(iid, ip, now)
