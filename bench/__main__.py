@@ -1,0 +1,29 @@
+"""`python -m bench [--quick]`: run the core benchmarks, print and save the numbers."""
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench import bench_core, bench_mapcache
+
+
+def main(argv):
+    quick = "--quick" in argv
+    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "python": platform.python_version(), "machine": platform.machine(),
+               "cpus": os.cpu_count(), "quick": quick}
+    for name, mod in (("core", bench_core), ("mapcache", bench_mapcache)):
+        print(f"bench: {name} ...", flush=True)
+        results[name] = mod.run(quick=quick)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "core.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    print(f"bench: written to {out / 'core.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
