@@ -21,6 +21,7 @@ fi
 # NetfilterQueue delay emulator builds against.
 apt_packages=(
     mininet iproute2 bridge-utils ebtables iptables ethtool procps psmisc kmod
+    iputils-ping iputils-arping netcat-openbsd
     tcpdump tshark iperf3 frr sudo
     python3 python3-venv python3-dev python3-pip gcc libnetfilter-queue-dev
 )
