@@ -32,6 +32,11 @@ An address on the wire is a 16-bit AFI followed by the address bytes:
 
 Length counts the bytes after the Length field. Other LCAF types are kept as opaque bytes
 (`Lcaf`), so a message carrying them still decodes and re-encodes unchanged.
+
+The address inside an Instance ID or an AFI List may itself be an LCAF (RFC 8060 4.1 and 3.1
+allow any AFI there, LCAF included: e.g. an Instance ID around a Source/Dest or multicast
+LCAF). Nesting is decoded up to MAX_LCAF_DEPTH levels; deeper input is a LispDecodeError
+(without a limit, a crafted AFI List of AFI Lists would exhaust Python's recursion limit).
 """
 import ipaddress
 import struct
@@ -50,6 +55,8 @@ AFI_MAC = 16389
 LCAF_AFI_LIST = 1
 LCAF_INSTANCE_ID = 2
 
+MAX_LCAF_DEPTH = 8  # LCAFs nested deeper than this are refused by the decoder
+
 IPv4Address = ipaddress.IPv4Address
 IPv6Address = ipaddress.IPv6Address
 
@@ -58,7 +65,7 @@ IPv6Address = ipaddress.IPv6Address
 class InstanceId:
     """An address inside a virtual network (LCAF type 2). `iid` is 32 bits on the wire."""
     iid: int
-    address: object  # IPv4Address, IPv6Address or None
+    address: object  # IPv4Address, IPv6Address or None (a decoded message may nest an LCAF)
     iid_mask_len: int = 0
     rsvd1: int = 0
     flags: int = 0
@@ -93,8 +100,10 @@ class MacAddress:
     mac: bytes
 
 
-def encode_address(addr):
-    """AFI + address bytes."""
+def encode_address(addr, depth=0):
+    """AFI + address bytes. (`depth`: LCAFs around this one; leave it at 0.)"""
+    if isinstance(addr, (InstanceId, AfiList, Lcaf)) and depth >= MAX_LCAF_DEPTH:
+        raise LispEncodeError(f"LCAF nested more than {MAX_LCAF_DEPTH} deep")
     if addr is None:
         return b"\x00\x00"
     if isinstance(addr, IPv4Address):
@@ -102,25 +111,31 @@ def encode_address(addr):
     if isinstance(addr, IPv6Address):
         return b"\x00\x02" + addr.packed
     if isinstance(addr, InstanceId):
-        inner = encode_address(addr.address)
+        inner = encode_address(addr.address, depth + 1)
         body = struct.pack("!I", check_range(addr.iid, 32, "instance_id")) + inner
         return _lcaf(addr.rsvd1, addr.flags, LCAF_INSTANCE_ID,
                      check_range(addr.iid_mask_len, 8, "iid_mask_len"), body)
     if isinstance(addr, AfiList):
-        body = b"".join(encode_address(a) for a in addr.addresses)
+        body = b"".join(encode_address(a, depth + 1) for a in addr.addresses)
         return _lcaf(addr.rsvd1, addr.flags, LCAF_AFI_LIST, addr.rsvd2, body)
     if isinstance(addr, Lcaf):
+        if not isinstance(addr.payload, (bytes, bytearray)):
+            raise LispEncodeError("an opaque LCAF's payload must be bytes")
         return _lcaf(addr.rsvd1, addr.flags, check_range(addr.lcaf_type, 8, "lcaf_type"),
-                     addr.rsvd2, addr.payload)
+                     addr.rsvd2, bytes(addr.payload))
     if isinstance(addr, DistinguishedName):
-        raw = addr.name.encode("ascii")
+        try:
+            raw = addr.name.encode("ascii")
+        except (UnicodeEncodeError, AttributeError):
+            raise LispEncodeError(f"distinguished name {addr.name!r} is not an ASCII string") \
+                from None
         if b"\x00" in raw:
             raise LispEncodeError("distinguished name contains NUL")
         return struct.pack("!H", AFI_DN) + raw + b"\x00"
     if isinstance(addr, MacAddress):
-        if len(addr.mac) != 6:
+        if not isinstance(addr.mac, (bytes, bytearray)) or len(addr.mac) != 6:
             raise LispEncodeError("MAC address must be 6 bytes")
-        return struct.pack("!H", AFI_MAC) + addr.mac
+        return struct.pack("!H", AFI_MAC) + bytes(addr.mac)
     raise LispEncodeError(f"cannot encode address {addr!r}")
 
 
@@ -132,8 +147,9 @@ def _lcaf(rsvd1, flags, lcaf_type, rsvd2, body):
                        check_range(rsvd2, 8, "lcaf rsvd2"), len(body)) + body
 
 
-def decode_address(r, field):
-    """Read AFI + address from Reader `r`; `field` names it in errors."""
+def decode_address(r, field, depth=0):
+    """Read AFI + address from Reader `r`; `field` names it in errors. `depth` counts the
+    LCAFs this address is nested in (callers outside this module leave it at 0)."""
     afi_pos = r.pos
     afi = r.u16(field + ".afi")
     if afi == AFI_NONE:
@@ -143,7 +159,9 @@ def decode_address(r, field):
     if afi == AFI_IPV6:
         return IPv6Address(r.take(16, field + ".ipv6"))
     if afi == AFI_LCAF:
-        return _decode_lcaf(r, field)
+        if depth >= MAX_LCAF_DEPTH:
+            r.fail(field + ".afi", f"LCAF nested more than {MAX_LCAF_DEPTH} deep", afi_pos)
+        return _decode_lcaf(r, field, depth + 1)
     if afi == AFI_DN:
         start = r.pos
         end = r.data.find(b"\x00", start, r.end)
@@ -160,7 +178,7 @@ def decode_address(r, field):
     r.fail(field + ".afi", f"unknown AFI {afi}", afi_pos)
 
 
-def _decode_lcaf(r, field):
+def _decode_lcaf(r, field, depth):
     rsvd1 = r.u8(field + ".lcaf.rsvd1")
     flags = r.u8(field + ".lcaf.flags")
     lcaf_type = r.u8(field + ".lcaf.type")
@@ -169,15 +187,15 @@ def _decode_lcaf(r, field):
     body = r.sub(length, field + ".lcaf.body")
     if lcaf_type == LCAF_INSTANCE_ID:
         iid = body.u32(field + ".lcaf.instance_id")
-        inner = decode_address(body, field + ".lcaf.address")
-        if isinstance(inner, (InstanceId, AfiList, Lcaf)):
-            body.fail(field + ".lcaf.address", "nested LCAF inside an Instance ID")
+        # RFC 8060 4.1: "AFI = x can be any AFI value", LCAF included (this decoder used to
+        # refuse a nested LCAF here, so e.g. an IID around a multicast/SD LCAF did not decode).
+        inner = decode_address(body, field + ".lcaf.address", depth)
         body.done(field + ".lcaf")
         return InstanceId(iid, inner, rsvd2, rsvd1, flags)
     if lcaf_type == LCAF_AFI_LIST:
         items = []
         while body.remaining():
-            items.append(decode_address(body, f"{field}.lcaf.list[{len(items)}]"))
+            items.append(decode_address(body, f"{field}.lcaf.list[{len(items)}]", depth))
         return AfiList(tuple(items), rsvd1, flags, rsvd2)
     return Lcaf(lcaf_type, body.take(body.remaining(), field + ".lcaf.body"),
                 rsvd1, flags, rsvd2)

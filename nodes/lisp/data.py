@@ -13,13 +13,21 @@ N: a 24-bit nonce follows. L: the Locator-Status-Bits are in use. E: echo-nonce 
 (only with N). V: the 24 bits hold a source and a destination map-version, 12 bits each
 (never together with N). I: the second word is a 24-bit Instance ID and 8 LSBs; without I it
 is 32 LSBs. R, K, K: reserved (K for LISP-crypto), kept as they are.
+
+Receiving (RFC 9300 5.3): "Both N- and V-bits MUST NOT be set in the same packet. If they
+are, a decapsulating ETR MUST treat the 'Nonce/Map-Version' field as having a Nonce value
+present"; the E-bit "MUST be ignored and has no meaning when the N-bit is set to 0"; with I
+set and L clear the low 8 bits are "ignored on receipt". So the decoder rejects none of these
+(it used to raise for N+V and for E without N): it reads them as the RFC says and keeps the
+ignored bits in `DataHeader.ignored`, so that a decoded header re-encodes to the same bytes.
+The encoder still refuses to *send* N with V, or E without N.
 """
 import struct
 from dataclasses import dataclass
 from typing import Optional
 
 from .errors import LispDecodeError, LispEncodeError
-from .reader import check_range
+from .reader import check_flag, check_range
 
 HEADER_LEN = 8
 _HDR = struct.Struct("!II")
@@ -35,6 +43,24 @@ class DataHeader:
     map_versions: Optional[tuple] = None   # V: (source, destination)
     instance_id: Optional[int] = None      # I: 24 bits
     reserved: int = 0                      # the R, K, K bits
+    # Bits the flags make meaningless (E without N; V with N; the 24-bit field without N or
+    # V; the LSBs without L), as a 64-bit value laid over the 8 header bytes. 0 when sending.
+    ignored: int = 0
+
+
+_E_BIT = FLAG_E << 56
+_V_BIT = FLAG_V << 56
+
+
+def _ignorable(n, v, i, lsb):
+    """Mask (over the 64-bit header) of the bits a receiver ignores, given which of the
+    N, V (meaningful only without N), I and L fields are in use."""
+    mask = _V_BIT if n else _E_BIT
+    if not n and not v:
+        mask |= 0xFFFFFF << 32
+    if not lsb:
+        mask |= 0xFF if i else 0xFFFFFFFF
+    return mask
 
 
 def encode_data_header(h):
@@ -42,7 +68,7 @@ def encode_data_header(h):
     first = 0
     if h.nonce is not None and h.map_versions is not None:
         raise LispEncodeError("N and V bits are mutually exclusive")
-    if h.echo_nonce and h.nonce is None:
+    if check_flag(h.echo_nonce, "echo_nonce") and h.nonce is None:
         raise LispEncodeError("the E bit needs a nonce")
     if h.nonce is not None:
         flags |= FLAG_N
@@ -64,6 +90,12 @@ def encode_data_header(h):
     elif h.lsb is not None:
         flags |= FLAG_L
         second = check_range(h.lsb, 32, "lsb")
+    if h.ignored:
+        ignored = check_range(h.ignored, 64, "ignored")
+        if ignored & ~_ignorable(h.nonce is not None, h.map_versions is not None,
+                                 h.instance_id is not None, h.lsb is not None):
+            raise LispEncodeError("ignored bits overlap the fields in use")
+        return _HDR.pack((flags << 24) | first | (ignored >> 32), second | (ignored & 0xFFFFFFFF))
     return _HDR.pack((flags << 24) | first, second)
 
 
@@ -76,21 +108,22 @@ def decode_data_header(data, offset=0):
     first, second = _HDR.unpack_from(data, offset)
     flags = first >> 24
     low24 = first & 0xFFFFFF
-    if flags & FLAG_N and flags & FLAG_V:
-        raise LispDecodeError("LISP-data.flags", offset, "N and V bits both set")
-    if flags & FLAG_E and not flags & FLAG_N:
-        raise LispDecodeError("LISP-data.flags", offset, "E bit without N bit")
-    h = DataHeader(reserved=flags & 0x07, echo_nonce=bool(flags & FLAG_E))
-    if flags & FLAG_N:
+    n = flags & FLAG_N
+    v = flags & FLAG_V and not n      # RFC 9300 5.3: with N and V both set, it is a nonce
+    i = flags & FLAG_I
+    lsb = flags & FLAG_L
+    h = DataHeader(reserved=flags & 0x07, echo_nonce=bool(n and flags & FLAG_E))
+    if n:
         h.nonce = low24
-    if flags & FLAG_V:
+    elif v:
         h.map_versions = (low24 >> 12, low24 & 0xFFF)
-    if flags & FLAG_I:
+    if i:
         h.instance_id = second >> 8
-        if flags & FLAG_L:
+        if lsb:
             h.lsb = second & 0xFF
-    elif flags & FLAG_L:
+    elif lsb:
         h.lsb = second
+    h.ignored = ((first << 32) | second) & _ignorable(n, v, i, lsb)
     return h
 
 

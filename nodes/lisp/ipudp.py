@@ -3,13 +3,19 @@
 RFC 9301 5.8: after the 4-byte ECM header comes the inner IP header (source: the requester's
 EID or RLOC; destination: the EID being asked for) and a UDP header to port 4342, then the
 LISP message. The UDP checksum is computed over the pseudo-header as RFC 768 / RFC 8200 say.
+
+A UDP checksum of 0 ("none", RFC 768) is accepted and kept (`zero_checksum`), so the ECM
+re-encodes unchanged: lispers.net's ECM encoder leaves the inner UDP checksum at 0. It is
+accepted around an inner IPv6 header too (where RFC 8200 would have a UDP stack drop it):
+this inner header is never handed to a UDP stack, and RFC 6935/6936 allow zero checksums for
+tunnel protocols. A nonzero checksum must be right.
 """
 import ipaddress
 import struct
 from dataclasses import dataclass
 
 from .errors import LispEncodeError
-from .reader import check_range
+from .reader import check_flag, check_range
 
 PROTO_UDP = 17
 
@@ -47,18 +53,33 @@ class IpUdp:
     ident: int = 0         # IPv4 identification
     frag: int = 0x4000     # IPv4 flags + fragment offset word (default: DF)
     flow_label: int = 0    # IPv6
+    zero_checksum: bool = False  # send UDP checksum 0 (none) instead of computing it
+
+
+_IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 
 def encode_ip_udp(h, payload):
+    if not isinstance(h.src, _IP_TYPES) or not isinstance(h.dst, _IP_TYPES):
+        raise LispEncodeError(f"inner addresses must be IP addresses: {h.src!r}, {h.dst!r}")
     if h.src.version != h.dst.version:
         raise LispEncodeError("inner source and destination differ in IP version")
     udp_len = 8 + len(payload)
-    if udp_len > 0xFFFF:
+    # IPv4's Total Length counts the 20-byte header too (struct.error before this check).
+    if udp_len > 0xFFFF - (20 if h.src.version == 4 else 0):
         raise LispEncodeError("inner UDP datagram too long")
+    if h.src.version == 4:
+        if check_range(h.frag, 16, "frag") & 0x3FFF:
+            raise LispEncodeError("an ECM's inner IPv4 header cannot be a fragment")
+        if h.flow_label:
+            raise LispEncodeError("flow_label is an IPv6 field")
+    elif h.ident or h.frag != 0x4000:
+        raise LispEncodeError("ident and frag are IPv4 fields (leave them at 0 and 0x4000)")
     udp = struct.pack("!HHHH", check_range(h.sport, 16, "sport"),
                       check_range(h.dport, 16, "dport"), udp_len, 0) + payload
-    csum = udp_checksum(h.src, h.dst, udp)
-    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
+    if not check_flag(h.zero_checksum, "zero_checksum"):
+        csum = udp_checksum(h.src, h.dst, udp)
+        udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
     if h.src.version == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, check_range(h.tos, 8, "tos"), 20 + udp_len,
                          check_range(h.ident, 16, "ident"), check_range(h.frag, 16, "frag"),
@@ -124,9 +145,10 @@ def decode_ip_udp(r, field):
     if ulen != r.end - udp_start:
         r.fail(field + ".udp.length", f"says {ulen} bytes, {r.end - udp_start} present",
                udp_start + 4)
-    if csum != 0 or version == 6:
+    # 0 means "no checksum" (RFC 768); accepted for IPv6 too, see the module docstring.
+    if csum != 0:
         if udp_checksum(src, dst, r.data[udp_start:udp_start + 6] + b"\0\0"
                         + r.data[udp_start + 8:r.end]) != csum:
             r.fail(field + ".udp.checksum", "bad UDP checksum", udp_start + 6)
-    h = IpUdp(src, dst, sport, dport, ttl, tos, ident, frag, flow)
+    h = IpUdp(src, dst, sport, dport, ttl, tos, ident, frag, flow, csum == 0)
     return h, r.sub(r.end - r.pos, field + ".payload")

@@ -36,7 +36,7 @@ from typing import Optional
 from .address import decode_address, encode_address, max_mask_len
 from .errors import LispEncodeError
 from .ipudp import IpUdp, decode_ip_udp, encode_ip_udp
-from .reader import Reader, check_range
+from .reader import Reader, check_flag as _f, check_range
 
 MAP_REQUEST = 1
 MAP_REPLY = 2
@@ -256,8 +256,9 @@ class EncapsulatedControl:
 # --- records -------------------------------------------------------------------------
 
 def _encode_locator(loc):
-    flags = (check_range(loc.unused_flags, 13, "unused_flags") << 3) | (loc.local << 2) \
-        | (loc.probed << 1) | int(loc.reachable)
+    flags = (check_range(loc.unused_flags, 13, "unused_flags") << 3) \
+        | (_f(loc.local, "local") << 2) | (_f(loc.probed, "probed") << 1) \
+        | _f(loc.reachable, "reachable")
     return struct.pack("!BBBBH", check_range(loc.priority, 8, "priority"),
                        check_range(loc.weight, 8, "weight"),
                        check_range(loc.m_priority, 8, "m_priority"),
@@ -269,7 +270,8 @@ def _encode_record(rec):
     if len(rec.locators) > 255:
         raise LispEncodeError("more than 255 locators in a record")
     _check_mask(rec.eid, rec.mask_len)
-    word = (check_range(rec.action, 3, "action") << 13) | (rec.authoritative << 12) \
+    word = (check_range(rec.action, 3, "action") << 13) \
+        | (_f(rec.authoritative, "authoritative") << 12) \
         | check_range(rec.reserved, 12, "record reserved")
     head = struct.pack("!IBBHH", check_range(rec.ttl, 32, "ttl"), len(rec.locators),
                        rec.mask_len, word,
@@ -329,11 +331,12 @@ def _count(items, what):
 def _encode_map_request(m):
     if not 1 <= len(m.itr_rlocs) <= 32:
         raise LispEncodeError("a Map-Request carries 1 to 32 ITR-RLOCs")
-    word = (MAP_REQUEST << 28) | (m.authoritative << 27) \
-        | ((m.map_reply_record is not None) << 26) | (m.probe << 25) | (m.smr << 24) \
-        | (m.pitr << 23) | (m.smr_invoked << 22) \
-        | (check_range(m.reserved, 7, "reserved") << 15) | (m.local_xtr << 14) \
-        | (m.dont_map_reply << 13) | ((len(m.itr_rlocs) - 1) << 8) \
+    word = (MAP_REQUEST << 28) | (_f(m.authoritative, "authoritative") << 27) \
+        | ((m.map_reply_record is not None) << 26) | (_f(m.probe, "probe") << 25) \
+        | (_f(m.smr, "smr") << 24) | (_f(m.pitr, "pitr") << 23) \
+        | (_f(m.smr_invoked, "smr_invoked") << 22) \
+        | (check_range(m.reserved, 7, "reserved") << 15) | (_f(m.local_xtr, "local_xtr") << 14) \
+        | (_f(m.dont_map_reply, "dont_map_reply") << 13) | ((len(m.itr_rlocs) - 1) << 8) \
         | _count(m.records, "records")
     out = [struct.pack("!IQ", word, check_range(m.nonce, 64, "nonce")),
            encode_address(m.source_eid)]
@@ -374,7 +377,8 @@ def _decode_map_request(r):
 # --- Map-Reply -----------------------------------------------------------------------
 
 def _encode_map_reply(m):
-    word = (MAP_REPLY << 28) | (m.probe << 27) | (m.echo_nonce << 26) | (m.security << 25) \
+    word = (MAP_REPLY << 28) | (_f(m.probe, "probe") << 27) \
+        | (_f(m.echo_nonce, "echo_nonce") << 26) | (_f(m.security, "security") << 25) \
         | (check_range(m.reserved, 17, "reserved") << 8) | _count(m.records, "records")
     return struct.pack("!IQ", word, check_range(m.nonce, 64, "nonce")) \
         + b"".join(_encode_record(x) for x in m.records)
@@ -395,6 +399,8 @@ AUTH_DATA_OFFSET = 16   # Key ID/Algorithm ID/length at 12..16, authentication d
 
 
 def _encode_auth_body(m, word):
+    if not isinstance(m.auth_data, (bytes, bytearray)):
+        raise LispEncodeError("auth_data must be bytes")  # bytes(20) would be 20 zeros
     if len(m.auth_data) > 0xFFFF:
         raise LispEncodeError("authentication data too long")
     out = [struct.pack("!IQBBH", word, check_range(m.nonce, 64, "nonce"),
@@ -404,13 +410,16 @@ def _encode_auth_body(m, word):
     if m.xtr_id is not None:
         out.append(check_range(m.xtr_id, 128, "xtr_id").to_bytes(16, "big"))
         out.append(struct.pack("!Q", check_range(m.site_id, 64, "site_id")))
+    elif m.site_id:
+        raise LispEncodeError("site_id is only sent with an xtr_id (the I bit)")
     return b"".join(out)
 
 
 def _encode_map_register(m):
-    word = (MAP_REGISTER << 28) | (m.proxy_reply << 27) | (m.security << 26) \
+    word = (MAP_REGISTER << 28) | (_f(m.proxy_reply, "proxy_reply") << 27) \
+        | (_f(m.security, "security") << 26) \
         | ((m.xtr_id is not None) << 25) | (check_range(m.reserved, 16, "reserved") << 9) \
-        | (m.want_map_notify << 8) | _count(m.records, "records")
+        | (_f(m.want_map_notify, "want_map_notify") << 8) | _count(m.records, "records")
     return _encode_auth_body(m, word)
 
 
@@ -457,8 +466,9 @@ def _decode_map_notify(r, cls, name):
 def _encode_ecm(m):
     if isinstance(m.message, EncapsulatedControl):
         raise LispEncodeError("an ECM inside an ECM")
-    word = (ECM << 28) | (m.security << 27) | (m.ddt << 26) | (m.to_etr << 25) \
-        | (m.to_ms << 24) | check_range(m.reserved, 24, "reserved")
+    word = (ECM << 28) | (_f(m.security, "security") << 27) | (_f(m.ddt, "ddt") << 26) \
+        | (_f(m.to_etr, "to_etr") << 25) | (_f(m.to_ms, "to_ms") << 24) \
+        | check_range(m.reserved, 24, "reserved")
     return _U32.pack(word) + encode_ip_udp(m.inner, encode(m.message))
 
 

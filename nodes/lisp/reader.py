@@ -5,7 +5,7 @@ says which field and which offset, and never an IndexError or struct.error.
 """
 import struct
 
-from .errors import LispDecodeError
+from .errors import LispDecodeError, LispEncodeError
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -78,7 +78,16 @@ class Reader:
 
 def check_range(value, bits, name):
     """Raise LispEncodeError unless 0 <= value < 2**bits."""
-    from .errors import LispEncodeError
     if not isinstance(value, int) or value < 0 or value >= (1 << bits):
         raise LispEncodeError(f"{name}={value!r} does not fit in {bits} bits")
     return value
+
+
+def check_flag(value, name):
+    """1 or 0 for a one-bit flag; LispEncodeError for anything but a bool (or the ints 0/1).
+
+    Without this, a flag set to e.g. 2 would be shifted into the neighbouring bit (for the
+    first flag of a header: into the Type field, turning a Map-Reply into a Map-Register)."""
+    if value is True or value is False or (type(value) is int and value in (0, 1)):
+        return int(value)
+    raise LispEncodeError(f"{name}={value!r} is not a one-bit flag (True/False)")
