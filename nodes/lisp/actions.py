@@ -10,11 +10,20 @@ from dataclasses import dataclass, field
 @dataclass
 class SendControl:
     """Send `message` (a nodes.lisp.messages object, already signed if it needs to be) in a
-    UDP datagram to `dst` (an RLOC) on `dport`."""
+    UDP datagram to `dst` (an RLOC) on `dport`. `data`, when set, is that message already
+    encoded (equal to encode(message))."""
     dst: object
     message: object
     dport: int = 4342
     sport: int = 4342
+    data: bytes = None    # the encoded message, when the core already has it
+
+    def wire(self):
+        """The bytes to send."""
+        if self.data is not None:
+            return self.data
+        from .messages import encode
+        return encode(self.message)
 
 
 @dataclass

@@ -224,6 +224,9 @@ def make_eid(prefix, iid=None):
     return addr, net.prefixlen
 
 
+_NETWORK = {IPv4Address: ipaddress.IPv4Network, IPv6Address: ipaddress.IPv6Network}
+
+
 def eid_prefix(addr, mask_len):
     """(instance ID, ipaddress network) of a record's EID; iid 0 when there is no LCAF.
 
@@ -231,9 +234,15 @@ def eid_prefix(addr, mask_len):
     iid = 0
     if isinstance(addr, InstanceId):
         iid, addr = addr.iid, addr.address
-    if not isinstance(addr, (IPv4Address, IPv6Address)):
+    cls = _NETWORK.get(type(addr))
+    if cls is None:
         raise ValueError(f"EID {addr!r} is not an IP prefix")
-    return iid, ipaddress.ip_network((addr, mask_len), strict=False)
+    width = addr.max_prefixlen
+    if not 0 <= mask_len <= width:
+        raise ValueError(f"mask length {mask_len} does not fit the EID {addr}")
+    # From an int with the host bits cleared: several times faster than from the address.
+    host_bits = width - mask_len
+    return iid, cls((int(addr) >> host_bits << host_bits, mask_len))
 
 
 def address_family(addr):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from .actions import Event, SendControl
 from .address import InstanceId, eid_prefix
-from .auth import sign, verify
+from .auth import notify_for_register, sign, verify
 from .common import Core, reply_rloc, unwrap_request
 from .ipudp import IpUdp
 from .mapcache import MapCache, largest_hole
@@ -99,20 +99,36 @@ class MapServer(Core):
         self.table = MapCache(max_entries=1_000_000)     # LPM index over registrations
         self.registrations = {}                          # (iid, prefix) -> Registration
         self.pending_notifies = {}                       # nonce -> PendingNotify
+        self._site_cache = {}                            # (iid, prefix) -> site_for()
 
     # --- configuration look-ups ---------------------------------------------------
 
     def site_for(self, iid, prefix):
         """(site, more_specific) for a prefix, or (None, reason)."""
+        found = self._site_cache.get((iid, prefix))
+        if found is None:
+            found = self._site_cache[(iid, prefix)] = self._find_site(iid, prefix)
+            if len(self._site_cache) > 100_000:
+                self._site_cache.clear()
+        return found
+
+    def _find_site(self, iid, prefix):
         covering = None
+        width = prefix.max_prefixlen
+        addr = int(prefix.network_address)
         for site in self.sites:
             for s_iid, s_prefix in site.prefixes:
                 if s_iid != iid or s_prefix.version != prefix.version:
                     continue
-                if s_prefix == prefix:
+                plen = s_prefix.prefixlen
+                if plen > prefix.prefixlen:
+                    continue
+                shift = width - plen
+                if addr >> shift != int(s_prefix.network_address) >> shift:
+                    continue
+                if plen == prefix.prefixlen:
                     return site, False
-                if prefix.subnet_of(s_prefix):
-                    covering = site
+                covering = site
         if covering is None:
             return None, "no configured site has this prefix"
         if not covering.accept_more_specifics:
@@ -188,29 +204,30 @@ class MapServer(Core):
             new = Registrant(src, rec, expires, msg.key_id, msg.alg_id, msg.proxy_reply,
                              msg.xtr_id)
             if more:
-                new_rlocs = {loc.address for loc in rec.locators}
-                moved_from = [r for s, r in reg.registrants.items()
-                              if s != src and {x.address for x in r.record.locators}
-                              != new_rlocs]
+                moved_from = []
+                if reg.registrants.keys() - {src}:
+                    new_rlocs = {loc.address for loc in rec.locators}
+                    moved_from = [r for s, r in reg.registrants.items()
+                                  if s != src and {x.address for x in r.record.locators}
+                                  != new_rlocs]
                 reg.registrants = {src: new}
                 for old in moved_from:
                     self._send_notify(old.source, reg, site, old.key_id, old.alg_id, now, out)
                 if moved_from:
                     self.counters["host_moves"] += 1
                     out.append(Event("eid_moved", {
-                        "eid": f"[{iid}]{prefix}", "from": [str(o.source) for o in moved_from],
-                        "to": [str(a) for a in new_rlocs]}))
+                        "iid": iid, "eid": prefix, "from": [o.source for o in moved_from],
+                        "to": [x.address for x in rec.locators]}))
             else:
                 reg.registrants[src] = new
             self.table.insert(iid, prefix, reg.locators(), float("inf"), now)
-            out.append(Event("registered", {"site": site.name, "eid": f"[{iid}]{prefix}",
-                                            "rlocs": [str(x.address) for x in rec.locators],
-                                            "from": str(src)}))
+            out.append(Event("registered", {"site": site.name, "iid": iid, "eid": prefix,
+                                            "rlocs": [x.address for x in rec.locators],
+                                            "from": src}))
         if msg.want_map_notify:
-            notify = MapNotify(msg.nonce, msg.records, msg.key_id, msg.alg_id,
-                               xtr_id=msg.xtr_id, site_id=msg.site_id)
+            notify, data = notify_for_register(raw, msg, key)
             self.counters["map_notify_sent"] += 1
-            out.append(SendControl(src, sign(notify, key)))
+            out.append(SendControl(src, notify, data=data))
 
     def _send_notify(self, dst, reg, site, key_id, alg_id, now, out):
         """An unsolicited Map-Notify telling `dst` the new RLOC set of `reg`."""

@@ -33,7 +33,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .address import decode_address, encode_address, max_mask_len
+from .address import IPv4Address, IPv6Address, decode_address, encode_address, max_mask_len
 from .errors import LispEncodeError
 from .ipudp import IpUdp, decode_ip_udp, encode_ip_udp
 from .reader import Reader, check_flag as _f, check_range
@@ -288,28 +288,51 @@ def _check_mask(eid, mask_len):
         raise LispEncodeError(f"mask_len {mask_len} is longer than the address ({limit})")
 
 
+_RECORD_HEAD = struct.Struct("!IBBHH")
+_LOCATOR_HEAD = struct.Struct("!BBBBHH")
+
+
 def _decode_record(r, name):
-    ttl = r.u32(name + ".ttl")
-    count = r.u8(name + ".locator_count")
-    mask_pos = r.pos
-    mask_len = r.u8(name + ".mask_len")
-    word = r.u16(name + ".action")
-    mv = r.u16(name + ".map_version")
+    # Fast path: whole fixed-size headers are unpacked at once; the per-field reads (and
+    # their error names) are only used when the bytes run short.
+    mask_pos = r.pos + 5
+    if r.end - r.pos >= 10:
+        ttl, count, mask_len, word, mv = _RECORD_HEAD.unpack_from(r.data, r.pos)
+        r.pos += 10
+    else:
+        ttl = r.u32(name + ".ttl")
+        count = r.u8(name + ".locator_count")
+        mask_len = r.u8(name + ".mask_len")
+        word = r.u16(name + ".action")
+        mv = r.u16(name + ".map_version")
     eid = decode_address(r, name + ".eid")
     limit = max_mask_len(eid)
     if limit is not None and mask_len > limit:
         r.fail(name + ".mask_len", f"{mask_len} is longer than the EID ({limit})", mask_pos)
-    if (word >> 13) > 5:
-        pass  # unassigned ACT values are kept as they are (the receiver decides)
+    # Unassigned ACT values are kept as they are (the receiver decides).
     locs = []
+    data = r.data
     for i in range(count):
-        ln = f"{name}.locator[{i}]"
-        pri = r.u8(ln + ".priority")
-        wei = r.u8(ln + ".weight")
-        mpri = r.u8(ln + ".m_priority")
-        mwei = r.u8(ln + ".m_weight")
-        flags = r.u16(ln + ".flags")
-        addr = decode_address(r, ln + ".address")
+        pos = r.pos
+        if r.end - pos >= 12:
+            pri, wei, mpri, mwei, flags, afi = _LOCATOR_HEAD.unpack_from(data, pos)
+            if afi == 1:
+                r.pos = pos + 12
+                addr = IPv4Address(data[pos + 8:pos + 12])
+            elif afi == 2 and r.end - pos >= 24:
+                r.pos = pos + 24
+                addr = IPv6Address(data[pos + 8:pos + 24])
+            else:
+                r.pos = pos + 6
+                addr = decode_address(r, f"{name}.locator[{i}].address")
+        else:
+            ln = f"{name}.locator[{i}]"
+            pri = r.u8(ln + ".priority")
+            wei = r.u8(ln + ".weight")
+            mpri = r.u8(ln + ".m_priority")
+            mwei = r.u8(ln + ".m_weight")
+            flags = r.u16(ln + ".flags")
+            addr = decode_address(r, ln + ".address")
         locs.append(Locator(addr, pri, wei, mpri, mwei, bool(flags & 4), bool(flags & 2),
                             bool(flags & 1), flags >> 3))
     return EidRecord(eid, mask_len, locs, ttl, word >> 13, bool(word & 0x1000),

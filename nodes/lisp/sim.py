@@ -11,7 +11,7 @@ students who want to watch a VM move message by message:
 """
 from .actions import SendControl
 from .messages import (EncapsulatedControl, MapNotify, MapNotifyAck, MapRegister, MapReply,
-                       MapRequest, encode)
+                       MapRequest)
 
 
 def describe(msg):
@@ -47,7 +47,7 @@ class SimNetwork:
             if not isinstance(action, SendControl):
                 self.other_actions.append((origin, action))
                 continue
-            raw = encode(action.message)
+            raw = action.wire()
             self.trace.append((origin, action.dst, describe(action.message)))
             node = self.nodes.get(action.dst)
             if node is not None:

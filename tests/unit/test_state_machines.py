@@ -272,3 +272,20 @@ def test_malformed_datagrams_are_counted_never_raised():
         out = msmr.receive(raw, ITR_RLOC, 0.0)
         assert [a.name for a in out] == ["malformed"]
     assert msmr.counters["malformed"] == 4
+
+
+def test_ms_notify_built_from_register_bytes_equals_the_encoded_message():
+    """The Map-Server builds its Map-Notify from the Map-Register's bytes (a shortcut);
+    those bytes must be exactly what encoding the message gives, and must verify."""
+    from nodes.lisp.auth import verify
+    ms = MapServer([SITE], rng=random.Random(1))
+    for alg in (1, 2):
+        eid, mask = make_eid("10.1.0.0/24")
+        rec = EidRecord(eid, mask, [Locator(ip("192.0.2.1"), local=True),
+                                    Locator(ip("2001:db8::1"), priority=2)])
+        raw = encode(sign(MapRegister(9, [rec], 1, alg, want_map_notify=True,
+                                      xtr_id=0xABC, site_id=7), "k1"))
+        [notify] = sends(ms.receive(raw, ip("192.0.2.1"), 0.0))
+        assert notify.data == encode(notify.message)
+        assert notify.data[0] >> 4 == 4 and verify(notify.data, "k1")
+        assert not verify(notify.data, "k2")
