@@ -203,6 +203,33 @@ def test_expired_host_route_falls_back_to_covering_prefix():
     assert mc.lookup(0, A("10.1.0.5"), 60) is wide
 
 
+def test_short_prefixes_added_removed_and_replaced_after_lookups():
+    """Prefixes shorter than /16 are remembered per bucket: changes must still show."""
+    mc = MapCache()
+    host = mc.insert(0, N("10.1.0.5/32"), [loc(RLOC1)], 600, 0)
+    assert mc.lookup(0, A("10.1.0.6"), 1) is None
+    wide = mc.insert(0, N("10.0.0.0/8"), [loc(RLOC2)], 600, 1)
+    assert mc.lookup(0, A("10.1.0.6"), 2) is wide
+    wider = mc.insert(0, N("8.0.0.0/5"), [], 600, 2, action=Action.NATIVELY_FORWARD)
+    assert mc.lookup(0, A("10.1.0.6"), 3) is wide
+    new_wide = mc.insert(0, N("10.0.0.0/8"), [loc(RLOC3)], 600, 3)
+    assert mc.lookup(0, A("10.1.0.6"), 4) is new_wide
+    mc.remove(0, N("10.0.0.0/8"))
+    assert mc.lookup(0, A("10.1.0.6"), 5) is wider
+    assert mc.lookup(0, A("10.1.0.5"), 5) is host
+    mc.remove(0, N("8.0.0.0/5"))
+    assert mc.lookup(0, A("10.1.0.6"), 6) is None
+
+
+def test_expired_short_prefix_falls_back_to_a_shorter_one():
+    mc = MapCache()
+    mc.insert(0, N("10.1.0.5/32"), [loc(RLOC1)], 600, 0)
+    short = mc.insert(0, N("10.0.0.0/8"), [loc(RLOC2)], 10, 0)
+    default = mc.insert(0, N("0.0.0.0/0"), [loc(RLOC3)], 600, 0)
+    assert mc.lookup(0, A("10.1.0.6"), 9) is short
+    assert mc.lookup(0, A("10.1.0.6"), 10) is default
+
+
 def test_expire_returns_all_expired_soonest_first():
     mc = MapCache()
     a = mc.insert(0, N("10.1.0.0/16"), [], 30, 0)
@@ -266,6 +293,17 @@ def test_size_bound_evicts_least_recently_used():
     mc.insert(0, N("10.3.0.0/16"), [loc(RLOC1)], 60, 1)
     assert mc.evictions == 1
     assert [str(e.prefix) for e in mc] == ["10.0.0.0/16", "10.2.0.0/16", "10.3.0.0/16"]
+
+
+def test_eviction_gives_used_entries_a_second_chance():
+    mc = MapCache(max_entries=3)
+    a, b, c = (mc.insert(0, N(f"10.{i}.0.0/16"), [], 60, 0) for i in range(3))
+    mc.lookup(0, A("10.0.0.1"), 1)
+    mc.lookup(0, A("10.1.0.1"), 1)
+    d = mc.insert(0, N("10.3.0.0/16"), [], 60, 1)          # c is the only one not used
+    assert set(mc) == {a, b, d} and mc.evictions == 1
+    e = mc.insert(0, N("10.4.0.0/16"), [], 60, 1)          # no flags left: the oldest goes
+    assert set(mc) == {b, d, e} and mc.evictions == 2
 
 
 def test_replacing_in_a_full_cache_evicts_nothing():
@@ -476,51 +514,58 @@ def _prefixes(version):
         lambda ap: cls(ap, strict=False))
 
 
-def _op(version):
-    insert = st.tuples(st.just("insert"), st.integers(0, 1), _prefixes(version),
-                       st.sampled_from([5.0, 10.0, 1000.0]))
+def _ops(version):
+    """Inserts, removes and lookups, interleaved, on IIDs 0 and 1."""
+    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    ttl = st.sampled_from([5.0, 10.0, 1000.0])
+    insert = st.tuples(st.just("insert"), st.integers(0, 1), _prefixes(version), ttl)
     remove = st.tuples(st.just("remove"), st.integers(0, 1), _prefixes(version), st.just(0.0))
-    return st.one_of(insert, insert, remove)
+    lookup = st.tuples(st.just("lookup"), st.integers(0, 1), _addresses(version).map(cls),
+                       st.sampled_from([0.0, 4.0, 7.0, 500.0, 2000.0]))
+    return st.lists(st.one_of(insert, insert, remove, lookup, lookup), max_size=80)
 
 
-def _check_against_brute_force(ops, queries, now):
+def _check_against_brute_force(ops):
+    """Replay ops on a MapCache and on a plain dict; every lookup must agree."""
     mc = MapCache()
     model = {}                                   # (iid, prefix) -> expires
-    for kind, iid, prefix, ttl in ops:
+    for kind, iid, arg, t in ops:
         if kind == "insert":
-            mc.insert(iid, prefix, [loc(RLOC1)], ttl, 0)
-            model[(iid, prefix)] = ttl
+            mc.insert(iid, arg, [loc(RLOC1)], t, 0)
+            model[(iid, arg)] = t
+        elif kind == "remove":
+            assert mc.remove(iid, arg) == ((iid, arg) in model)
+            model.pop((iid, arg), None)
         else:
-            assert mc.remove(iid, prefix) == ((iid, prefix) in model)
-            model.pop((iid, prefix), None)
+            addr, now, best = arg, t, None
+            for (i, p), expires in model.items():
+                if i == iid and p.version == addr.version and addr in p and now < expires:
+                    if best is None or p.prefixlen > best.prefixlen:
+                        best = p
+            got = mc.lookup(iid, addr, now)
+            assert prefix_of(got) == best, (iid, addr, now)
+            assert got is None or got.iid == iid
     assert len(mc) == len(model)
-    for iid, addr in queries:
-        best = None
-        for (i, p), expires in model.items():
-            if i == iid and p.version == addr.version and addr in p and now < expires:
-                if best is None or p.prefixlen > best.prefixlen:
-                    best = p
-        got = mc.lookup(iid, addr, now)
-        assert prefix_of(got) == best, (iid, addr)
-        assert got is None or got.iid == iid
+    assert {(e.iid, e.prefix) for e in mc} == set(model)
 
 
-@settings(max_examples=300, deadline=None)
-@given(ops=st.lists(_op(4), max_size=60),
-       queries=st.lists(st.tuples(st.integers(0, 1), _addresses(4).map(ipaddress.IPv4Address)),
-                        min_size=1, max_size=30),
-       now=st.sampled_from([0.0, 7.0, 500.0]))
-def test_lookup_matches_brute_force_ipv4(ops, queries, now):
-    _check_against_brute_force(ops, queries, now)
+@settings(max_examples=400, deadline=None)
+@given(ops=_ops(4))
+def test_lookup_matches_brute_force_ipv4(ops):
+    _check_against_brute_force(ops)
 
 
-@settings(max_examples=200, deadline=None)
-@given(ops=st.lists(_op(6), max_size=60),
-       queries=st.lists(st.tuples(st.integers(0, 1), _addresses(6).map(ipaddress.IPv6Address)),
-                        min_size=1, max_size=30),
-       now=st.sampled_from([0.0, 7.0, 500.0]))
-def test_lookup_matches_brute_force_ipv6(ops, queries, now):
-    _check_against_brute_force(ops, queries, now)
+@settings(max_examples=250, deadline=None)
+@given(ops=_ops(6))
+def test_lookup_matches_brute_force_ipv6(ops):
+    _check_against_brute_force(ops)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops4=_ops(4), ops6=_ops(6), data=st.data())
+def test_lookup_matches_brute_force_mixed_families(ops4, ops6, data):
+    ops = data.draw(st.permutations(ops4 + ops6))
+    _check_against_brute_force(ops)
 
 
 @settings(max_examples=300, deadline=None)
