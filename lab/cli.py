@@ -13,6 +13,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version="lisp-lab 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("clean", help="remove what an interrupted run left behind")
+    add_show_parser(sub)
     return parser
 
 
@@ -25,6 +26,119 @@ def main(argv=None):
     if args.command == "clean":
         print("lisp-lab clean: nothing to clean yet (no run has been recorded)")
         return 0
+    if args.command == "show":
+        return cmd_show(args)
+    return 0
+
+
+# --- lisp-lab show: a running node's map-cache, registrations, counters -----------------
+
+SHOW_WHAT = ("map-cache", "registrations", "counters", "config")
+
+
+def _node_name(text):
+    if not text or "/" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"invalid node name {text!r}")
+    return text
+
+
+def add_show_parser(sub):
+    p = sub.add_parser(
+        "show", help="show a running node's map-cache, registrations or counters",
+        description="Ask a running node daemon, through its control socket, for its "
+                    "map-cache (xTRs), registrations (Map-Server) or counters.")
+    p.add_argument("node", type=_node_name, metavar="NODE", help="node name, e.g. xtr1")
+    p.add_argument("what", choices=SHOW_WHAT, metavar="WHAT",
+                   help="one of: " + ", ".join(SHOW_WHAT))
+    p.add_argument("--json", action="store_true", help="print the data as JSON")
+    p.add_argument("--socket", metavar="PATH",
+                   help="control socket (default: /run/lisp-lab/NODE.sock)")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
+                   help="how long to wait for the node (default: 2)")
+    return p
+
+
+def _table(headers, rows):
+    """Aligned plain-text columns: two spaces apart, no trailing blanks."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [headers, *rows])
+
+
+def _rlocs_text(rlocs):
+    return ", ".join(f"{r['address']} {r['priority']}/{r['weight']}"
+                     + ("" if r.get("reachable", True) else " down") for r in rlocs)
+
+
+def _seconds_text(s):
+    return "never" if s is None else f"{s}s"
+
+
+def format_map_cache(rows):
+    """The map-cache rows of nodes.control.map_cache_rows as a table."""
+    if not rows:
+        return "(empty)"
+    return _table(("IID", "EID-PREFIX", "RLOCS", "ACTION", "TTL"),
+                  [(r["iid"], r["eid"], "negative" if r["negative"] else _rlocs_text(r["rlocs"]),
+                    r["action"], _seconds_text(r["ttl_left_s"])) for r in rows])
+
+
+def format_registrations(rows):
+    """The rows of nodes.control.registration_rows as a table, one line per registrant."""
+    if not rows:
+        return "(empty)"
+    lines = []
+    for r in rows:
+        first = (r["iid"], r["eid"], r["site"], "yes" if r["more_specific"] else "no")
+        regs = r["registrants"] or [{"from": "-", "rlocs": [], "expires_in_s": None}]
+        for i, g in enumerate(regs):
+            lines.append((first if i == 0 else ("", "", "", ""))
+                         + (g["from"], _rlocs_text(g["rlocs"]) or "-",
+                            _seconds_text(g["expires_in_s"])))
+    return _table(("IID", "EID-PREFIX", "SITE", "MORE-SPECIFIC", "FROM", "RLOCS", "EXPIRES"),
+                  lines)
+
+
+def format_counters(counters):
+    """"name  value" lines sorted by name, values right-aligned."""
+    if not counters:
+        return "(empty)"
+    items = sorted((str(k), str(v)) for k, v in counters.items())
+    wk = max(len(k) for k, _ in items)
+    wv = max(len(v) for _, v in items)
+    return "\n".join(f"{k.ljust(wk)}  {v.rjust(wv)}" for k, v in items)
+
+
+def format_config(config):
+    """"key  value" lines sorted by key."""
+    if not config:
+        return "(empty)"
+    wk = max(len(str(k)) for k in config)
+    return "\n".join(f"{str(k).ljust(wk)}  {v}".rstrip() for k, v in sorted(config.items()))
+
+
+_FORMATS = {"map-cache": format_map_cache, "registrations": format_registrations,
+            "counters": format_counters, "config": format_config}
+
+
+def cmd_show(args):
+    import json
+
+    from nodes.control import ControlError, query, socket_path
+    path = args.socket or socket_path(args.node)
+    try:
+        reply = query(path, {"show": args.what}, timeout=args.timeout, node=args.node)
+    except ControlError as e:
+        print(f"lisp-lab show: {e}", file=sys.stderr)
+        return 1
+    data = reply.get("data")
+    try:
+        text = json.dumps(data, indent=2) if args.json else _FORMATS[args.what](data)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        print(f"lisp-lab show: node {args.node} sent a bad reply for {args.what} "
+              f"({type(e).__name__}: {e})", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 
