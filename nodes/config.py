@@ -1,0 +1,587 @@
+"""The node daemon's config file: TOML in, a checked NodeConfig out, and the core built from it.
+
+    cfg = load_config("xtr1.toml")   # parse and check every key; ConfigError if anything is off
+    core = build_core(cfg)           # an Xtr (xtr, pxtr) or a MapServerResolver (msmr)
+
+Every key is checked when the file is loaded, and a key this module does not know is an error
+(a typo must not silently become a default). A bad file raises ConfigError, whose message is
+one line naming the file, the key path and the reason:
+
+    config xtr1.toml: rloc[0].address: "10.0.0.300" is not an IP address
+
+docs/config.md describes every key; nodes/examples/ has one example per role.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+try:
+    import tomllib
+except ModuleNotFoundError:          # Python 3.10: the same parser, packaged as tomli
+    import tomli as tomllib
+
+from .lisp.auth import ALG_BY_NAME
+from .lisp.etr import Etr, MapServerConfig
+from .lisp.itr import Itr
+from .lisp.mapserver import MapServerResolver, Site
+from .lisp.messages import Locator
+from .lisp.xtr import Xtr
+
+ROLES = ("xtr", "msmr", "pxtr")
+ALGORITHMS = tuple(name for name in ALG_BY_NAME if name != "none")
+DEFAULT_ALGORITHM = "hmac-sha-256-128"
+MISS_POLICIES = ("drop", "petr")
+MAX_IID = 2 ** 24 - 1
+MIN_MTU, MAX_MTU = 576, 65535
+MIN_MTU_IPV6_EID = 1280 + 56     # an IPv6 link needs 1280; encapsulation takes up to 56
+UNIX_PATH_MAX = 107              # bytes in sun_path, less the terminating NUL
+
+# The top-level tables and arrays of tables each role may use, in the order they are read.
+SECTIONS = {
+    "xtr": ("node", "rloc", "eid_prefix", "dynamic_eid", "map_server", "map_resolver",
+            "etr", "itr", "dataplane"),
+    "pxtr": ("node", "rloc", "eid_space", "map_resolver", "itr", "dataplane"),
+    "msmr": ("node", "msmr", "site"),
+}
+ARRAYS = ("rloc", "eid_prefix", "dynamic_eid", "map_server", "map_resolver", "eid_space",
+          "site")
+ALL_SECTIONS = tuple(dict.fromkeys(s for role in ROLES for s in SECTIONS[role]))
+
+# The keys of each table (docs/config.md describes every one of them).
+KEYS = {
+    "node": ("name", "role", "control_socket", "event_log"),
+    "rloc": ("address", "priority", "weight"),
+    "eid_prefix": ("prefix", "instance_id"),
+    "dynamic_eid": ("prefix", "instance_id", "interface"),
+    "map_server": ("address", "secret", "key_id", "algorithm"),
+    "map_resolver": ("address",),
+    "eid_space": ("prefix", "instance_id"),
+    "etr": ("register_interval", "record_ttl", "want_map_notify", "proxy_reply",
+            "smr_interval", "decap_known_rlocs_only"),
+    "itr": ("miss_policy", "petr"),
+    "dataplane": ("tun", "lan_interfaces", "mtu"),
+    "msmr": ("registration_timeout",),
+    "site": ("name", "accept_more_specifics", "key", "prefix"),
+    "site.key": ("key_id", "secret", "algorithm"),
+    "site.prefix": ("prefix", "instance_id"),
+}
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. str(e) is one line: file, key path, reason."""
+
+    def __init__(self, message, source=None, path=None, reason=None):
+        super().__init__(" ".join(str(message).splitlines()))
+        self.source = source
+        self.path = path
+        self.reason = reason
+
+
+@dataclass
+class RlocConfig:
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    priority: int = 1
+    weight: int = 100
+
+
+@dataclass
+class DynamicEidConfig:
+    iid: int
+    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
+    interface: str
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    role: str                                   # "xtr" | "msmr" | "pxtr"
+    control_socket: str = ""                    # "" -> /run/lisp-lab/{name}.sock
+    event_log: str | None = None
+    rlocs: list = field(default_factory=list)              # [RlocConfig]
+    eid_prefixes: list = field(default_factory=list)       # [(iid, network)]
+    dynamic_eids: list = field(default_factory=list)       # [DynamicEidConfig]
+    map_servers: list = field(default_factory=list)        # [nodes.lisp.etr.MapServerConfig]
+    map_resolvers: list = field(default_factory=list)      # [ip_address]
+    sites: list = field(default_factory=list)              # [nodes.lisp.mapserver.Site]
+    register_interval: float = 3.0              # seconds (RFC 9301 suggests 60)
+    registration_timeout: float = 9.0           # seconds: 3 lab register intervals
+    record_ttl: int = 1440                      # minutes
+    want_map_notify: bool = True
+    proxy_reply: bool = False
+    miss_policy: str = "drop"
+    petr: object = None                         # ip_address or None
+    decap_known_rlocs_only: bool = False
+    tun: str = "lisp0"
+    lan_interfaces: list = field(default_factory=list)
+    mtu: int = 1500                             # outer path MTU
+    smr_interval: float = 1.0                   # seconds
+    eid_space: list = field(default_factory=list)          # [(iid, network)], pxtr
+
+    def __post_init__(self):
+        if not self.control_socket:
+            self.control_socket = f"/run/lisp-lab/{self.name}.sock"
+
+
+# --- loading ---------------------------------------------------------------------------
+
+def load_config(path) -> NodeConfig:
+    """Read, parse and check the config file at `path`."""
+    source = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        reason = f"cannot read: {e.strerror or e}"
+        raise ConfigError(f"config {source}: {reason}", source, None, reason) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        reason = f"not UTF-8 text (bad byte at offset {e.start})"
+        raise ConfigError(f"config {source}: {reason}", source, None, reason) from None
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "<string>") -> NodeConfig:
+    """Parse and check config text; `source` names it in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        reason = f"TOML syntax error: {e}"
+        raise ConfigError(f"config {source}: {reason}", source, None, reason) from None
+    try:
+        return _node_config(data)
+    except _Invalid as e:
+        raise ConfigError(f"config {source}: {e.path}: {e.reason}", source, e.path,
+                          e.reason) from None
+
+
+# --- building the protocol core ---------------------------------------------------------
+
+def build_core(cfg: NodeConfig, rng=None):
+    """The sans-I/O core for this node: an Xtr for "xtr" and "pxtr" (a proxy ITR: pitr=True,
+    and an ETR that owns no EIDs and registers nothing), a MapServerResolver for "msmr".
+    `rng` (e.g. random.Random(1)) makes nonces reproducible in tests."""
+    if cfg.role == "msmr":
+        return MapServerResolver(cfg.sites, name=cfg.name, rng=rng,
+                                 registration_timeout=cfg.registration_timeout)
+    if cfg.role not in ("xtr", "pxtr"):
+        raise ConfigError(f"config of {cfg.name}: node.role: must be one of "
+                          f"{', '.join(ROLES)}")
+    proxy = cfg.role == "pxtr"
+    locators = [Locator(r.address, r.priority, r.weight) for r in cfg.rlocs]
+    itr = Itr([r.address for r in cfg.rlocs], cfg.map_resolvers, name=cfg.name,
+              petr=cfg.petr, miss_policy=cfg.miss_policy, pitr=proxy, rng=rng)
+    etr = Etr(locators,
+              [] if proxy else cfg.eid_prefixes,
+              [] if proxy else cfg.map_servers,
+              name=cfg.name, register_interval=cfg.register_interval,
+              record_ttl=cfg.record_ttl, want_map_notify=cfg.want_map_notify,
+              proxy_reply=cfg.proxy_reply,
+              dynamic_ranges=[] if proxy else [(d.iid, d.prefix) for d in cfg.dynamic_eids],
+              smr_interval=cfg.smr_interval, rng=rng)
+    return Xtr(itr, etr, name=cfg.name)
+
+
+# --- checking ----------------------------------------------------------------------------
+
+class _Invalid(Exception):
+    """One bad key: turned into a ConfigError (with the file name) by parse_config."""
+
+    def __init__(self, path, reason):
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+
+_REQUIRED = object()
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _show(value):
+    """A value as it would be written in TOML, on one line and not too long."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                       for c in text)
+        return text if len(text) <= 60 else text[:56] + '..."'
+    return str(value)
+
+
+def _type_name(value):
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"),
+                       (str, "a string"), (list, "an array"), (dict, "a table")):
+        if isinstance(value, kind):
+            return name
+    return "a date/time"
+
+
+def _key_text(key):
+    return key if _BARE_KEY.fullmatch(key) else _show(key)
+
+
+def _join(path, key):
+    return f"{path}.{_key_text(key)}" if path else _key_text(key)
+
+
+# Names a student may reach for, and the key this format uses instead.
+_ALIASES = {"key": "secret", "password": "secret", "iid": "instance_id", "vni": "instance_id",
+            "instance": "instance_id", "alg": "algorithm", "eid": "prefix", "ip": "address",
+            "interfaces": "lan_interfaces"}
+
+
+def _unknown(path, key, known, what="key"):
+    hint = [_ALIASES[key]] if _ALIASES.get(key) in known else difflib.get_close_matches(
+        key, known, n=1, cutoff=0.6)
+    if path is not None and key in ALL_SECTIONS:
+        written = f"[[{key}]]" if key in ARRAYS else f"[{key}]"
+        more = f" ({key} is a section of its own, written {written})"
+    elif hint:
+        more = f" (did you mean {hint[0]}?)"
+    elif known:
+        more = f" (expected one of: {', '.join(known)})"
+    else:
+        more = " (this table takes no keys)"
+    return _Invalid(_join(path, key), f"unknown {what}{more}")
+
+
+class _Table:
+    """One TOML table being read: every key must be one of `keys`."""
+
+    def __init__(self, data, path, keys):
+        self.data = data
+        self.path = path
+        for key in data:
+            if key not in keys:
+                raise _unknown(path, key, keys)
+
+    def path_of(self, key):
+        return _join(self.path, key)
+
+    def get(self, key, check, default=_REQUIRED):
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise _Invalid(self.path_of(key), "missing (required)")
+            return default
+        return check(self.data[key], self.path_of(key))
+
+
+def _table(data, key):
+    """The table `[key]` of the top level (empty when absent)."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise _Invalid(key, f"must be a table, written [{key}], not {_type_name(value)}")
+    return _Table(value, key, KEYS[key])
+
+
+def _array(data, key, path=None):
+    """The array of tables `[[key]]` (empty when absent; inside the table at `path` when
+    given) as a list of _Table."""
+    full = _join(path, key)
+    value = data.get(key, [])
+    name = key if path is None else _dotted(path, key)
+    keys = KEYS[name]
+    written = f"[[{name}]]"
+    if not isinstance(value, list):
+        raise _Invalid(full, f"must be an array of tables, written {written}, "
+                             f"not {_type_name(value)}")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _Invalid(f"{full}[{i}]", f"must be a table, written {written}, "
+                                           f"not {_type_name(item)}")
+        out.append(_Table(item, f"{full}[{i}]", keys))
+    return out
+
+
+def _dotted(path, key):
+    """site[1] + key -> site.key (how the array is written in TOML)."""
+    return re.sub(r"\[\d+\]", "", path) + "." + key
+
+
+# Checkers: (value, path) -> the value to keep, or raise _Invalid.
+
+def _string(value, path):
+    if not isinstance(value, str):
+        raise _Invalid(path, f"must be a string, not {_type_name(value)}")
+    return value
+
+
+def _nonempty(value, path):
+    if _string(value, path) == "":
+        raise _Invalid(path, "must not be empty")
+    return value
+
+
+def _boolean(value, path):
+    if not isinstance(value, bool):
+        raise _Invalid(path, f"must be true or false, not {_type_name(value)}")
+    return value
+
+
+def _integer(low, high):
+    def check(value, path):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(path, f"must be an integer, not {_type_name(value)}")
+        if not low <= value <= high:
+            raise _Invalid(path, f"{value} is out of range {low}-{high}")
+        return value
+    return check
+
+
+_byte = _integer(0, 255)
+_iid = _integer(0, MAX_IID)
+
+
+def _seconds(value, path):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(path, f"must be a number of seconds, not {_type_name(value)}")
+    if not math.isfinite(value):
+        raise _Invalid(path, f"must be a finite number of seconds, not {value}")
+    if value <= 0:
+        raise _Invalid(path, f"must be > 0 seconds, not {value}")
+    return float(value)
+
+
+def _choice(options):
+    def check(value, path):
+        if not isinstance(value, str) or value not in options:
+            raise _Invalid(path, f"must be one of {', '.join(options)}")
+        return value
+    return check
+
+
+def _name(value, path):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", _nonempty(value, path)):
+        raise _Invalid(path, f"{_show(value)} is not a valid name (up to 64 letters, "
+                             f"digits, \"-\", \"_\" or \".\", starting with a letter or digit)")
+    return value
+
+
+def _ifname(value, path):
+    _nonempty(value, path)
+    if (len(value.encode()) > 15 or value in (".", "..")
+            or any(c in "/:" or c.isspace() for c in value)):
+        raise _Invalid(path, f"{_show(value)} is not a valid interface name (1-15 "
+                             f"characters, no \"/\", \":\" or spaces)")
+    return value
+
+
+def _socket_path(value, path):
+    if len(_nonempty(value, path).encode()) > UNIX_PATH_MAX:
+        raise _Invalid(path, f"is longer than {UNIX_PATH_MAX} bytes, the limit of a Unix "
+                             f"socket path")
+    return value
+
+
+def _address(value, path):
+    """An RLOC-space address: a unicast IPv4 or IPv6 address a packet can be sent to."""
+    _string(value, path)
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise _Invalid(path, f"{_show(value)} is not an IP address") from None
+    if getattr(ip, "scope_id", None):
+        raise _Invalid(path, f"{_show(value)} has a scope (%...); use a global address")
+    for test, what in (("is_unspecified", "the unspecified address"),
+                       ("is_multicast", "a multicast address"),
+                       ("is_loopback", "a loopback address"),
+                       ("is_link_local", "a link-local address")):
+        if getattr(ip, test):
+            raise _Invalid(path, f"{ip} is {what}, not a usable locator")
+    return ip
+
+
+def _prefix(value, path):
+    _string(value, path)
+    try:
+        loose = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _Invalid(path, f"{_show(value)} is not an IP prefix") from None
+    if "/" not in value:
+        raise _Invalid(path, f"{_show(value)} has no prefix length (write e.g. "
+                             f"\"{loose.network_address}/{loose.max_prefixlen}\")")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError:
+        raise _Invalid(path, f"{_show(value)} has host bits set (the prefix is "
+                             f"{loose})") from None
+
+
+def _family(ip):
+    return f"IPv{ip.version}"
+
+
+# --- the sections -------------------------------------------------------------------------
+
+def _node_config(data):
+    for key in data:
+        if key not in ALL_SECTIONS:
+            raise _unknown(None, key, ALL_SECTIONS, "section")
+    if "node" not in data:
+        raise _Invalid("node", "missing (required): every config starts with a [node] "
+                               "table holding name and role")
+    node = _table(data, "node")
+    name = node.get("name", _name)
+    role = node.get("role", _choice(ROLES))
+    for key in data:
+        if key not in SECTIONS[role]:
+            raise _Invalid(key, f"not used by role {role} (its sections are: "
+                                f"{', '.join(SECTIONS[role])})")
+    cfg = NodeConfig(name, role,
+                     control_socket=node.get("control_socket", _socket_path, ""),
+                     event_log=node.get("event_log", _nonempty, None))
+    if role == "msmr":
+        _msmr(data, cfg)
+    else:
+        _xtr(data, cfg)
+    return cfg
+
+
+def _no_duplicates(items, key_of, path_of):
+    seen = {}
+    for i, item in enumerate(items):
+        key = key_of(item)
+        if key in seen:
+            raise _Invalid(path_of(i), f"duplicate of {path_of(seen[key])}")
+        seen[key] = i
+
+
+def _eid_entries(data, section):
+    """[[eid_prefix]] or [[eid_space]]: (iid, prefix) pairs, each listed once."""
+    out = [(t.get("instance_id", _iid, 0), t.get("prefix", _prefix))
+           for t in _array(data, section)]
+    _no_duplicates(out, lambda x: x, lambda i: f"{section}[{i}].prefix")
+    return out
+
+
+def _xtr(data, cfg):
+    role = cfg.role
+    for t in _array(data, "rloc"):
+        cfg.rlocs.append(RlocConfig(t.get("address", _address), t.get("priority", _byte, 1),
+                                    t.get("weight", _byte, 100)))
+    if not cfg.rlocs:
+        raise _Invalid("rloc", f"role {role} needs at least one [[rloc]]")
+    _no_duplicates(cfg.rlocs, lambda r: r.address, lambda i: f"rloc[{i}].address")
+    families = {r.address.version for r in cfg.rlocs}
+
+    def reachable(ip, path):
+        if ip.version not in families:
+            raise _Invalid(path, f"{ip} is {_family(ip)}, but no [[rloc]] is "
+                                 f"{_family(ip)}")
+        return ip
+
+    if role == "xtr":
+        cfg.eid_prefixes = _eid_entries(data, "eid_prefix")
+        for t in _array(data, "dynamic_eid"):
+            cfg.dynamic_eids.append(DynamicEidConfig(t.get("instance_id", _iid, 0),
+                                                     t.get("prefix", _prefix),
+                                                     t.get("interface", _ifname)))
+        _no_duplicates(cfg.dynamic_eids, lambda d: (d.iid, d.prefix),
+                       lambda i: f"dynamic_eid[{i}].prefix")
+        for t in _array(data, "map_server"):
+            cfg.map_servers.append(MapServerConfig(
+                reachable(t.get("address", _address), t.path_of("address")),
+                t.get("secret", _nonempty), t.get("key_id", _byte, 0),
+                ALG_BY_NAME[t.get("algorithm", _choice(ALGORITHMS), DEFAULT_ALGORITHM)]))
+        _no_duplicates(cfg.map_servers, lambda m: m.address,
+                       lambda i: f"map_server[{i}].address")
+        if (cfg.eid_prefixes or cfg.dynamic_eids) and not cfg.map_servers:
+            raise _Invalid("map_server", "an xtr with [[eid_prefix]] or [[dynamic_eid]] "
+                                         "needs at least one [[map_server]] to register with")
+    else:
+        cfg.eid_space = _eid_entries(data, "eid_space")
+
+    for t in _array(data, "map_resolver"):
+        cfg.map_resolvers.append(reachable(t.get("address", _address), t.path_of("address")))
+    if not cfg.map_resolvers:
+        raise _Invalid("map_resolver", f"role {role} needs at least one [[map_resolver]]")
+    _no_duplicates(cfg.map_resolvers, lambda a: a, lambda i: f"map_resolver[{i}].address")
+
+    if role == "xtr":
+        etr = _table(data, "etr")
+        cfg.register_interval = etr.get("register_interval", _seconds, cfg.register_interval)
+        cfg.record_ttl = etr.get("record_ttl", _integer(1, 2 ** 32 - 1), cfg.record_ttl)
+        cfg.want_map_notify = etr.get("want_map_notify", _boolean, cfg.want_map_notify)
+        cfg.proxy_reply = etr.get("proxy_reply", _boolean, cfg.proxy_reply)
+        cfg.smr_interval = etr.get("smr_interval", _seconds, cfg.smr_interval)
+        cfg.decap_known_rlocs_only = etr.get("decap_known_rlocs_only", _boolean,
+                                             cfg.decap_known_rlocs_only)
+
+    itr = _table(data, "itr")
+    cfg.miss_policy = itr.get("miss_policy", _choice(MISS_POLICIES), cfg.miss_policy)
+    cfg.petr = itr.get("petr", lambda v, p: reachable(_address(v, p), p), None)
+    if cfg.miss_policy == "petr" and cfg.petr is None:
+        raise _Invalid("itr.petr", 'missing: itr.miss_policy "petr" needs the address of '
+                                   'a proxy ETR')
+
+    dp = _table(data, "dataplane")
+    cfg.tun = dp.get("tun", _ifname, cfg.tun)
+    lans = dp.get("lan_interfaces", _string_list(_ifname), None)
+    if lans is None:
+        lans = list(dict.fromkeys(d.interface for d in cfg.dynamic_eids))
+    else:
+        _no_duplicates(lans, lambda x: x, lambda i: f"dataplane.lan_interfaces[{i}]")
+        for i, d in enumerate(cfg.dynamic_eids):
+            if d.interface not in lans:
+                raise _Invalid(f"dynamic_eid[{i}].interface",
+                               f"{_show(d.interface)} is not in dataplane.lan_interfaces")
+    if cfg.tun in lans:
+        raise _Invalid("dataplane.tun", f"{_show(cfg.tun)} is also a LAN interface")
+    cfg.lan_interfaces = lans
+    cfg.mtu = dp.get("mtu", _integer(MIN_MTU, MAX_MTU), cfg.mtu)
+    eids = [p for _, p in cfg.eid_prefixes + cfg.eid_space]
+    eids += [d.prefix for d in cfg.dynamic_eids]
+    if cfg.mtu < MIN_MTU_IPV6_EID and any(p.version == 6 for p in eids):
+        raise _Invalid("dataplane.mtu", f"{cfg.mtu} is too small for IPv6 EIDs (at least "
+                                        f"{MIN_MTU_IPV6_EID}: 1280 inside, 56 of "
+                                        f"encapsulation)")
+
+
+def _string_list(check):
+    def check_list(value, path):
+        if not isinstance(value, list):
+            raise _Invalid(path, f"must be an array of strings, not {_type_name(value)}")
+        return [check(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return check_list
+
+
+def _msmr(data, cfg):
+    ms = _table(data, "msmr")
+    cfg.registration_timeout = ms.get("registration_timeout", _seconds,
+                                      cfg.registration_timeout)
+    owner = {}                     # (iid, prefix) -> path of the first site prefix
+    for t in _array(data, "site"):
+        name = t.get("name", _name)
+        keys = {}
+        for kt in _array(t.data, "key", t.path):
+            key_id = kt.get("key_id", _byte, 0)
+            secret = kt.get("secret", _nonempty)
+            kt.get("algorithm", _choice(ALGORITHMS), DEFAULT_ALGORITHM)
+            if key_id in keys:
+                raise _Invalid(kt.path_of("key_id"),
+                               f"{key_id} is used twice in site {_show(name)}")
+            keys[key_id] = secret
+        if not keys:
+            raise _Invalid(t.path_of("key"), "a site needs at least one [[site.key]]")
+        prefixes = []
+        for pt in _array(t.data, "prefix", t.path):
+            entry = (pt.get("instance_id", _iid, 0), pt.get("prefix", _prefix))
+            if entry in owner:
+                raise _Invalid(pt.path_of("prefix"), f"duplicate of {owner[entry]}")
+            owner[entry] = pt.path_of("prefix")
+            prefixes.append(entry)
+        if not prefixes:
+            raise _Invalid(t.path_of("prefix"), "a site needs at least one [[site.prefix]]")
+        cfg.sites.append(Site(name, keys, prefixes,
+                              t.get("accept_more_specifics", _boolean, False)))
+    if not cfg.sites:
+        raise _Invalid("site", "role msmr needs at least one [[site]]")
+    _no_duplicates(cfg.sites, lambda x: x.name, lambda i: f"site[{i}].name")
