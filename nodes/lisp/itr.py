@@ -56,6 +56,11 @@ class Itr(Core):
 
     def route(self, iid, dst, now, flow=b""):
         """(Decision, actions) for one packet from the site to EID `dst`."""
+        if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
+            # Never ask the mapping system about these (IPv6 neighbour discovery and MLD
+            # reach the tunnel through the LAN's default route).
+            self.counters["drop_not_unicast_eid"] += 1
+            return Decision("drop", reason="not a unicast EID"), []
         entry = self.cache.lookup(iid, dst, now)
         if entry is not None:
             if entry.is_negative:

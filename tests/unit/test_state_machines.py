@@ -289,3 +289,11 @@ def test_ms_notify_built_from_register_bytes_equals_the_encoded_message():
         assert notify.data == encode(notify.message)
         assert notify.data[0] >> 4 == 4 and verify(notify.data, "k1")
         assert not verify(notify.data, "k2")
+
+
+def test_itr_never_asks_about_multicast_or_link_local():
+    itr = make_itr()
+    for dst in ("ff02::16", "fe80::1", "224.0.0.22", "169.254.1.1", "::", "127.0.0.1"):
+        decision, actions = itr.route(0, ip(dst), 0.0)
+        assert decision == Decision("drop", reason="not a unicast EID") and actions == []
+    assert itr.counters["map_request_sent"] == 0
