@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_core, bench_mapcache
+from bench import bench_core, bench_dataplane, bench_mapcache
 
 
 def main(argv):
@@ -14,7 +14,12 @@ def main(argv):
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "python": platform.python_version(), "machine": platform.machine(),
                "cpus": os.cpu_count(), "quick": quick}
-    for name, mod in (("core", bench_core), ("mapcache", bench_mapcache)):
+    mods = [("core", bench_core), ("mapcache", bench_mapcache)]
+    if os.geteuid() == 0:
+        mods.append(("dataplane", bench_dataplane))
+    else:
+        print("bench: dataplane skipped (needs root: sudo make bench)")
+    for name, mod in mods:
         print(f"bench: {name} ...", flush=True)
         results[name] = mod.run(quick=quick)
     out = Path(__file__).resolve().parent / "results"

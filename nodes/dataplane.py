@@ -28,10 +28,10 @@ import ipaddress
 import os
 import socket
 import struct
+import sys
 import threading
 import zlib
 
-from .lisp.data import fast_header
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -41,8 +41,8 @@ ENCAP_OVERHEAD_V6 = 56
 DATA_PORT = 4341
 IP_RECVTTL = 12
 BUF = 65535
-_IPV4_HDR = struct.Struct("!BBHHHBBH4s4s")
-_UDP_HDR = struct.Struct("!HHHH")
+_OUTER4 = struct.Struct("!BBHHHBBH4s4sHHHHII")   # outer IPv4 + UDP + LISP header, 36 bytes
+_LISP = struct.Struct("!II")
 
 
 def open_tun(name):
@@ -79,21 +79,20 @@ def flow_of(pkt):
     return v, bytes(src), bytes(dst), key, zlib.crc32(key)
 
 
-def set_ipv4_ttl(pkt, ttl):
-    """Lower the TTL of the IPv4 packet in bytearray `pkt` and fix its header checksum
-    incrementally (RFC 1624)."""
-    old = pkt[8]
+def set_ipv4_ttl(pkt, ttl, at=0):
+    """Lower the TTL of the IPv4 packet at offset `at` of bytearray `pkt` and fix its
+    header checksum incrementally (RFC 1624)."""
+    old = pkt[at + 8]
     if ttl >= old:
         return
-    pkt[8] = ttl
-    csum = struct.unpack_from("!H", pkt, 10)[0]
+    pkt[at + 8] = ttl
+    csum = struct.unpack_from("!H", pkt, at + 10)[0]
     # HC' = ~(~HC + ~m + m') over the 16-bit word holding TTL (high byte) and protocol.
-    m_old = (old << 8) | pkt[9]
-    m_new = (ttl << 8) | pkt[9]
-    s = (~csum & 0xFFFF) + (~m_old & 0xFFFF) + m_new
+    proto = pkt[at + 9]
+    s = (~csum & 0xFFFF) + (~((old << 8) | proto) & 0xFFFF) + ((ttl << 8) | proto)
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
-    struct.pack_into("!H", pkt, 10, ~s & 0xFFFF)
+    struct.pack_into("!H", pkt, at + 10, ~s & 0xFFFF)
 
 
 class DataPlane:
@@ -112,6 +111,7 @@ class DataPlane:
         self.rlocs = [ipaddress.ip_address(r) for r in rlocs]
         self.rloc4 = next((r for r in self.rlocs if r.version == 4), None)
         self.rloc6 = next((r for r in self.rlocs if r.version == 6), None)
+        self._src4 = self.rloc4.packed if self.rloc4 else bytes(4)
         self.iid = iid
         self.decide = decide
         self.lock = core_lock
@@ -119,8 +119,13 @@ class DataPlane:
         self.mtu = mtu
         self.known_rlocs = known_rlocs     # callable -> set of addresses, or None
         self.generation = 0                # bumped by the control plane on mapping changes
-        self._flows = {}
+        self._flows = {}                   # encapsulation: flow key -> entry tuple
+        self._dflows = {}                  # decapsulation: flow key -> Decision
         self._flows_gen = -1
+        self._known = None
+        # The LISP header's constant parts: N and L (and I with the instance ID), LSB 1.
+        self._lisp_flags = 0xC8000000 if iid is not None else 0xC0000000
+        self._lisp_word2 = ((iid & 0xFFFFFF) << 8 | 1) if iid is not None else 1
         self._stop = threading.Event()
         self.tun_fd = open_tun(tun_name)
         self.raw4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -184,57 +189,81 @@ class DataPlane:
                 continue
             self.encapsulate(view[:n])
 
-    def _flow_decision(self, key, dst, version, is_decap=False, outer_src=None):
+    def _check_generation(self):
         if self._flows_gen != self.generation:
             self._flows.clear()
+            self._dflows.clear()
+            self._known = None
             self._flows_gen = self.generation
-        cache_key = (is_decap, key)
-        d = self._flows.get(cache_key)
-        if d is None:
-            ip = ipaddress.IPv4Address(dst) if version == 4 else ipaddress.IPv6Address(dst)
-            with self.lock:
-                if is_decap:
-                    d = self.decide.decapsulated(self.iid, ip, outer_src, key)
-                else:
-                    d = self.decide.route(self.iid, ip, key)
-            # Cache what is stable for a flow. Not the re-encapsulation of a moved host's
-            # traffic: each such packet must reach the core so that it can send SMRs.
-            cacheable = ("deliver", "native") if is_decap else ("encap", "native")
-            if d.verb in cacheable and len(self._flows) < 65536:
-                self._flows[cache_key] = d
+
+    def _decide(self, key, dst, version, is_decap=False, outer_src=None):
+        """The core's decision for a new flow (under the core lock), cached when stable."""
+        ip = ipaddress.IPv4Address(dst) if version == 4 else ipaddress.IPv6Address(dst)
+        with self.lock:
+            if is_decap:
+                d = self.decide.decapsulated(self.iid, ip, ipaddress.ip_address(outer_src), key)
+            else:
+                d = self.decide.route(self.iid, ip, key)
         return d
 
-    def encapsulate(self, pkt, is_reencap=False, outer_src=None):
+    def _encap_entry(self, pkt):
+        """(verb, rloc str, sport, nonce, version, detail) for the flow of `pkt`, from the
+        flow cache or the core. None when pkt is not an IP packet."""
         info = flow_of(pkt)
         if info is None:
-            self.counters["drop_not_ip"] += 1
-            return
+            return None, None
         version, src, dst, key, h = info
-        d = self._flow_decision(key, dst, version)
-        if d.verb == "encap":
-            self.send_encapsulated(pkt, d.rloc, h, version)
-        elif d.verb == "native":
-            self.send_native(pkt, version, dst)
-        else:
-            self.counters["drop_" + (d.reason or "unknown").replace(" ", "_").replace(
-                ":", "").replace("-", "_")] += 1
+        self._check_generation()
+        entry = self._flows.get(key)
+        if entry is None:
+            d = self._decide(key, dst, version)
+            sport = 0xC000 | (((h * 0x9E3779B1) >> 18) & 0x3FFF)
+            self.nonce = (self.nonce * 1103515245 + 12345) & 0xFFFFFF or 1
+            entry = (d.verb, d.rloc, sport, self.nonce, version, d.reason or "unknown")
+            # Cache what is stable for a flow (not drops: a miss must ask again).
+            if d.verb in ("encap", "native") and len(self._flows) < 65536:
+                self._flows[key] = entry
+        return key, entry
 
-    def send_encapsulated(self, pkt, rloc, h, version):
-        ttl = pkt[8] if version == 4 else pkt[7]
-        tos = pkt[1] if version == 4 else ((pkt[0] & 0x0F) << 4) | (pkt[1] >> 4)
-        self.nonce = (self.nonce * 1103515245 + 12345) & 0xFFFFFF or 1
-        lisp = fast_header(self.nonce, self.iid, 1)
-        sport = 0xC000 | (((h * 0x9E3779B1) >> 18) & 0x3FFF)
+    def encapsulate(self, pkt):
+        """One packet from the TUN (a memoryview over the read buffer)."""
+        # Fast path: an IPv4 packet without options of a flow we know.
+        key = None
+        if pkt[0] == 0x45 and len(pkt) >= 24 and self._flows_gen == self.generation:
+            key = bytes(pkt[9:10]) + bytes(pkt[12:24]) \
+                if pkt[9] in (6, 17) and not (pkt[6] & 0x1F or pkt[7]) else None
+        entry = self._flows.get(key) if key is not None else None
+        if entry is None:
+            key, entry = self._encap_entry(pkt)
+            if entry is None:
+                self.counters["drop_not_ip"] += 1
+                return
+        verb, rloc, sport, nonce, version, reason = entry
+        if verb == "encap":
+            self.send_encapsulated(pkt, rloc, sport, nonce, version)
+        elif verb == "native":
+            self.send_native(pkt, version, rloc)
+        else:
+            self.counters["drop_" + reason.replace(" ", "_").replace(":", "").replace(
+                "-", "_")] += 1
+
+    def send_encapsulated(self, pkt, rloc, sport, nonce, version):
+        n = len(pkt)
+        if version == 4:
+            ttl, tos = pkt[8], pkt[1]
+        else:
+            ttl, tos = pkt[7], ((pkt[0] & 0x0F) << 4) | (pkt[1] >> 4)
         try:
             if rloc.version == 4:
-                total = 36 + len(pkt)
-                hdr = _IPV4_HDR.pack(0x45, tos, total, 0, 0x4000 if total <= self.mtu else 0,
-                                     ttl, 17, 0, self.rloc4.packed if self.rloc4 else b"\0" * 4,
-                                     rloc.packed)
-                self.raw4.sendto(hdr + _UDP_HDR.pack(sport, DATA_PORT, 16 + len(pkt), 0)
-                                 + lisp + pkt, (str(rloc), 0))
+                total = 36 + n
+                hdr = _OUTER4.pack(0x45, tos, total, 0, 0x4000 if total <= self.mtu else 0,
+                                   ttl, 17, 0, self._src4, rloc.packed,
+                                   sport, DATA_PORT, 16 + n, 0,
+                                   self._lisp_flags | nonce, self._lisp_word2)
+                self.raw4.sendmsg([hdr, pkt], (), 0, (str(rloc), 0))
             elif self.udp6 is not None:
-                self.udp6.sendto(lisp + pkt, (str(rloc), DATA_PORT))
+                hdr = _LISP.pack(self._lisp_flags | nonce, self._lisp_word2)
+                self.udp6.sendmsg([hdr, pkt], (), 0, (str(rloc), DATA_PORT))
             else:
                 self.counters["drop_no_ipv6_rloc"] += 1
                 return
@@ -243,10 +272,11 @@ class DataPlane:
             return
         self.counters["packets_encapsulated"] += 1
 
-    def send_native(self, pkt, version, dst):
+    def send_native(self, pkt, version, dst=None):
         try:
             if version == 4:
-                self.raw4.sendto(pkt, (socket.inet_ntop(socket.AF_INET, dst), 0))
+                dst = socket.inet_ntop(socket.AF_INET, bytes(pkt[16:20]))
+                self.raw4.sendto(pkt, (dst, 0))
                 self.counters["packets_forwarded_natively"] += 1
                 return
         except OSError:
@@ -268,38 +298,51 @@ class DataPlane:
                 if self._stop.is_set():
                     return
                 continue
-            outer_ttl = 255
-            for level, typ, data in ancdata:
-                if len(data) >= 4:
-                    outer_ttl = struct.unpack("=i", data[:4])[0]
-            self.decapsulate(view, n, addr[0], outer_ttl)
+            outer_ttl = int.from_bytes(ancdata[0][2][:4], sys.byteorder) if ancdata else 255
+            self.decapsulate(buf, view, n, addr[0], outer_ttl)
 
-    def decapsulate(self, view, n, outer_src, outer_ttl):
+    def decapsulate(self, buf, view, n, outer_src, outer_ttl):
+        """One UDP 4341 payload in `buf[:n]`: LISP header at 0, inner packet at 8."""
         if n < 8 + 20:
             self.counters["malformed_data"] += 1
             return
-        flags = view[0]
-        if flags & 0x08:                       # I bit: instance ID in bytes 4..7
-            iid = (view[4] << 16) | (view[5] << 8) | view[6]
-            if iid != self.iid:
-                self.counters["drop_wrong_instance_id"] += 1
-                return
-        src_ip = ipaddress.ip_address(outer_src)
-        if self.known_rlocs is not None and src_ip not in self.known_rlocs():
-            self.counters["drop_unknown_rloc"] += 1
+        if buf[0] & 0x08 and ((buf[4] << 16) | (buf[5] << 8) | buf[6]) != self.iid:
+            self.counters["drop_wrong_instance_id"] += 1
             return
-        inner = bytearray(view[8:n])
-        info = flow_of(inner)
-        if info is None:
+        if self.known_rlocs is not None:
+            self._check_generation()
+            if self._known is None:
+                self._known = {str(a) for a in self.known_rlocs()}
+            if outer_src not in self._known:
+                self.counters["drop_unknown_rloc"] += 1
+                return
+        inner = view[8:n]
+        v = buf[8] >> 4
+        if v == 4:
+            if outer_ttl < buf[16]:
+                set_ipv4_ttl(buf, outer_ttl, 8)
+        elif v == 6 and n >= 48:
+            if outer_ttl < buf[15]:
+                buf[15] = outer_ttl
+        else:
             self.counters["malformed_data"] += 1
             return
-        version, src, dst, key, h = info
-        if version == 4:
-            set_ipv4_ttl(inner, outer_ttl)
-        elif outer_ttl < inner[7]:
-            inner[7] = outer_ttl
-        d = self._flow_decision(key, dst, version, True, src_ip)
-        if d.verb == "deliver":
+        key = (bytes(inner[9:10]) + bytes(inner[12:24])) if v == 4 and buf[8] == 0x45 \
+            and buf[17] in (6, 17) and not (buf[14] & 0x1F or buf[15]) else None
+        self._check_generation()
+        d = self._dflows.get(key) if key is not None else None
+        if d is None:
+            info = flow_of(inner)
+            if info is None:
+                self.counters["malformed_data"] += 1
+                return
+            version, src, dst, fkey, h = info
+            d = self._decide(fkey, dst, version, True, outer_src)
+            # Only "deliver" is cached: every packet for a moved host must reach the core,
+            # which answers it with rate-limited SMRs and re-encapsulates it.
+            if d.verb in ("deliver", "native") and key is not None and len(self._dflows) < 65536:
+                self._dflows[key] = d
+        if d.verb in ("deliver", "native"):
             try:
                 os.write(self.tun_fd, inner)
                 self.counters["packets_decapsulated"] += 1
@@ -307,12 +350,8 @@ class DataPlane:
                 self.counters["drop_tun_write"] += 1
         elif d.verb == "encap":
             self.counters["packets_decapsulated"] += 1
-            self.send_encapsulated(inner, d.rloc, h, version)
-        elif d.verb == "native":
-            self.counters["packets_decapsulated"] += 1
-            try:
-                os.write(self.tun_fd, inner)
-            except OSError:
-                self.counters["drop_tun_write"] += 1
+            info = flow_of(inner)
+            sport = 0xC000 | (((info[4] * 0x9E3779B1) >> 18) & 0x3FFF)
+            self.send_encapsulated(inner, d.rloc, sport, self.nonce, v)
         else:
             self.counters["drop_" + (d.reason or "unknown").replace(" ", "_")] += 1
