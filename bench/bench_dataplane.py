@@ -111,8 +111,7 @@ def run(quick=False):
         results["plain"] = measure_path(lab, workdir, "plain")
         lab.run("r0", ["ip", "route", "del", "10.1.0.0/24"])
         lab.run("r0", ["ip", "route", "del", "10.2.0.0/24"])
-        sockets = Path("/run/lisp-lab") / lab.run_id
-        configs = T.daemon_configs(workdir, sockets)
+        configs = T.daemon_configs(workdir, lab.run_dir)
         daemons = {n: lab.start_process(n, [PY, "-m", "nodes.daemon", p],
                                         Path(workdir) / f"{n}.log") for n, p in configs.items()}
         time.sleep(3)

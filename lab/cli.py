@@ -12,7 +12,13 @@ def build_parser():
                     "captures and reports.")
     parser.add_argument("--version", action="version", version="lisp-lab 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("clean", help="remove what an interrupted run left behind")
+    clean = sub.add_parser("clean", help="remove what an interrupted or crashed run left "
+                                         "behind (only what the lab recorded creating)")
+    clean.add_argument("--include-live", action="store_true",
+                       help="also clean runs whose lab process is still alive")
+    clean.add_argument("--mininet", action="store_true",
+                       help="also run `mn -c` (touches every Mininet-looking interface)")
+    clean.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_show_parser(sub)
     return parser
 
@@ -24,8 +30,10 @@ def main(argv=None):
         parser.print_help()
         return 0
     if args.command == "clean":
-        print("lisp-lab clean: nothing to clean yet (no run has been recorded)")
-        return 0
+        from lab import cleanup
+        return cleanup.main([flag for flag, on in (("--include-live", args.include_live),
+                                                   ("--mininet", args.mininet),
+                                                   ("--json", args.json)) if on])
     if args.command == "show":
         return cmd_show(args)
     return 0
