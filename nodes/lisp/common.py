@@ -3,6 +3,7 @@ import random
 from collections import Counter
 
 from .actions import Event
+from .address import eid_prefix
 from .errors import LispDecodeError
 from .messages import EncapsulatedControl, MapRequest, decode
 
@@ -48,3 +49,17 @@ def reply_rloc(request, prefer_family=None):
             if a.version == prefer_family:
                 return a
     return ips[0] if ips else None
+
+
+def requested_prefix(request, counters):
+    """(iid, prefix) that a Map-Request asks about (its first record, as RFC 9301 has a
+    sender put exactly one), or None, counted as map_request_empty or map_request_bad_eid."""
+    if not request.records:
+        counters["map_request_empty"] += 1
+        return None
+    rec = request.records[0]
+    try:
+        return eid_prefix(rec.eid, rec.mask_len)
+    except ValueError:
+        counters["map_request_bad_eid"] += 1
+        return None

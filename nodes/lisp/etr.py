@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from .actions import Decision, Event, RouteAdd, RouteDel, SendControl
 from .address import InstanceId, eid_prefix
 from .auth import sign, verify
-from .common import Core, reply_rloc
+from .common import Core, reply_rloc, requested_prefix
 from .mapcache import MapCache
 from .messages import (ALG_HMAC_SHA256_128, EidRecord, MapNotifyAck, MapRegister, MapReply,
                        MapRequest, RequestRecord)
@@ -122,14 +122,10 @@ class Etr(Core):
 
     def handle_request(self, request, src, now):
         out = []
-        if not request.records:
+        asked = requested_prefix(request, self.counters)
+        if asked is None:
             return out
-        rec = request.records[0]
-        try:
-            iid, prefix = eid_prefix(rec.eid, rec.mask_len)
-        except ValueError:
-            self.counters["map_request_bad_eid"] += 1
-            return out
+        iid, prefix = asked
         ip = prefix.network_address
         if self.away.lookup(iid, ip, now) is not None and (iid, ip) not in self.dynamic:
             self.counters["map_request_for_away_eid"] += 1

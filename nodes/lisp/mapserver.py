@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from .actions import Event, SendControl
 from .address import InstanceId, eid_prefix
 from .auth import notify_for_register, sign, verify
-from .common import Core, reply_rloc, unwrap_request
+from .common import Core, reply_rloc, requested_prefix, unwrap_request
 from .ipudp import IpUdp
 from .mapcache import MapCache, largest_hole
 from .messages import (ACT_NATIVELY_FORWARD, EidRecord, EncapsulatedControl, Locator,
@@ -249,15 +249,10 @@ class MapServer(Core):
 
     def handle_request(self, request, ecm, src, now, out):
         """Answer (proxy) or forward one Map-Request (plain or encapsulated)."""
-        if not request.records:
-            self.counters["map_request_empty"] += 1
+        asked = requested_prefix(request, self.counters)
+        if asked is None:
             return
-        rec = request.records[0]
-        try:
-            iid, prefix = eid_prefix(rec.eid, rec.mask_len)
-        except ValueError:
-            self.counters["map_request_bad_eid"] += 1
-            return
+        iid, prefix = asked
         itr = reply_rloc(request)
         reg = self.lookup(iid, prefix.network_address, now)
         if reg is None:
@@ -350,7 +345,7 @@ class MapResolver(Core):
 
     def handle(self, msg, src, now, out):
         request, ecm = unwrap_request(msg)
-        if request is None or ecm is None or not request.records:
+        if request is None or ecm is None:
             self.counters["mr_unexpected_message"] += 1
             out.append(Event("unexpected_message", {"from": str(src),
                                                     "type": type(msg).__name__}))
@@ -358,12 +353,10 @@ class MapResolver(Core):
         self.counters["map_request_received"] += 1
         if request.smr_invoked:
             self.counters["smr_invoked_request_received"] += 1
-        rec = request.records[0]
-        try:
-            iid, prefix = eid_prefix(rec.eid, rec.mask_len)
-        except ValueError:
-            self.counters["map_request_bad_eid"] += 1
+        asked = requested_prefix(request, self.counters)
+        if asked is None:
             return
+        iid, prefix = asked
         route = self.routes.lookup(iid, prefix.network_address, now)
         if route is None:
             space = [p for i, p in self.space if i == iid]

@@ -297,3 +297,13 @@ def test_itr_never_asks_about_multicast_or_link_local():
         decision, actions = itr.route(0, ip(dst), 0.0)
         assert decision == Decision("drop", reason="not a unicast EID") and actions == []
     assert itr.counters["map_request_sent"] == 0
+
+
+def test_map_request_without_records_is_counted_and_unanswered():
+    empty = MapRequest(11, [], [ITR_RLOC])
+    ms = MapServer([SITE], rng=random.Random(1))
+    assert sends(ms.receive(encode(empty), ITR_RLOC, 0.0)) == []
+    assert ms.counters["map_request_empty"] == 1
+    etr = make_etr()
+    assert sends(etr.handle_request(empty, ITR_RLOC, 0.0)) == []
+    assert etr.counters["map_request_empty"] == 1
