@@ -38,7 +38,7 @@ class Site:
     accept_more_specifics: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Registrant:
     """One ETR's registration of one prefix."""
     source: object                 # the RLOC the Map-Register came from
@@ -59,6 +59,8 @@ class Registration:
     registrants: dict = field(default_factory=dict)   # source -> Registrant
 
     def locators(self):
+        if len(self.registrants) == 1:
+            return list(next(iter(self.registrants.values())).record.locators)
         seen, out = set(), []
         for reg in self.registrants.values():
             for loc in reg.record.locators:
@@ -205,7 +207,8 @@ class MapServer(Core):
                              msg.xtr_id)
             if more:
                 moved_from = []
-                if reg.registrants.keys() - {src}:
+                others = reg.registrants
+                if len(others) > 1 or (others and src not in others):
                     new_rlocs = {loc.address for loc in rec.locators}
                     moved_from = [r for s, r in reg.registrants.items()
                                   if s != src and {x.address for x in r.record.locators}
@@ -218,9 +221,13 @@ class MapServer(Core):
                     out.append(Event("eid_moved", {
                         "iid": iid, "eid": prefix, "from": [o.source for o in moved_from],
                         "to": [x.address for x in rec.locators]}))
+                changed = True
             else:
+                old = reg.registrants.get(src)
+                changed = old is None or old.record.locators != rec.locators
                 reg.registrants[src] = new
-            self.table.insert(iid, prefix, reg.locators(), float("inf"), now)
+            if changed or self.table.get(iid, prefix) is None:
+                self.table.insert(iid, prefix, reg.locators(), float("inf"), now)
             out.append(Event("registered", {"site": site.name, "iid": iid, "eid": prefix,
                                             "rlocs": [x.address for x in rec.locators],
                                             "from": src}))

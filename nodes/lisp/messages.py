@@ -64,7 +64,7 @@ ACT_DROP_AUTH_FAILURE = 5
 _U32 = struct.Struct("!I")
 
 
-@dataclass
+@dataclass(slots=True)
 class Locator:
     """An RLOC in a record: where the EID prefix can be reached, and how much to use it."""
     address: object
@@ -78,7 +78,7 @@ class Locator:
     unused_flags: int = 0      # the 13 unused flag bits
 
 
-@dataclass
+@dataclass(slots=True)
 class EidRecord:
     """One EID-prefix-to-RLOC-set mapping."""
     eid: object                # address (InstanceId for a virtual network)
@@ -92,7 +92,7 @@ class EidRecord:
     rsvd: int = 0              # 4 bits before the map-version
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
     """The EID prefix a Map-Request asks about."""
     eid: object
@@ -100,7 +100,7 @@ class RequestRecord:
     reserved: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class MapRequest:
     r"""Map-Request (RFC 9301 5.2).
 
@@ -142,7 +142,7 @@ Rec +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     map_reply_record: Optional[EidRecord] = None
 
 
-@dataclass
+@dataclass(slots=True)
 class MapReply:
     """Map-Reply (RFC 9301 5.4).
 
@@ -164,7 +164,7 @@ class MapReply:
     reserved: int = 0               # 17 bits
 
 
-@dataclass
+@dataclass(slots=True)
 class MapRegister:
     """Map-Register (RFC 9301 5.6).
 
@@ -200,7 +200,7 @@ class MapRegister:
     site_id: int = 0                # 64 bits, with xtr_id
 
 
-@dataclass
+@dataclass(slots=True)
 class MapNotify:
     """Map-Notify (RFC 9301 5.7): the Map-Register body with a different header.
 
@@ -222,12 +222,12 @@ class MapNotify:
     site_id: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class MapNotifyAck(MapNotify):
     """Map-Notify-Ack (RFC 9301 5.7): a Map-Notify with Type=5, sent back by the ETR."""
 
 
-@dataclass
+@dataclass(slots=True)
 class EncapsulatedControl:
     """Encapsulated Control Message (RFC 9301 5.8).
 
