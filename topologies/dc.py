@@ -1,0 +1,276 @@
+"""Two data centers, a DCI, an IPv4 core of three routers, a client site and the mapping
+system: the topology of the VM-mobility demo. Everything derives from PLAN below.
+
+                      c1 (client)                 n1 (non-LISP client)
+                        |                           |
+                      xtrc ---- r1 --------------- +
+                               /  \\    \\
+                            r2 ---- r3   msmr, pxtr (on r1)
+                            |        |
+                          xtr1     xtr2          (DC gateways: anycast 10.10.0.1)
+                            |        |
+                     s1 (DC1) ==DCI== s2 (DC2)  (access switches; the DCI stretches the
+                            |                    VM segment, FHRP frames filtered)
+                           vm  --(moves to s2)-->
+
+Modes (the same move of the same VM):
+  l2-extension          no LISP; the core routes the VM subnet to DC1; after the move the
+                        client's traffic enters DC1 and crosses the DCI (triangular routing).
+  host-route            no LISP; after the move DC2's gateway injects a host route for the
+                        VM into the core (route health injection).
+  lisp-extended-subnet  LISP xTRs with dynamic EIDs, DCI in place.
+  lisp-across-subnet    LISP, no DCI: DC2's LAN is another subnet; the VM keeps its address
+                        (xtr2 also answers as the VM's old gateway).
+
+    sudo mn --custom topologies/dc.py --topo lispdc      (links only; lab/ configures modes)
+"""
+import ipaddress
+from dataclasses import dataclass, field
+
+from mininet.nodelib import LinuxBridge
+from mininet.topo import Topo
+
+MODES = ("l2-extension", "host-route", "lisp-extended-subnet", "lisp-across-subnet")
+LISP_MODES = ("lisp-extended-subnet", "lisp-across-subnet")
+
+INSTANCE_ID = 0
+ANYCAST_GW = "10.10.0.1/24"
+ANYCAST_MAC = "00:00:5e:00:01:01"
+VM = {"name": "vm", "addr": "10.10.0.5/24", "gw": "10.10.0.1"}
+CLIENT = {"name": "c1", "addr": "10.99.0.10/24", "gw": "10.99.0.1/24", "xtr": "xtrc",
+          "prefix": "10.99.0.0/24"}
+NON_LISP = {"name": "n1", "addr": "198.51.100.10/24", "gw": "198.51.100.1/24"}
+DC2_SUBNET_ACROSS = "10.20.0.1/24"     # DC2's own LAN subnet in lisp-across-subnet
+KEY = "dc-lab-key"
+DELAYS_MS = {"core": 10, "dci": 5}
+
+
+@dataclass
+class P2P:
+    """A routed point-to-point link: a /30 between two nodes."""
+    name: str            # the link's name in captures (captures/<run>/<mode>/<name>.pcap)
+    a: str
+    b: str
+    subnet: str
+    kind: str = "core"   # "core" links get the core delay
+
+    def addr(self, node):
+        hosts = list(ipaddress.ip_network(self.subnet).hosts())
+        return f"{hosts[0] if node == self.a else hosts[1]}/30"
+
+    def intf(self, node):
+        return f"{node}-{self.b if node == self.a else self.a}"
+
+
+LINKS = [
+    P2P("core-r1-r2", "r1", "r2", "172.16.12.0/30"),
+    P2P("core-r1-r3", "r1", "r3", "172.16.13.0/30"),
+    P2P("core-r2-r3", "r2", "r3", "172.16.23.0/30"),
+    P2P("dc1-uplink", "xtr1", "r2", "172.16.2.0/30"),
+    P2P("dc2-uplink", "xtr2", "r3", "172.16.3.0/30"),
+    P2P("client-uplink", "xtrc", "r1", "172.16.10.0/30"),
+    P2P("msmr-link", "msmr", "r1", "172.16.100.0/30", "edge"),
+    P2P("pxtr-link", "pxtr", "r1", "172.16.101.0/30", "edge"),
+]
+ROUTERS = ("r1", "r2", "r3")
+# Static core routing: next hop per (router, destination router) over the triangle.
+CORE_NEXT = {("r1", "r2"): "r2", ("r1", "r3"): "r3", ("r2", "r1"): "r1",
+             ("r2", "r3"): "r3", ("r3", "r1"): "r1", ("r3", "r2"): "r2"}
+ATTACHED = {"xtr1": "r2", "xtr2": "r3", "xtrc": "r1", "msmr": "r1", "pxtr": "r1"}
+
+# Capture points: link name -> (node, interface). The analysis reads links.json.
+CAPTURES = {link.name: (link.b, link.intf(link.b)) for link in LINKS}
+CAPTURES.update({"client-access": ("xtrc", "xtrc-lan"), "dci": ("s1", "s1-dci"),
+                 "dc1-access": ("xtr1", "xtr1-lan"), "dc2-access": ("xtr2", "xtr2-lan")})
+ROLES = {"client-access": "client", "dci": "dci", "dc1-access": "vm-dc1",
+         "dc2-access": "vm-dc2"}
+
+
+def link(name):
+    return next(x for x in LINKS if x.name == name)
+
+
+def rloc(node):
+    """The address of a node on its uplink to the core."""
+    up = next(x for x in LINKS if node in (x.a, x.b) and ATTACHED.get(node) in (x.a, x.b))
+    return str(ipaddress.ip_interface(up.addr(node)).ip)
+
+
+def expected_path(mode, phase):
+    """The links the client's packets to the VM cross (before / after the move)."""
+    head = ["client-access", "client-uplink"]
+    to_dc1 = head + ["core-r1-r2", "dc1-uplink", "dc1-access"]
+    to_dc2 = head + ["core-r1-r3", "dc2-uplink", "dc2-access"]
+    if phase == "before":
+        return to_dc1
+    if mode == "l2-extension":
+        return to_dc1 + ["dci"]
+    return to_dc2
+
+
+class DataCenterTopo(Topo):
+    """The links of every mode (the DCI is there; lisp-across-subnet takes it down)."""
+
+    def build(self, delayed=None):
+        for name in ROUTERS + ("xtr1", "xtr2", "xtrc", "msmr", "pxtr", "c1", "n1", "vm"):
+            self.addHost(name, ip=None)
+        self.addSwitch("s1", cls=LinuxBridge)
+        self.addSwitch("s2", cls=LinuxBridge)
+        for x in LINKS:
+            params = {}
+            if x.kind == "core" and delayed is not None:
+                params = delayed(x.name, DELAYS_MS["core"])
+            self.addLink(x.a, x.b, intfName1=x.intf(x.a), intfName2=x.intf(x.b), **params)
+        self.addLink("c1", "xtrc", intfName1="c1-eth0", intfName2="xtrc-lan")
+        self.addLink("n1", "r1", intfName1="n1-eth0", intfName2="r1-n1")
+        self.addLink("xtr1", "s1", intfName1="xtr1-lan", intfName2="s1-xtr1")
+        self.addLink("xtr2", "s2", intfName1="xtr2-lan", intfName2="s2-xtr2")
+        # The switch-side name must contain "s1": Mininet's LinuxBridge only enslaves
+        # interfaces named after it. It keeps the name when the move re-attaches it to s2.
+        self.addLink("vm", "s1", intfName1="vm-eth0", intfName2="s1-vm")
+        dci = delayed("dci", DELAYS_MS["dci"]) if delayed is not None else {}
+        self.addLink("s1", "s2", intfName1="s1-dci", intfName2="s2-dci", **dci)
+
+
+TOPOS = {"lispdc": DataCenterTopo}
+
+
+def _sh(net, node, *cmds):
+    for c in cmds:
+        out = net[node].cmd(c + " 2>&1; echo rc=$?")
+        if not out.strip().endswith("rc=0"):
+            raise RuntimeError(f"{node}: `{c}` failed: {out.strip()}")
+
+
+def _router_of(net_node):
+    return ATTACHED.get(net_node, net_node)
+
+
+def configure(net, mode):
+    """Addresses, core routing, gateways and the DCI for `mode` on a started network."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    for node in ROUTERS + ("xtr1", "xtr2", "xtrc", "msmr", "pxtr"):
+        _sh(net, node, "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 "
+                       "net.ipv4.conf.default.rp_filter=0")
+    for x in LINKS:
+        for node in (x.a, x.b):
+            _sh(net, node, f"ip addr add {x.addr(node)} dev {x.intf(node)}")
+    # Edge nodes: default route to their core router.
+    for node, router in ATTACHED.items():
+        up = next(x for x in LINKS if node in (x.a, x.b) and router in (x.a, x.b))
+        _sh(net, node, f"ip route add default via {ipaddress.ip_interface(up.addr(router)).ip}")
+    # Core: every /30 of the lab is reachable over the triangle.
+    for r in ROUTERS:
+        for x in LINKS:
+            if r in (x.a, x.b):
+                continue
+            owner = x.b if x.b in ROUTERS else x.a
+            if owner not in ROUTERS:
+                owner = _router_of(x.a)
+            if owner == r:
+                continue
+            nh_router = CORE_NEXT[(r, owner)]
+            nh = ipaddress.ip_interface(link(_core_link(r, nh_router)).addr(nh_router)).ip
+            _sh(net, r, f"ip route replace {x.subnet} via {nh}")
+    # Sites.
+    _sh(net, "c1", f"ip addr add {CLIENT['addr']} dev c1-eth0",
+        f"ip route add default via {ipaddress.ip_interface(CLIENT['gw']).ip}")
+    _sh(net, "xtrc", f"ip addr add {CLIENT['gw']} dev xtrc-lan")
+    _sh(net, "n1", f"ip addr add {NON_LISP['addr']} dev n1-eth0",
+        f"ip route add default via {ipaddress.ip_interface(NON_LISP['gw']).ip}")
+    _sh(net, "r1", f"ip addr add {NON_LISP['gw']} dev r1-n1")
+    for r in ("r2", "r3"):
+        _sh(net, r, f"ip route add 198.51.100.0/24 via "
+                    f"{ipaddress.ip_interface(link(_core_link(r, 'r1')).addr('r1')).ip}")
+    _sh(net, "vm", f"ip addr add {VM['addr']} dev vm-eth0",
+        f"ip route add default via {VM['gw']}")
+    # DC gateways: the same IP and MAC in both DCs (anycast gateway).
+    for x in ("xtr1", "xtr2"):
+        add_anycast_gateway(net, x)
+    if mode == "lisp-across-subnet":
+        _sh(net, "xtr2", f"ip addr add {DC2_SUBNET_ACROSS} dev xtr2-lan")
+    # The DCI: FHRP isolation (the anycast gateway's frames stay in their DC), or no DCI.
+    if mode == "lisp-across-subnet":
+        _sh(net, "s1", "ip link set dev s1-dci down")
+    else:
+        for rule in fhrp_isolation_rules():
+            _sh(net, "s1", "ebtables -A " + rule)
+    if mode in ("l2-extension", "host-route"):
+        # Without LISP the core routes the VM subnet (and the client subnet) natively.
+        _native_prefix(net, "10.10.0.0/24", "xtr1")
+        _native_prefix(net, CLIENT["prefix"], "xtrc")
+    else:
+        # With LISP the core knows no EID; the proxy xTR draws the EID space for n1.
+        _sh(net, "r1", f"ip route add 10.0.0.0/8 via {rloc('pxtr')}")
+
+
+GATEWAY_OWN = {"xtr1": "10.10.0.2/24", "xtr2": "10.10.0.3/24"}
+
+
+def add_anycast_gateway(net, xtr):
+    """The anycast gateway on a DC xTR, as first-hop redundancy protocols do it: the xTR
+    keeps its own MAC and address on the LAN (routed frames carry its own MAC, so they may
+    cross the DCI without making the bridges see the gateway MAC in two places), and a
+    macvlan sub-interface with the shared MAC holds the shared gateway address as a /32.
+    ARP for the gateway is answered by the macvlan only (arp_ignore=1 on the LAN)."""
+    lan, gw = f"{xtr}-lan", f"{xtr}-gw"
+    _sh(net, xtr, f"ip addr add {GATEWAY_OWN[xtr]} dev {lan}",
+        f"ip link add link {lan} name {gw} address {ANYCAST_MAC} type macvlan mode bridge",
+        f"ip addr add {VM['gw']}/32 dev {gw}",
+        f"ip link set dev {gw} up",
+        f"sysctl -qw net.ipv4.conf.{lan}.arp_ignore=1 net.ipv4.conf.{lan}.arp_accept=1 "
+        f"net.ipv4.conf.{gw}.rp_filter=0 net.ipv4.conf.{lan}.rp_filter=0")
+
+
+def fhrp_isolation_rules():
+    """ebtables rules (FORWARD chain) that keep the anycast gateway's frames and ARP for
+    the gateway address off the DCI, so each DC's gateway stays local to its DC."""
+    rules = []
+    for d in ("-s", "-d"):
+        for io in ("-o", "-i"):
+            rules.append(f"FORWARD {io} s1-dci {d} {ANYCAST_MAC} -j DROP")
+    for field in ("--arp-ip-dst", "--arp-ip-src"):
+        for io in ("-o", "-i"):
+            rules.append(f"FORWARD {io} s1-dci -p ARP {field} {VM['gw']} -j DROP")
+    return rules
+
+
+def unconfigure(net, mode):
+    """Undo what `configure` did outside the hosts' namespaces (the bridges live in the
+    root namespace): the DCI's ebtables rules. Safe to call more than once."""
+    if mode == "lisp-across-subnet":
+        return
+    for rule in fhrp_isolation_rules():
+        net["s1"].cmd("ebtables -D " + rule + " 2>/dev/null")
+
+
+def _core_link(r, other):
+    return next(x.name for x in LINKS if {x.a, x.b} == {r, other})
+
+
+def _native_prefix(net, prefix, site_router):
+    """Route `prefix` through the core toward `site_router` (no LISP)."""
+    edge = ATTACHED[site_router]
+    up = next(x for x in LINKS if {x.a, x.b} == {site_router, edge})
+    _sh(net, edge, f"ip route replace {prefix} via "
+                   f"{ipaddress.ip_interface(up.addr(site_router)).ip}")
+    for r in ROUTERS:
+        if r == edge:
+            continue
+        nh = ipaddress.ip_interface(link(_core_link(r, CORE_NEXT[(r, edge)])).addr(
+            CORE_NEXT[(r, edge)])).ip
+        _sh(net, r, f"ip route replace {prefix} via {nh}")
+
+
+def inject_host_route(net, host_prefix="10.10.0.5/32"):
+    """host-route mode: DC2 announces the moved VM (route health injection) — the core
+    routers learn a host route toward xtr2. Returns the routing-table changes made."""
+    _native_prefix(net, host_prefix, "xtr2")
+    return [(r, host_prefix) for r in ROUTERS]
+
+
+def move_vm(net, to="s2"):
+    """Re-attach the VM's switch-side interface to the other access switch (a live move:
+    namespace, addresses and TCP state stay)."""
+    _sh(net, "s1", f"ip link set dev s1-vm master {to}")
