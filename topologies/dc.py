@@ -187,9 +187,8 @@ def configure(net, mode):
         f"ip route add default via {VM['gw']}")
     # DC gateways: the same IP and MAC in both DCs (anycast gateway).
     for x in ("xtr1", "xtr2"):
-        add_anycast_gateway(net, x)
-    if mode == "lisp-across-subnet":
-        _sh(net, "xtr2", f"ip addr add {DC2_SUBNET_ACROSS} dev xtr2-lan")
+        across = mode == "lisp-across-subnet" and x == "xtr2"
+        add_anycast_gateway(net, x, own=DC2_SUBNET_ACROSS if across else GATEWAY_OWN[x])
     # The DCI: FHRP isolation (the anycast gateway's frames stay in their DC), or no DCI.
     if mode == "lisp-across-subnet":
         _sh(net, "s1", "ip link set dev s1-dci down")
@@ -208,14 +207,15 @@ def configure(net, mode):
 GATEWAY_OWN = {"xtr1": "10.10.0.2/24", "xtr2": "10.10.0.3/24"}
 
 
-def add_anycast_gateway(net, xtr):
+def add_anycast_gateway(net, xtr, own):
     """The anycast gateway on a DC xTR, as first-hop redundancy protocols do it: the xTR
     keeps its own MAC and address on the LAN (routed frames carry its own MAC, so they may
     cross the DCI without making the bridges see the gateway MAC in two places), and a
     macvlan sub-interface with the shared MAC holds the shared gateway address as a /32.
-    ARP for the gateway is answered by the macvlan only (arp_ignore=1 on the LAN)."""
+    ARP for the gateway is answered by the macvlan only (arp_ignore=1 on the LAN). Across
+    subnets, `own` is DC2's own subnet and the /32 still answers for the VM's old gateway."""
     lan, gw = f"{xtr}-lan", f"{xtr}-gw"
-    _sh(net, xtr, f"ip addr add {GATEWAY_OWN[xtr]} dev {lan}",
+    _sh(net, xtr, f"ip addr add {own} dev {lan}",
         f"ip link add link {lan} name {gw} address {ANYCAST_MAC} type macvlan mode bridge",
         f"ip addr add {VM['gw']}/32 dev {gw}",
         f"ip link set dev {gw} up",
@@ -274,3 +274,53 @@ def move_vm(net, to="s2"):
     """Re-attach the VM's switch-side interface to the other access switch (a live move:
     namespace, addresses and TCP state stay)."""
     _sh(net, "s1", f"ip link set dev s1-vm master {to}")
+
+
+def daemon_configs(mode, workdir, sockets_dir, register_interval=1.0):
+    """One TOML config per LISP node for a LISP mode; returns {node: path}.
+
+    DC xTRs register no static prefix: the VM subnet is a dynamic-EID range on their LAN,
+    so each registers the hosts it detects (a /32 per VM). The client's xTR registers the
+    client site. The proxy xTR draws the EID space for the non-LISP client."""
+    from pathlib import Path
+    if mode not in LISP_MODES:
+        raise ValueError(f"{mode} runs no LISP daemons")
+    workdir = Path(workdir)
+    msmr = rloc("msmr")
+    head = ('[node]\nname = "{n}"\nrole = "{r}"\ncontrol_socket = "{s}/{n}.sock"\n'
+            'event_log = "{w}/{n}.events.jsonl"\n')
+    common = (f'[[map_server]]\naddress = "{msmr}"\nsecret = "{KEY}"\nkey_id = 0\n'
+              f'algorithm = "hmac-sha-256-128"\n[[map_resolver]]\naddress = "{msmr}"\n'
+              f'[etr]\nregister_interval = {register_interval}\n'
+              f'[itr]\nmiss_policy = "drop"\npetr = "{rloc("pxtr")}"\n')
+    texts = {}
+    for x in ("xtr1", "xtr2"):
+        texts[x] = (head + f'[[rloc]]\naddress = "{rloc(x)}"\n'
+                    f'[[dynamic_eid]]\nprefix = "10.10.0.0/24"\ninstance_id = {INSTANCE_ID}\n'
+                    f'interface = "{x}-lan"\n' + common
+                    + f'[dataplane]\nlan_interfaces = ["{x}-lan"]\nmtu = 1500\n')
+    texts["xtrc"] = (head + f'[[rloc]]\naddress = "{rloc("xtrc")}"\n'
+                     f'[[eid_prefix]]\nprefix = "{CLIENT["prefix"]}"\n'
+                     f'instance_id = {INSTANCE_ID}\n' + common
+                     + '[dataplane]\nlan_interfaces = ["xtrc-lan"]\nmtu = 1500\n')
+    texts["msmr"] = (head + f"[msmr]\nregistration_timeout = {3 * register_interval}\n"
+                     '[[site]]\nname = "datacenters"\naccept_more_specifics = true\n'
+                     f'[[site.key]]\nkey_id = 0\nsecret = "{KEY}"\n'
+                     'algorithm = "hmac-sha-256-128"\n'
+                     f'[[site.prefix]]\nprefix = "10.10.0.0/24"\ninstance_id = {INSTANCE_ID}\n'
+                     '[[site]]\nname = "client"\n'
+                     f'[[site.key]]\nkey_id = 0\nsecret = "{KEY}"\n'
+                     'algorithm = "hmac-sha-256-128"\n'
+                     f'[[site.prefix]]\nprefix = "{CLIENT["prefix"]}"\n'
+                     f'instance_id = {INSTANCE_ID}\n')
+    texts["pxtr"] = (head + f'[[rloc]]\naddress = "{rloc("pxtr")}"\n'
+                     f'[[eid_space]]\nprefix = "10.0.0.0/8"\ninstance_id = {INSTANCE_ID}\n'
+                     f'[[map_resolver]]\naddress = "{msmr}"\n'
+                     '[dataplane]\nlan_interfaces = ["pxtr-r1"]\nmtu = 1500\n')
+    paths = {}
+    for node, text in texts.items():
+        role = {"msmr": "msmr", "pxtr": "pxtr"}.get(node, "xtr")
+        p = workdir / f"{node}.toml"
+        p.write_text(text.format(n=node, r=role, s=sockets_dir, w=workdir))
+        paths[node] = p
+    return paths
