@@ -1,0 +1,292 @@
+"""The report of a run: `report.md` for people, `report.json` for programs, PNG plots.
+
+    from captures.analysis import analyze_mode
+    from captures.report import write_report
+    results = {mode: analyze_mode(run_dir / mode) for mode in modes}
+    paths = write_report(run_dir, results, delay_emulation)
+
+or, for a run directory already on disk: `python -m captures.report captures/<run-id>`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from captures.analysis import MODES, analyze_mode
+
+CONTROL_LINES_PER_MODE = 30     # report.md lists at most this many control messages per mode
+
+
+def order_modes(results: dict) -> list[str]:
+    """The four lab modes in their teaching order, then any other mode as given."""
+    return [m for m in MODES if m in results] + [m for m in results if m not in MODES]
+
+
+def strict_json(obj):
+    """A copy of `obj` that json.dumps(allow_nan=False) accepts: NaN and infinities become
+    null, tuples and sets lists, paths strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):                 # numpy scalars
+        return strict_json(obj.item())
+    return str(obj)
+
+
+def dumps(obj, level=0) -> str:
+    """Strict JSON, indented, but a list holding no object (an RTT series, a path) on one
+    line, so that 30 000 RTT points stay 30 000 short items rather than 120 000 lines."""
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(str(k))}: {dumps(v, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and any(isinstance(v, dict) for v in obj):
+        return "[\n" + ",\n".join(inner + dumps(v, level + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, allow_nan=False, ensure_ascii=False, separators=(", ", ": "))
+
+
+# --------------------------------------------------------------------------------------
+# Cells of the side-by-side table
+
+
+def _path(p, arrow=" → "):
+    return arrow.join(p) if p else "—"
+
+
+def _num(v, unit=""):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.1f}{unit}"
+    return f"{v:,}{unit}"
+
+
+def _conv(r):
+    c = r.get("convergence_ms")
+    return "never (null)" if c is None else f"{c:.1f} ms"
+
+
+def _lost(r):
+    sent, lost = r.get("probes_sent") or 0, r.get("probes_lost") or 0
+    pct = f" ({100.0 * lost / sent:.1f} %)" if sent else ""
+    return f"{lost:,}{pct}"
+
+
+def _rtt(r):
+    b, a = r.get("rtt_median_before_ms"), r.get("rtt_median_after_ms")
+    return f"{_num(b, ' ms')} / {_num(a, ' ms')}"
+
+
+def _tcp(r):
+    if r.get("tcp_survived"):
+        return "yes"
+    why = "RST seen" if r.get("tcp_rst_seen") else "stopped"
+    return f"no ({why})"
+
+
+ROWS = [
+    ("Path before the move", lambda r: _path(r.get("path_before"))),
+    ("Path after convergence", lambda r: _path(r.get("path_after"))),
+    ("DCI packets after move", lambda r: _num(r.get("dci_packets_after_move"))),
+    ("DCI bytes after move", lambda r: _num(r.get("dci_bytes_after_move"))),
+    ("Convergence", _conv),
+    ("Probes sent", lambda r: _num(r.get("probes_sent"))),
+    ("Probes lost", _lost),
+    ("Longest probe gap after move", lambda r: _num(r.get("outage_ms"), " ms")),
+    ("Median RTT before / after", _rtt),
+    ("TCP survived", _tcp),
+]
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(results: dict) -> str:
+    modes = order_modes(results)
+    lines = ["| | " + " | ".join(f"`{m}`" for m in modes) + " |",
+             "|---|" + "---|" * len(modes)]
+    for label, cell in ROWS:
+        lines.append(f"| {label} | " + " | ".join(_md_cell(cell(results[m])) for m in modes)
+                     + " |")
+    return "\n".join(lines)
+
+
+def summary_table(results: dict) -> str:
+    """The side-by-side table as plain text for a terminal: one column per mode for the
+    numbers, then the paths of each mode below (they are too long for columns)."""
+    modes = order_modes(results)
+    numeric = [(label, cell) for label, cell in ROWS if not label.startswith("Path")]
+    rows = [[""] + modes] + [[label] + [cell(results[m]) for m in modes]
+                             for label, cell in numeric]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, row in enumerate(rows):
+        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    out.append("")
+    width = max(len(m) for m in modes) if modes else 0
+    for m in modes:
+        r = results[m]
+        out.append(f"{m.ljust(width)}  before: {_path(r.get('path_before'), ' > ')}")
+        out.append(f"{''.ljust(width)}  after:  {_path(r.get('path_after'), ' > ')}")
+    return "\n".join(out).replace("—", "-")      # plain ASCII for any terminal
+
+
+TRIANGULAR = """\
+## What the table shows: triangular routing
+
+A VM keeps its IP address when it moves from DC1 to DC2, but the IP address is also what
+the core uses to route to it. Without LISP the core still sends every packet for the VM's
+subnet to DC1, so after the move the client's packets go client → core → DC1 → **DCI** →
+DC2: they enter the wrong data center and hairpin over the data-center interconnect. That
+is *triangular routing*. It costs the DCI's bandwidth (the "DCI bytes after move" row), adds
+the DCI's delay to every round trip (compare the median RTT before and after), and makes
+DC1 a dependency of a VM that no longer lives there. The replies do not take the triangle:
+the VM answers through its new local gateway (anycast gateway), so the two directions take
+different paths.
+
+`host-route` repairs it by injecting a /32 for the VM into the core: every core router has to
+learn it, and the convergence time is that of the routing protocol.
+
+With LISP the VM's address is an *EID*, and the core only routes *RLOCs* (the xTRs'
+addresses). When DC2's xTR sees the VM it registers the /32 with the Map-Server
+(Map-Register), the Map-Server tells DC1's xTR (Map-Notify), DC1's xTR answers the next stale
+packet with a Solicit-Map-Request (SMR), the client's xTR asks the mapping system again
+(Map-Request, Map-Reply) and from then on encapsulates straight to DC2's RLOC. The core's
+routing table never changes, and the DCI carries no client traffic once the mapping has
+converged.
+"""
+
+DEFINITIONS = """\
+## How the numbers are measured
+
+All from the pcaps alone (one per link, `<mode>/<link>.pcap`), by `captures/analysis.py`:
+
+- **Path**: for each probe (identified by source port and sequence number, natively or
+  inside LISP), the links that captured it, ordered by capture time; the most common
+  sequence among the probes sent before the move, and among those sent after convergence.
+- **DCI packets/bytes after move**: client→VM probe and TCP frames captured on the DCI from
+  the start of the move on (frame lengths as recorded in the pcap).
+- **Convergence**: from the start of the move to the first probe captured on DC2's access
+  link that was *not* captured on the DCI; "never" if no such probe.
+- **Probes lost**: probes seen leaving the client whose echo never came back to it.
+- **Longest probe gap**: the longest time between two answered probes across the move.
+- **TCP survived**: the long-lived TCP session kept packets flowing both ways until the end
+  of the traffic, and no TCP reset was captured.
+"""
+
+
+def _control_section(mode: str, r: dict) -> list[str]:
+    msgs = r.get("control_messages") or []
+    lines = [f"### `{mode}`", ""]
+    if not msgs:
+        lines += ["No LISP control message in the captures from 1 s before the move on.", ""]
+        return lines
+    lines += ["| t (ms) | link | message | from → to |", "|---:|---|---|---|"]
+    for m in msgs[:CONTROL_LINES_PER_MODE]:
+        kind = m["type"] + (f" ({m['inner']})" if m.get("inner") else "")
+        lines.append(f"| {m['time_s'] * 1000.0:.1f} | {m['link']} | {kind} | "
+                     f"{m.get('src') or ''} → {m.get('dst') or ''} |")
+    if len(msgs) > CONTROL_LINES_PER_MODE:
+        lines.append(f"| … | | {len(msgs) - CONTROL_LINES_PER_MODE} more in report.json | |")
+    lines.append("")
+    return lines
+
+
+def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: list[str]) -> str:
+    modes = order_modes(results)
+    out = [f"# LISP mobility lab: run `{run_id}`", "",
+           f"Link delays emulated with: **{delay_emulation}**. The same VM move, played in "
+           f"{len(modes)} mode(s); t = 0 is the start of the move.", "",
+           markdown_table(results), "", TRIANGULAR]
+    warnings = [(m, w) for m in modes for w in results[m].get("warnings") or []]
+    if warnings:
+        out += ["## Capture warnings", ""]
+        out += [f"- `{m}`: {w}" for m, w in warnings]
+        out.append("")
+    out += ["## LISP control messages around the move", "",
+            "Captured on every link from 1 s before the move (the same message appears once "
+            "per link it crosses).", ""]
+    for m in modes:
+        out += _control_section(m, results[m])
+    out += ["## Plots", ""]
+    out += [f"![{p}]({p})" for p in plots]
+    out += ["", DEFINITIONS]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def write_report(run_dir, results: dict, delay_emulation: str) -> list[Path]:
+    """Write report.md, report.json, `<mode>-timeline.png` per mode and comparison.png into
+    `run_dir`. Returns their paths: [report.md, report.json, comparison.png, timelines...]."""
+    from captures.plots import plot_comparison, plot_timeline   # matplotlib only when needed
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = run_dir.name
+    modes = order_modes(results)
+    ordered = {m: results[m] for m in modes}
+
+    pngs = [plot_comparison(ordered, run_dir / "comparison.png")]
+    for m in modes:
+        pngs.append(plot_timeline(ordered[m], m, run_dir / f"{m}-timeline.png"))
+
+    doc = strict_json({"run_id": run_id, "delay_emulation": delay_emulation, "modes": ordered})
+    json_path = run_dir / "report.json"
+    json_path.write_text(dumps(doc) + "\n", encoding="utf-8")
+
+    md_path = run_dir / "report.md"
+    md_path.write_text(render_markdown(run_id, ordered, delay_emulation,
+                                       [p.name for p in pngs]), encoding="utf-8")
+    return [md_path, json_path] + pngs
+
+
+def analyze_run(run_dir, modes=None) -> tuple[dict, str]:
+    """Analyse every mode directory of a run (those holding links.json). Returns the results
+    and the delay emulation the run used (from links.json)."""
+    run_dir = Path(run_dir)
+    if modes is None:
+        found = [p.name for p in sorted(run_dir.iterdir()) if (p / "links.json").exists()]
+        modes = order_modes(dict.fromkeys(found))
+    results = {m: analyze_mode(run_dir / m) for m in modes}
+    emulations = {r.get("delay_emulation") for r in results.values()} - {None}
+    delay = " / ".join(sorted(emulations)) if emulations else "unknown"
+    return results, delay
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m captures.report",
+                                 description="Analyse a run's pcaps and write its report.")
+    ap.add_argument("run_dir", help="captures/<run-id> (one sub-directory per mode)")
+    ap.add_argument("--mode", action="append", help="only this mode (repeatable)")
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    results, delay = analyze_run(args.run_dir, args.mode)
+    if not results:
+        print(f"no mode directory with links.json under {args.run_dir}", file=sys.stderr)
+        return 1
+    paths = write_report(args.run_dir, results, delay)
+    print(summary_table(results))
+    print(f"\nreport: {paths[0]}\njson:   {paths[1]}\nplots:  "
+          + ", ".join(str(p) for p in paths[2:]))
+    print(f"({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
