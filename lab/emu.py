@@ -14,9 +14,10 @@ What the Lab guarantees:
   when they exist (with br_netfilter loaded, bridged frames would otherwise cross iptables),
   and the old values are put back when the last run on the machine ends.
 - Link delays: `netem_available()` probes once per process whether the kernel has netem. If
-  not, it prints one line saying so and the Lab builds plain links, dropping the delay, loss
-  and bandwidth parameters a topology gives (a TCLink would fail with "Specified qdisc kind
-  is unknown"). `lab.netem` says which one a run used; it is also in the run record.
+  not, it prints one line saying so, and a link with a `delay` becomes A - relay host - B
+  with a userspace AF_PACKET relay adding the delay (lab/delay.py); loss and bandwidth
+  parameters are dropped (a TCLink would fail with "Specified qdisc kind is unknown").
+  `lab.netem` says which one a run used; the run record has `delay_emulation`.
 - Processes: `start_process` runs a program inside a Mininet host's namespaces in its own
   process group (session), with a parent-death signal (SIGTERM when the Python thread that
   started it dies). Stopping the Lab terminates every such group (SIGTERM, up to 2 s, then
@@ -61,9 +62,10 @@ CLONE_NEWNET = 0x40000000
 TC_PARAMS = ("bw", "delay", "jitter", "loss", "max_queue_size", "speedup", "use_hfsc",
              "use_tbf", "latency_ms", "enable_ecn", "enable_red")
 
-NETEM_NOTICE = ("netem is not available on this kernel: link delays are not emulated; links "
-                "are built without delay, loss or bandwidth limits (load the sch_netem module, "
-                "e.g. from linux-modules-extra on Ubuntu, to have them)")
+NETEM_NOTICE = ("netem is not available on this kernel: link delays are emulated by a "
+                "userspace relay (AF_PACKET) on each delayed link; loss and bandwidth limits "
+                "are not (load the sch_netem module, e.g. from linux-modules-extra on Ubuntu, "
+                "to have them)")
 
 STOP_TIMEOUT = 2.0
 _active_runs = set()       # run ids of the Labs of this process that are started
@@ -265,6 +267,12 @@ def _recording_mininet():
 
         def addLink(self, node1, node2, port1=None, port2=None, cls=None, **params):
             if not self._lab.netem:
+                from . import delay
+                if delay.wants_relay(params):
+                    # No netem: the delay is emulated by a userspace relay host between
+                    # the two nodes (two plain links, each recorded through this method).
+                    return delay.relayed_link(self, node1, node2, port1, port2, cls,
+                                              **params)
                 cls, params = _without_tc(self.link if cls is None else cls, params)
             link = super().addLink(node1, node2, port1, port2, cls, **params)
             self._lab._link_added(link)
@@ -307,6 +315,7 @@ class Lab:
         self.net = None
         self.netem = None
         self.processes = []
+        self.relays = {}
         self.stop_errors = []
         self.record_path = registry.record_path(run_id)
         self._record = None
@@ -388,6 +397,11 @@ class Lab:
         self.net = cls(self.topo, lab=self, **options)
         self.net.build()
         self.net.start()
+        from . import delay
+        self.relays = delay.start_relays(self)
+        with self._record_lock:
+            self._record["delay_emulation"] = delay.delay_emulation(self)
+            self._save()
 
     # --- the run record -----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ Modes (the same move of the same VM):
 import ipaddress
 from dataclasses import dataclass, field
 
+from mininet.link import TCLink
 from mininet.nodelib import LinuxBridge
 from mininet.topo import Topo
 
@@ -111,15 +112,16 @@ def expected_path(mode, phase):
 class DataCenterTopo(Topo):
     """The links of every mode (the DCI is there; lisp-across-subnet takes it down)."""
 
-    def build(self, delayed=None):
+    def build(self, delays=True):
+        """`delays`: the link delays of DELAYS_MS (netem, or a userspace relay without it)."""
         for name in ROUTERS + ("xtr1", "xtr2", "xtrc", "msmr", "pxtr", "c1", "n1", "vm"):
             self.addHost(name, ip=None)
         self.addSwitch("s1", cls=LinuxBridge)
         self.addSwitch("s2", cls=LinuxBridge)
         for x in LINKS:
             params = {}
-            if x.kind == "core" and delayed is not None:
-                params = delayed(x.name, DELAYS_MS["core"])
+            if x.kind == "core" and delays:
+                params = {"cls": TCLink, "delay": f"{DELAYS_MS['core']}ms"}
             self.addLink(x.a, x.b, intfName1=x.intf(x.a), intfName2=x.intf(x.b), **params)
         self.addLink("c1", "xtrc", intfName1="c1-eth0", intfName2="xtrc-lan")
         self.addLink("n1", "r1", intfName1="n1-eth0", intfName2="r1-n1")
@@ -128,7 +130,7 @@ class DataCenterTopo(Topo):
         # The switch-side name must contain "s1": Mininet's LinuxBridge only enslaves
         # interfaces named after it. It keeps the name when the move re-attaches it to s2.
         self.addLink("vm", "s1", intfName1="vm-eth0", intfName2="s1-vm")
-        dci = delayed("dci", DELAYS_MS["dci"]) if delayed is not None else {}
+        dci = {"cls": TCLink, "delay": f"{DELAYS_MS['dci']}ms"} if delays else {}
         self.addLink("s1", "s2", intfName1="s1-dci", intfName2="s2-dci", **dci)
 
 
