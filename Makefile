@@ -2,10 +2,14 @@
 # Run as root: the lab creates network namespaces, links and TUN devices.
 PY := .venv/bin/python
 
-.PHONY: install test unit emulation bench clean
+.PHONY: install demo test unit emulation bench clean
 
 install:
 	@bash scripts/install.sh
+
+# The README's main command: the VM move in all four modes, report in captures/<run-id>/.
+demo: install
+	.venv/bin/lisp-lab demo
 
 # The README's test command is `sudo make test`: unit tests, then emulation tests.
 test: install

@@ -20,7 +20,43 @@ def build_parser():
                        help="also run `mn -c` (touches every Mininet-looking interface)")
     clean.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_show_parser(sub)
+    demo = sub.add_parser("demo", help="play the VM move in every mode, capture, measure, "
+                                       "report (needs root)")
+    demo.add_argument("--modes", default=",".join(_modes()),
+                      help="comma-separated modes (default: all four)")
+    demo.add_argument("--run-id", help="name of the run directory under captures/")
     return parser
+
+
+def _modes():
+    from topologies.dc import MODES
+    return MODES
+
+
+def cmd_demo(args):
+    import os
+    if os.geteuid() != 0:
+        print("lisp-lab demo: needs root (sudo make demo)", file=sys.stderr)
+        return 1
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in _modes()]
+    if unknown:
+        print(f"lisp-lab demo: unknown mode(s) {', '.join(unknown)}; modes: "
+              f"{', '.join(_modes())}", file=sys.stderr)
+        return 2
+    from captures.report import summary_table
+    from lab.demo import run_demo
+    try:
+        run_dir, results = run_demo(args.run_id, modes)
+    except KeyboardInterrupt:
+        print("lisp-lab demo: interrupted; everything it started has been removed",
+              file=sys.stderr)
+        return 130
+    print()
+    print(summary_table(results))
+    print(f"\nreport: {run_dir / 'report.md'}\ndata:   {run_dir / 'report.json'}\n"
+          f"plots:  {run_dir}/*.png")
+    return 0
 
 
 def main(argv=None):
@@ -36,6 +72,8 @@ def main(argv=None):
                                                    ("--json", args.json)) if on])
     if args.command == "show":
         return cmd_show(args)
+    if args.command == "demo":
+        return cmd_demo(args)
     return 0
 
 
