@@ -58,14 +58,14 @@ KEYS = {
     "node": ("name", "role", "control_socket", "event_log"),
     "rloc": ("address", "priority", "weight"),
     "eid_prefix": ("prefix", "instance_id"),
-    "dynamic_eid": ("prefix", "instance_id", "interface"),
+    "dynamic_eid": ("prefix", "instance_id", "interface", "gateway", "gateway_mac"),
     "map_server": ("address", "secret", "key_id", "algorithm"),
     "map_resolver": ("address",),
     "eid_space": ("prefix", "instance_id"),
     "etr": ("register_interval", "record_ttl", "want_map_notify", "proxy_reply",
             "smr_interval", "decap_known_rlocs_only"),
     "itr": ("miss_policy", "petr"),
-    "dataplane": ("tun", "lan_interfaces", "mtu"),
+    "dataplane": ("tun", "lan_interfaces", "mtu", "proxy_arp"),
     "msmr": ("registration_timeout",),
     "site": ("name", "accept_more_specifics", "key", "prefix"),
     "site.key": ("key_id", "secret", "algorithm"),
@@ -95,6 +95,9 @@ class DynamicEidConfig:
     iid: int
     prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
     interface: str
+    # The anycast gateway of the range's hosts, set up by the daemon on `interface`:
+    gateway: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
+    gateway_mac: str | None = None              # "00:00:5e:00:01:01" (lower case)
 
 
 @dataclass
@@ -120,6 +123,7 @@ class NodeConfig:
     tun: str = "lisp0"
     lan_interfaces: list = field(default_factory=list)
     mtu: int = 1500                             # outer path MTU
+    proxy_arp: bool = False                     # answer ARP on the LAN for routed addresses
     smr_interval: float = 1.0                   # seconds
     eid_space: list = field(default_factory=list)          # [(iid, network)], pxtr
 
@@ -415,6 +419,55 @@ def _prefix(value, path):
                              f"{loose})") from None
 
 
+def _gateway(value, path):
+    """A gateway: an address of the LAN with its prefix length, "10.10.0.1/24"."""
+    _string(value, path)
+    try:
+        iface = ipaddress.ip_interface(value)
+        if "/" not in value:
+            hint = 64 if iface.version == 6 else 24
+            raise _Invalid(path, f"{_show(value)} has no prefix length (write the length of "
+                                 f"its subnet, e.g. \"{iface.ip}/{hint}\")")
+    except ValueError:
+        raise _Invalid(path, f"{_show(value)} is not an address with a prefix length "
+                             f"(e.g. \"10.10.0.1/24\")") from None
+    ip, network = iface.ip, iface.network
+    if getattr(ip, "scope_id", None):
+        raise _Invalid(path, f"{_show(value)} has a scope (%...); use a global address")
+    for test, what in (("is_unspecified", "the unspecified address"),
+                       ("is_multicast", "a multicast address"),
+                       ("is_loopback", "a loopback address"),
+                       ("is_link_local", "a link-local address")):
+        if getattr(ip, test):
+            raise _Invalid(path, f"{ip} is {what}, not a usable gateway")
+    if network.num_addresses > 2:
+        if ip == network.network_address:
+            raise _Invalid(path, f"{iface} is the network address of {network}, not a "
+                                 f"host address")
+        if ip.version == 4 and ip == network.broadcast_address:
+            raise _Invalid(path, f"{iface} is the broadcast address of {network}, not a "
+                                 f"host address")
+    return iface
+
+
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+
+
+def _mac(value, path):
+    """An Ethernet unicast MAC address, "00:00:5e:00:01:01"; kept in lower case."""
+    _string(value, path)
+    if not _MAC.fullmatch(value):
+        raise _Invalid(path, f"{_show(value)} is not a MAC address (six hex bytes with "
+                             f"colons, e.g. \"00:00:5e:00:01:01\")")
+    octets = bytes.fromhex(value.replace(":", ""))
+    if octets[0] & 1:
+        raise _Invalid(path, f"{value} is a multicast MAC address (the first byte is odd), "
+                             f"not usable for a gateway")
+    if not any(octets):
+        raise _Invalid(path, f"{value} is the all-zero MAC address, not usable for a gateway")
+    return value.lower()
+
+
 def _family(ip):
     return f"IPv{ip.version}"
 
@@ -483,9 +536,12 @@ def _xtr(data, cfg):
         for t in _array(data, "dynamic_eid"):
             cfg.dynamic_eids.append(DynamicEidConfig(t.get("instance_id", _iid, 0),
                                                      t.get("prefix", _prefix),
-                                                     t.get("interface", _ifname)))
+                                                     t.get("interface", _ifname),
+                                                     t.get("gateway", _gateway, None),
+                                                     t.get("gateway_mac", _mac, None)))
         _no_duplicates(cfg.dynamic_eids, lambda d: (d.iid, d.prefix),
                        lambda i: f"dynamic_eid[{i}].prefix")
+        _check_gateways(cfg.dynamic_eids)
         for t in _array(data, "map_server"):
             cfg.map_servers.append(MapServerConfig(
                 reachable(t.get("address", _address), t.path_of("address")),
@@ -537,12 +593,44 @@ def _xtr(data, cfg):
         raise _Invalid("dataplane.tun", f"{_show(cfg.tun)} is also a LAN interface")
     cfg.lan_interfaces = lans
     cfg.mtu = dp.get("mtu", _integer(MIN_MTU, MAX_MTU), cfg.mtu)
+    cfg.proxy_arp = dp.get("proxy_arp", _boolean, cfg.proxy_arp)
+    if cfg.proxy_arp and not lans:
+        raise _Invalid("dataplane.proxy_arp", "needs a LAN interface to answer on "
+                                              "(dataplane.lan_interfaces, or the interface "
+                                              "of a [[dynamic_eid]])")
     eids = [p for _, p in cfg.eid_prefixes + cfg.eid_space]
     eids += [d.prefix for d in cfg.dynamic_eids]
     if cfg.mtu < MIN_MTU_IPV6_EID and any(p.version == 6 for p in eids):
         raise _Invalid("dataplane.mtu", f"{cfg.mtu} is too small for IPv6 EIDs (at least "
                                         f"{MIN_MTU_IPV6_EID}: 1280 inside, 56 of "
                                         f"encapsulation)")
+
+
+def _check_gateways(dynamic_eids):
+    """A gateway serves its range (same family, overlapping subnet); an interface has one
+    MAC, and one prefix length per gateway address."""
+    macs, addresses = {}, {}          # interface -> (mac, i); (interface, ip) -> (iface, i)
+    for i, d in enumerate(dynamic_eids):
+        gw = d.gateway
+        if gw is not None:
+            path = f"dynamic_eid[{i}].gateway"
+            if gw.version != d.prefix.version:
+                raise _Invalid(path, f"{gw} is {_family(gw)}, but dynamic_eid[{i}].prefix "
+                                     f"{d.prefix} is {_family(d.prefix)}")
+            if not gw.network.overlaps(d.prefix):
+                raise _Invalid(path, f"{gw} is not on the range {d.prefix} (the hosts' "
+                                     f"gateway must be on their subnet)")
+            seen = addresses.setdefault((d.interface, gw.ip), (gw, i))
+            if seen[0] != gw:
+                raise _Invalid(path, f"{gw} differs from dynamic_eid[{seen[1]}].gateway "
+                                     f"{seen[0]} (one address, one prefix length)")
+        if d.gateway_mac is not None:
+            seen = macs.setdefault(d.interface, (d.gateway_mac, i))
+            if seen[0] != d.gateway_mac:
+                raise _Invalid(f"dynamic_eid[{i}].gateway_mac",
+                               f"{d.gateway_mac} differs from dynamic_eid[{seen[1]}]."
+                               f"gateway_mac {seen[0]} on the same interface "
+                               f"{_show(d.interface)} (an interface has one MAC)")
 
 
 def _string_list(check):

@@ -10,16 +10,25 @@ It runs the sans-I/O core (nodes.lisp) behind real I/O:
     nodes.dataplane, kept off the event loop;
   - the kernel: forwarding on, rp_filter off, and the routes the core asks for
     (pyroute2), all removed again at exit;
+  - the LAN (xTR with [[dynamic_eid]]): the anycast gateway (address and MAC) on each
+    dynamic-EID interface, arp_accept, proxy ARP when asked, all put back at exit; and host
+    detection: an AF_PACKET socket per interface and family on the event loop hears ARP
+    (IPv4) and neighbour solicitations/advertisements (IPv6), and every source address is
+    handed to the core (Etr.host_seen), which registers it when it lies inside a
+    dynamic-EID range and counts it (dynamic_eid_rejected) otherwise;
   - a structured event log, one JSON object per line.
 
-SIGTERM or SIGINT: the daemon removes its routes, rules and TUN device and exits within a
-second. A bad config file stops it with one line naming the key and the reason.
+SIGTERM or SIGINT: the daemon removes its routes, rules and TUN device, puts the LAN
+interfaces back as it found them (addresses, MAC, sysctls) and exits within a second. A bad config file stops it with one line naming the key and the reason.
 """
 import asyncio
+import ctypes
+import errno
 import ipaddress
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -31,12 +40,16 @@ from .control import map_cache_rows, registration_rows, start_control_server
 from .eventlog import EventLog
 from .lisp.actions import Decision, Event, RouteAdd, RouteDel, SendControl
 from .lisp.errors import LispEncodeError
-from .lisp.messages import EncapsulatedControl, decode, encode
+from .lisp.messages import EncapsulatedControl, decode
 from .lisp.sim import describe
 
 CONTROL_PORT = 4342
 LISP_TABLE = 100          # the table LAN traffic falls back to: default route into the TUN
 RULE_PRIORITY = 100
+# Events of the core after which the data plane's cached per-flow decisions may be wrong
+# (route actions flush them too).
+MAPPING_EVENTS = frozenset({"map_cache_installed", "map_cache_expired", "eid_away",
+                            "dynamic_eid_detected", "dynamic_eid_removed"})
 
 
 def sysctl(path, value):
@@ -47,8 +60,94 @@ def sysctl(path, value):
         pass
 
 
+def read_sysctl(path):
+    """The value of /proc/sys/`path` (a string), or None when it does not exist."""
+    try:
+        with open("/proc/sys/" + path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+# --- the LAN: host detection --------------------------------------------------------------
+
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+PACKET_OUTGOING = 4           # sll_pkttype of a frame this host sent
+SO_ATTACH_FILTER = 26
+IFA_F_NODAD = 0x02
+HOST_SEEN_INTERVAL = 0.1      # at most one host_seen per (interface, source) in this time
+LAN_BURST = 64                # frames read per wake-up, so the control plane keeps its turn
+ICMPV6_NS, ICMPV6_NA = 135, 136
+
+# Classic BPF for the IPv6 socket (SOCK_DGRAM: offsets count from the IPv6 header): pass
+# ICMPv6 (next header 58, no extension header) of type 135 or 136, drop everything else,
+# so that the daemon wakes up for neighbour discovery only, not for every IPv6 packet.
+_BPF_ND = [
+    (0x30, 0, 0, 6),                  # ldb [6]          next header
+    (0x15, 0, 4, 58),                 # jeq #58 ? next : drop
+    (0x30, 0, 0, 40),                 # ldb [40]         ICMPv6 type
+    (0x15, 1, 0, ICMPV6_NS),          # jeq #135 ? accept : next
+    (0x15, 0, 1, ICMPV6_NA),          # jeq #136 ? accept : drop
+    (0x06, 0, 0, 0xFFFF),             # accept
+    (0x06, 0, 0, 0),                  # drop
+]
+
+
+def attach_filter(sock, program):
+    """Attach a classic BPF `program` (a list of (code, jt, jf, k)) to `sock`."""
+    insns = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(insns))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)    # the kernel copies it
+
+
+def arp_sender(payload):
+    """The sender IPv4 address of an ARP request or reply (Ethernet, IPv4), or None.
+    A gratuitous ARP is a request or reply whose sender and target addresses are equal."""
+    if len(payload) < 28:
+        return None
+    _htype, ptype, hlen, plen, op = struct.unpack_from("!HHBBH", payload)
+    if ptype != 0x0800 or hlen != 6 or plen != 4 or op not in (1, 2):
+        return None
+    return ipaddress.IPv4Address(bytes(payload[14:18]))
+
+
+def nd_sender(packet):
+    """The address an IPv6 neighbour solicitation (its source) or advertisement (its target:
+    the address the sender announces, whatever its source) speaks for, or None. Only
+    packets with hop limit 255 count (RFC 4861 7.1: they come from the link itself)."""
+    if len(packet) < 64 or packet[0] >> 4 != 6 or packet[6] != 58 or packet[7] != 255:
+        return None
+    kind = packet[40]
+    if kind == ICMPV6_NS:
+        return ipaddress.IPv6Address(bytes(packet[8:24]))
+    if kind == ICMPV6_NA:
+        return ipaddress.IPv6Address(bytes(packet[48:64]))
+    return None
+
+
+def host_address(ip):
+    """True when `ip` can be a host's own address (not ::, 0.0.0.0 (an ARP probe, DAD),
+    multicast, loopback, link-local or the IPv4 broadcast address)."""
+    return not (ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local
+                or (ip.version == 4 and ip.packed == b"\xff" * 4))
+
+
+def garp(mac, ip):
+    """A gratuitous ARP (request form) announcing that `ip` is at `mac` (bytes)."""
+    return struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, ip.packed, bytes(6),
+                       ip.packed)
+
+
+def unsolicited_na(mac, ip):
+    """An unsolicited neighbour advertisement (ICMPv6 message; the kernel fills in the
+    checksum) announcing router `ip` at `mac`: flags R and O, target link-layer option."""
+    return struct.pack("!BBHI16sBB6s", ICMPV6_NA, 0, 0, 0xA0000000, ip.packed, 2, 1, mac)
+
+
 class Routes:
-    """Kernel routes and rules the daemon created, so it can remove exactly those.
+    """Kernel routes and rules the daemon created, and the addresses, MACs and sysctls it
+    set on the LAN, so it can remove or put back exactly those.
 
     pyroute2's IPRoute runs an event loop of its own, so it lives on one worker thread of
     its own: route changes are queued there in order and never block the control plane."""
@@ -58,6 +157,9 @@ class Routes:
         self.ipr = self.call(self._open)
         self.routes = {}       # (table, dst) -> kwargs
         self.rules = []
+        self.addresses = []    # kwargs of the addresses we added
+        self.macs = {}         # ifindex -> the MAC it had before
+        self.sysctls = {}      # path -> the value it had before
 
     @staticmethod
     def _open():
@@ -97,6 +199,61 @@ class Routes:
         self.ipr.rule("add", **kw)
         self.rules.append(kw)
 
+    def set_sysctl(self, path, value):
+        """Set /proc/sys/`path`, remembering the value it had (put back by close)."""
+        old = read_sysctl(path)
+        if old is None:
+            return
+        self.sysctls.setdefault(path, old)
+        sysctl(path, value)
+
+    def mac(self, index):
+        """The MAC address of interface `index` ("aa:bb:..."), or None."""
+        return self.ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+
+    def set_mac(self, index, mac):
+        """Give interface `index` the MAC `mac`, remembering the one it had."""
+        old = self.mac(index)
+        if old is None or old.lower() == mac.lower():
+            return
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            self.ipr.link("set", index=index, address=mac)
+        except NetlinkError as e:          # a device that cannot change it while up
+            if e.code != errno.EBUSY:
+                raise
+            self.ipr.link("set", index=index, state="down")
+            self.ipr.link("set", index=index, address=mac)
+            self.ipr.link("set", index=index, state="up")
+        self.macs.setdefault(index, old)
+
+    def add_address(self, index, iface):
+        """Add address `iface` (an ip_interface) to interface `index` (IPv6 without duplicate
+        address detection). An address that is already there is left as it is, and is not
+        removed at close: it is not ours."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        kw = dict(index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                  family=socket.AF_INET if iface.version == 4 else socket.AF_INET6)
+        if iface.version == 6:
+            kw["flags"] = IFA_F_NODAD
+        try:
+            self.ipr.addr("add", **kw)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+            return
+        self.addresses.append(kw)
+
+    def local_addresses(self):
+        """Every address of every interface of this namespace."""
+        out = set()
+        for msg in self.ipr.get_addr():
+            for attr in ("IFA_ADDRESS", "IFA_LOCAL"):
+                value = msg.get_attr(attr)
+                if value:
+                    out.add(ipaddress.ip_address(value.split("%")[0]))
+        return out
+
     def _close(self):
         for kw in reversed(self.rules):
             try:
@@ -108,8 +265,23 @@ class Routes:
                 self.ipr.route("del", **kw)
             except Exception:
                 pass
+        for kw in reversed(self.addresses):
+            try:
+                self.ipr.addr("del", **{k: v for k, v in kw.items() if k != "flags"})
+            except Exception:
+                pass
+        for index, mac in self.macs.items():
+            try:
+                self.ipr.link("set", index=index, address=mac)
+            except Exception:
+                pass
+        for path, value in self.sysctls.items():
+            sysctl(path, value)
         self.routes.clear()
         self.rules.clear()
+        self.addresses.clear()
+        self.macs.clear()
+        self.sysctls.clear()
         self.ipr.close()
 
     def close(self):
@@ -140,6 +312,10 @@ class Daemon:
         self.dataplane = None
         self.stopping = None
         self.started = time.monotonic()
+        self.lan_sockets = []            # (socket, interface, family)
+        self.lan_last = {}               # (interface, ip) -> when we last told the core
+        self.seen_on = {}                # (iid, ip) -> the interface a host was seen on
+        self.own_addresses = set()       # never taken for a host on the LAN
 
     # --- the core's actions --------------------------------------------------------
 
@@ -153,6 +329,10 @@ class Daemon:
             elif isinstance(a, (RouteAdd, RouteDel)):
                 self.program(a)
             elif isinstance(a, Event):
+                if a.name in MAPPING_EVENTS and self.dataplane is not None:
+                    # e.g. a Map-Reply that replaced the RLOCs of an entry we had (after an
+                    # SMR): no route changes, but the data plane's per-flow decisions must go
+                    self.dataplane.invalidate()
                 self.log.write(a.name, **a.fields)
 
     def send(self, a):
@@ -206,6 +386,10 @@ class Daemon:
             self.log.write("route_error", prefix=str(a.prefix), kind=a.kind, error=str(e))
 
     def lan_for(self, iid, prefix):
+        if prefix.prefixlen == prefix.max_prefixlen:
+            seen = self.seen_on.get((iid, prefix.network_address))
+            if seen is not None:
+                return seen
         for d in self.cfg.dynamic_eids:
             if d.iid == iid and prefix.version == d.prefix.version and prefix.subnet_of(d.prefix):
                 return d.interface
@@ -253,6 +437,163 @@ class Daemon:
     def known_rlocs(self):
         with self.lock:
             return {loc.address for e in self.core.itr.cache for loc in e.locators}
+
+    # --- the LAN: anycast gateway, proxy ARP, host detection ---------------------------
+
+    def lan_families(self):
+        """{interface: {4, 6}}: the address families of the dynamic-EID ranges per LAN."""
+        out = {}
+        for d in self.cfg.dynamic_eids:
+            out.setdefault(d.interface, set()).add(d.prefix.version)
+        return out
+
+    def _setup_lan(self):
+        """(netlink thread) The anycast gateways, the MACs and the sysctls of the LAN
+        interfaces; returns {interface: MAC bytes} and our own addresses."""
+        cfg, r = self.cfg, self.routes
+        for ifname, families in self.lan_families().items():
+            idx = r.ifindex(ifname)
+            # A gratuitous ARP then creates a neighbour entry (and a netlink event) too.
+            r.set_sysctl(f"net/ipv4/conf/{ifname}/arp_accept", 1)
+            blocks = [d for d in cfg.dynamic_eids if d.interface == ifname]
+            mac = next((d.gateway_mac for d in blocks if d.gateway_mac), None)
+            if mac:
+                r.set_mac(idx, mac)
+            if any(d.gateway is not None and d.gateway.version == 6 for d in blocks):
+                r.set_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", 0)
+            for d in blocks:
+                if d.gateway is not None:
+                    r.add_address(idx, d.gateway)
+        if cfg.proxy_arp:
+            for ifname in cfg.lan_interfaces:
+                r.set_sysctl(f"net/ipv4/conf/{ifname}/proxy_arp", 1)
+                # answer at once, not after a random wait of up to 0.8 s
+                r.set_sysctl(f"net/ipv4/neigh/{ifname}/proxy_delay", 0)
+        macs = {ifname: bytes.fromhex(r.mac(r.ifindex(ifname)).replace(":", ""))
+                for ifname in self.lan_families()}
+        own = r.local_addresses() | {d.gateway.ip for d in cfg.dynamic_eids if d.gateway}
+        return macs, own
+
+    def start_lan(self):
+        """Gateways and sysctls (netlink thread), then one AF_PACKET socket per dynamic-EID
+        interface and family on the event loop, then one announcement per gateway."""
+        families = self.lan_families()
+        if not families or self.cfg.role != "xtr":
+            if self.cfg.proxy_arp:
+                self.routes.call(self._setup_lan)
+            return
+        macs, self.own_addresses = self.routes.call(self._setup_lan)
+        for ifname, fams in families.items():
+            for family in sorted(fams):
+                sock = self.open_lan_socket(ifname, family)
+                self.lan_sockets.append((sock, ifname, family))
+                self.loop.add_reader(sock.fileno(), self.on_lan, sock, ifname, family)
+        for d in self.cfg.dynamic_eids:
+            if d.gateway is not None:
+                self.announce_gateway(d.interface, macs[d.interface], d.gateway.ip)
+
+    @staticmethod
+    def open_lan_socket(ifname, family):
+        """A non-blocking AF_PACKET socket (cooked: payload from the network header on) that
+        receives the ARP packets (IPv4) or the neighbour solicitations and advertisements
+        (IPv6, through a BPF filter) of `ifname`."""
+        proto = ETH_P_ARP if family == 4 else ETH_P_IPV6
+        # Protocol 0 until bind: nothing is queued before the filter is in place.
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+        try:
+            if family == 6:
+                attach_filter(sock, _BPF_ND)
+            sock.bind((ifname, proto))
+            sock.setblocking(False)
+        except OSError as e:
+            sock.close()
+            raise OSError(e.errno, f"cannot listen on LAN interface {ifname}: "
+                                   f"{e.strerror or e}") from None
+        return sock
+
+    def announce_gateway(self, ifname, mac, ip):
+        """Tell the LAN where the gateway is now (as an FHRP router does when it becomes
+        active): a gratuitous ARP, or an unsolicited neighbour advertisement."""
+        try:
+            if ip.version == 4:
+                sock = next(s for s, i, f in self.lan_sockets if i == ifname and f == 4)
+                sock.sendto(garp(mac, ip), (ifname, ETH_P_ARP, 0, 0, b"\xff" * 6))
+            else:
+                with socket.socket(socket.AF_INET6, socket.SOCK_RAW,
+                                   socket.IPPROTO_ICMPV6) as s6:
+                    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                    s6.bind((str(ip), 0))
+                    s6.sendto(unsolicited_na(mac, ip),
+                              ("ff02::1", 0, 0, socket.if_nametoindex(ifname)))
+        except (OSError, StopIteration) as e:
+            self.io_counters["gateway_announce_errors"] += 1
+            self.log.write("gateway_announce_error", interface=ifname, gateway=str(ip),
+                           error=str(e))
+            return
+        self.log.write("gateway_announced", interface=ifname, gateway=str(ip),
+                       mac=mac.hex(":"))
+
+    def on_lan(self, sock, ifname, family):
+        """(event loop) ARP or neighbour discovery frames are waiting on `sock`."""
+        kind = "lan_arp_received" if family == 4 else "lan_nd_received"
+        for _ in range(LAN_BURST):
+            try:
+                data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.io_counters["lan_receive_errors"] += 1
+                self.log.write("lan_receive_error", interface=ifname, error=str(e))
+                return
+            if addr[2] == PACKET_OUTGOING:          # our own ARP requests and replies
+                continue
+            self.io_counters[kind] += 1
+            ip = arp_sender(data) if family == 4 else nd_sender(data)
+            if ip is None or not host_address(ip):
+                self.io_counters["lan_no_host_source"] += 1
+                continue
+            if ip in self.own_addresses:            # e.g. the other DC's anycast gateway
+                self.io_counters["lan_own_address"] += 1
+                continue
+            self.lan_host_seen(ifname, ip, self.now())
+
+    def lan_host_seen(self, ifname, ip, now):
+        """Hand a source address seen on `ifname` to the core (at most once per
+        HOST_SEEN_INTERVAL per source) and carry out what it decides."""
+        key = (ifname, ip)
+        last = self.lan_last.get(key)
+        if last is not None and now - last < HOST_SEEN_INTERVAL:
+            self.io_counters["lan_rate_limited"] += 1
+            return
+        if len(self.lan_last) >= 4096:              # forget sources not heard for a while
+            self.lan_last = {k: t for k, t in self.lan_last.items()
+                             if now - t < HOST_SEEN_INTERVAL}
+        self.lan_last[key] = now
+        iid = self.iid_for(ifname, ip)
+        with self.lock:
+            actions = self.core.host_seen(iid, ip, now)
+        if any(isinstance(a, RouteAdd) and a.kind == "local" for a in actions):
+            self.seen_on[(iid, ip)] = ifname        # before the route is programmed
+        self.execute(actions)
+
+    def iid_for(self, ifname, ip):
+        """The instance ID of the range on `ifname` holding `ip` (else of the interface's
+        first range of that family: the core then rejects and counts the address)."""
+        ranges = [d for d in self.cfg.dynamic_eids
+                  if d.interface == ifname and d.prefix.version == ip.version]
+        for d in ranges:
+            if ip in d.prefix:
+                return d.iid
+        return ranges[0].iid if ranges else 0
+
+    def stop_lan(self):
+        for sock, _, _ in self.lan_sockets:
+            try:
+                self.loop.remove_reader(sock.fileno())
+            except Exception:
+                pass
+            sock.close()
+        self.lan_sockets = []
 
     # --- inspection -----------------------------------------------------------------
 
@@ -343,6 +684,7 @@ class Daemon:
         try:
             if self.cfg.role in ("xtr", "pxtr"):
                 self.start_dataplane()
+                self.start_lan()
             self.log.write("started", role=self.cfg.role, pid=os.getpid())
             while not self.stopping.is_set():
                 self.tick()
@@ -352,6 +694,7 @@ class Daemon:
                     pass
         finally:
             self.log.write("stopping")
+            self.stop_lan()
             if self.dataplane is not None:
                 self.dataplane.stop()
             if self.routes is not None:

@@ -43,7 +43,9 @@ def test_xtr_example_values():
     assert cfg.event_log == "/tmp/lisp-lab/xtr1.events.jsonl"
     assert cfg.rlocs == [RlocConfig(ip("192.0.2.1"), 1, 100)]
     assert cfg.eid_prefixes == [(0, net("10.1.0.0/24"))]
-    assert cfg.dynamic_eids == [DynamicEidConfig(0, net("10.10.0.0/24"), "xtr1-eth1")]
+    assert cfg.dynamic_eids == [DynamicEidConfig(0, net("10.10.0.0/24"), "xtr1-eth1",
+                                                 ipaddress.ip_interface("10.10.0.1/24"),
+                                                 "00:00:5e:00:01:01")]
     assert cfg.map_servers == [MapServerConfig(ip("192.0.2.100"), "datacenters-key", 0,
                                                ALG_HMAC_SHA256_128)]
     assert cfg.map_resolvers == [ip("192.0.2.100")]
@@ -51,7 +53,8 @@ def test_xtr_example_values():
     assert (cfg.want_map_notify, cfg.proxy_reply, cfg.decap_known_rlocs_only) == (
         True, False, False)
     assert (cfg.miss_policy, cfg.petr) == ("drop", None)
-    assert (cfg.tun, cfg.lan_interfaces, cfg.mtu) == ("lisp0", ["xtr1-eth1"], 1500)
+    assert (cfg.tun, cfg.lan_interfaces, cfg.mtu, cfg.proxy_arp) == (
+        "lisp0", ["xtr1-eth1"], 1500, False)
     assert cfg.sites == [] and cfg.eid_space == []
 
 
@@ -124,6 +127,14 @@ prefix = "2001:db8:2::/48"
 prefix = "10.10.0.0/24"
 instance_id = 7
 interface = "dc2-eth1"
+gateway = "10.10.0.1/32"
+gateway_mac = "00:00:5E:00:01:07"
+
+[[dynamic_eid]]
+prefix = "2001:db8:10::/64"
+instance_id = 7
+interface = "dc2-eth1"
+gateway = "2001:db8:10::1/64"
 
 [[map_server]]
 address = "198.51.100.100"
@@ -153,6 +164,7 @@ petr = "198.51.100.200"
 tun = "lisp9"
 lan_interfaces = ["dc2-eth1", "dc2-eth2"]
 mtu = 9000
+proxy_arp = true
 """
 
 
@@ -161,13 +173,19 @@ def test_build_xtr_wires_every_value():
     assert cfg.control_socket == "/tmp/dc2.sock"
     assert cfg.decap_known_rlocs_only is True
     assert (cfg.tun, cfg.lan_interfaces, cfg.mtu) == ("lisp9", ["dc2-eth1", "dc2-eth2"], 9000)
+    assert cfg.proxy_arp is True
+    assert cfg.dynamic_eids == [
+        DynamicEidConfig(7, net("10.10.0.0/24"), "dc2-eth1",
+                         ipaddress.ip_interface("10.10.0.1/32"), "00:00:5e:00:01:07"),
+        DynamicEidConfig(7, net("2001:db8:10::/64"), "dc2-eth1",
+                         ipaddress.ip_interface("2001:db8:10::1/64"), None)]
     core = build_core(cfg, random.Random(1))
     assert isinstance(core, Xtr) and core.name == "dc2"
     etr, itr = core.etr, core.itr
     assert isinstance(etr, Etr) and isinstance(itr, Itr)
     assert etr.rlocs == [Locator(ip("198.51.100.2"), 2, 30), Locator(ip("2001:db8::2"), 1, 70)]
     assert etr.prefixes == [(7, net("10.2.0.0/24")), (0, net("2001:db8:2::/48"))]
-    assert etr.dynamic_ranges == [(7, net("10.10.0.0/24"))]
+    assert etr.dynamic_ranges == [(7, net("10.10.0.0/24")), (7, net("2001:db8:10::/64"))]
     assert etr.map_servers == [MapServerConfig(ip("198.51.100.100"), "s3cret", 5,
                                                ALG_HMAC_SHA1_96)]
     assert etr.register_interval == 7.0 and isinstance(etr.register_interval, float)
@@ -315,8 +333,8 @@ def test_defaults_of_a_minimal_xtr():
         map_resolvers=[ip("192.0.2.100")])
     assert (cfg.register_interval, cfg.record_ttl, cfg.want_map_notify, cfg.proxy_reply,
             cfg.miss_policy, cfg.petr, cfg.tun, cfg.lan_interfaces, cfg.mtu,
-            cfg.smr_interval, cfg.decap_known_rlocs_only) == (
-        3.0, 1440, True, False, "drop", None, "lisp0", [], 1500, 1.0, False)
+            cfg.smr_interval, cfg.decap_known_rlocs_only, cfg.proxy_arp) == (
+        3.0, 1440, True, False, "drop", None, "lisp0", [], 1500, 1.0, False, False)
 
 
 def test_defaults_of_a_minimal_msmr():
@@ -340,6 +358,56 @@ prefix = "10.30.0.0/24"
 interface = "eth1"
 """
     assert parse_config(text).lan_interfaces == ["eth1", "eth2"]
+
+
+def test_gateways_and_proxy_arp():
+    """A dual-stack range with its anycast gateway; a gateway whose subnet is wider or
+    narrower than the range; a MAC without a gateway address; proxy ARP on a pxtr."""
+    text = MINIMAL_XTR + """
+[[dynamic_eid]]
+prefix = "10.10.0.128/25"
+interface = "eth1"
+gateway = "10.10.0.1/24"
+gateway_mac = "02:AA:bb:cc:dd:01"
+
+[[dynamic_eid]]
+prefix = "2001:db8:10::/48"
+interface = "eth1"
+gateway = "2001:db8:10::1/128"
+gateway_mac = "02:aa:bb:cc:dd:01"
+
+[[dynamic_eid]]
+prefix = "10.20.0.0/24"
+interface = "eth2"
+gateway_mac = "02:00:00:00:00:02"
+
+[[dynamic_eid]]
+prefix = "10.20.0.0/24"
+instance_id = 3
+interface = "eth2"
+gateway = "10.20.0.1/24"
+
+[[dynamic_eid]]
+prefix = "10.20.0.128/25"
+instance_id = 3
+interface = "eth2"
+gateway = "10.20.0.1/24"
+"""
+    cfg = parse_config(text)
+    gws = [(d.gateway, d.gateway_mac) for d in cfg.dynamic_eids]
+    iface = ipaddress.ip_interface
+    assert gws[:3] == [(iface("10.10.0.1/24"), "02:aa:bb:cc:dd:01"),
+                       (iface("2001:db8:10::1/128"), "02:aa:bb:cc:dd:01"),
+                       (None, "02:00:00:00:00:02")]
+    assert cfg.proxy_arp is False
+    assert parse_config(PXTR + '[dataplane]\nlan_interfaces = ["p1"]\nproxy_arp = true\n'
+                        ).proxy_arp is True
+    # the core sees the ranges only; gateways are the daemon's business
+    assert build_core(cfg).etr.dynamic_ranges == [(0, net("10.10.0.128/25")),
+                                                  (0, net("2001:db8:10::/48")),
+                                                  (0, net("10.20.0.0/24")),
+                                                  (3, net("10.20.0.0/24")),
+                                                  (3, net("10.20.0.128/25"))]
 
 
 def test_an_itr_only_xtr_needs_no_map_server():
@@ -374,6 +442,8 @@ def sub(text, old, new):
 MS_BLOCK = '[[map_server]]\naddress = "192.0.2.100"\nsecret = "k"\n'
 EID_BLOCK = '[[eid_prefix]]\nprefix = "10.1.0.0/24"\n'
 RLOC_BLOCK = '[[rloc]]\naddress = "192.0.2.1"\n'
+DYN = '[[dynamic_eid]]\nprefix = "10.9.0.0/24"\ninterface = "e1"\n'
+DYN6 = '[[dynamic_eid]]\nprefix = "2001:db8:9::/64"\ninterface = "e1"\n'
 TWO_SITES = MSMR + """
 [[site]]
 name = "dc2"
@@ -425,6 +495,69 @@ BAD = [
     (MINIMAL_XTR + '[[dynamic_eid]]\nprefix = "10.9.0.0/24"\ninterface = "e1"\n'
                    '[[dynamic_eid]]\nprefix = "10.9.0.0/24"\ninterface = "e2"\n',
      "dynamic_eid[1].prefix: duplicate of dynamic_eid[0].prefix"),
+    # anycast gateway and proxy ARP
+    (MINIMAL_XTR + DYN + 'gateway = "10.9.0.1"\n',
+     'dynamic_eid[0].gateway: "10.9.0.1" has no prefix length (write the length of its '
+     'subnet, e.g. "10.9.0.1/24")'),
+    (MINIMAL_XTR + DYN6 + 'gateway = "2001:db8:9::1"\n',
+     'dynamic_eid[0].gateway: "2001:db8:9::1" has no prefix length (write the length of '
+     'its subnet, e.g. "2001:db8:9::1/64")'),
+    (MINIMAL_XTR + DYN + 'gateway = "10.9.0.300/24"\n',
+     'dynamic_eid[0].gateway: "10.9.0.300/24" is not an address with a prefix length '
+     '(e.g. "10.10.0.1/24")'),
+    (MINIMAL_XTR + DYN + 'gateway = "gw"\n',
+     'dynamic_eid[0].gateway: "gw" is not an address with a prefix length '
+     '(e.g. "10.10.0.1/24")'),
+    (MINIMAL_XTR + DYN + 'gateway = "10.9.0.1/33"\n',
+     'dynamic_eid[0].gateway: "10.9.0.1/33" is not an address with a prefix length '
+     '(e.g. "10.10.0.1/24")'),
+    (MINIMAL_XTR + DYN + "gateway = 167313665\n",
+     "dynamic_eid[0].gateway: must be a string, not an integer"),
+    (MINIMAL_XTR + DYN + 'gateway = "10.9.0.0/24"\n',
+     "dynamic_eid[0].gateway: 10.9.0.0/24 is the network address of 10.9.0.0/24, not a "
+     "host address"),
+    (MINIMAL_XTR + DYN + 'gateway = "10.9.0.255/24"\n',
+     "dynamic_eid[0].gateway: 10.9.0.255/24 is the broadcast address of 10.9.0.0/24, not a "
+     "host address"),
+    (MINIMAL_XTR + DYN + 'gateway = "0.0.0.0/0"\n',
+     "dynamic_eid[0].gateway: 0.0.0.0 is the unspecified address, not a usable gateway"),
+    (MINIMAL_XTR + DYN + 'gateway = "224.0.0.1/24"\n',
+     "dynamic_eid[0].gateway: 224.0.0.1 is a multicast address, not a usable gateway"),
+    (MINIMAL_XTR + DYN6 + 'gateway = "fe80::1/64"\n',
+     "dynamic_eid[0].gateway: fe80::1 is a link-local address, not a usable gateway"),
+    (MINIMAL_XTR + DYN + 'gateway = "2001:db8:9::1/64"\n',
+     "dynamic_eid[0].gateway: 2001:db8:9::1/64 is IPv6, but dynamic_eid[0].prefix "
+     "10.9.0.0/24 is IPv4"),
+    (MINIMAL_XTR + DYN + 'gateway = "10.8.0.1/24"\n',
+     "dynamic_eid[0].gateway: 10.8.0.1/24 is not on the range 10.9.0.0/24 (the hosts' "
+     "gateway must be on their subnet)"),
+    (MINIMAL_XTR + DYN + 'gateway = "10.9.0.1/24"\n' + DYN
+     + 'instance_id = 1\ngateway = "10.9.0.1/16"\n',
+     "dynamic_eid[1].gateway: 10.9.0.1/16 differs from dynamic_eid[0].gateway 10.9.0.1/24 "
+     "(one address, one prefix length)"),
+    (MINIMAL_XTR + DYN + 'gateway_mac = "00:00:5e:00:01"\n',
+     'dynamic_eid[0].gateway_mac: "00:00:5e:00:01" is not a MAC address (six hex bytes '
+     'with colons, e.g. "00:00:5e:00:01:01")'),
+    (MINIMAL_XTR + DYN + 'gateway_mac = "00-00-5e-00-01-01"\n',
+     'dynamic_eid[0].gateway_mac: "00-00-5e-00-01-01" is not a MAC address (six hex bytes '
+     'with colons, e.g. "00:00:5e:00:01:01")'),
+    (MINIMAL_XTR + DYN + 'gateway_mac = "01:00:5e:00:01:01"\n',
+     "dynamic_eid[0].gateway_mac: 01:00:5e:00:01:01 is a multicast MAC address (the first "
+     "byte is odd), not usable for a gateway"),
+    (MINIMAL_XTR + DYN + 'gateway_mac = "00:00:00:00:00:00"\n',
+     "dynamic_eid[0].gateway_mac: 00:00:00:00:00:00 is the all-zero MAC address, not "
+     "usable for a gateway"),
+    (MINIMAL_XTR + DYN + 'gateway_mac = "00:00:5e:00:01:01"\n' + DYN6
+     + 'gateway_mac = "00:00:5e:00:01:02"\n',
+     'dynamic_eid[1].gateway_mac: 00:00:5e:00:01:02 differs from dynamic_eid[0].gateway_mac '
+     '00:00:5e:00:01:01 on the same interface "e1" (an interface has one MAC)'),
+    (MINIMAL_XTR + DYN + "gatway = 1\n",
+     "dynamic_eid[0].gatway: unknown key (did you mean gateway?)"),
+    (MINIMAL_XTR + '[dataplane]\nproxy_arp = "yes"\n',
+     "dataplane.proxy_arp: must be true or false, not a string"),
+    (MINIMAL_XTR + "[dataplane]\nproxy_arp = true\n",
+     "dataplane.proxy_arp: needs a LAN interface to answer on (dataplane.lan_interfaces, or "
+     "the interface of a [[dynamic_eid]])"),
     # priorities, weights, keys
     (sub(MINIMAL_XTR, RLOC_BLOCK, RLOC_BLOCK + "priority = 256\n"),
      "rloc[0].priority: 256 is out of range 0-255"),
