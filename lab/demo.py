@@ -40,6 +40,15 @@ def _wait(predicate, timeout, step=0.05):
     return value
 
 
+def _answers(sock_dir, node):
+    from nodes.control import ControlError, query
+    try:
+        query(str(Path(sock_dir) / f"{node}.sock"), {"show": "config"})
+        return True
+    except ControlError:
+        return False
+
+
 def _registered(sock_dir, eid):
     from nodes.control import ControlError, query
     try:
@@ -60,7 +69,9 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
         D.configure(net, mode)
         try:
             captures = []
-            for name, (node, intf) in D.CAPTURES.items():
+            links = {n: c for n, c in D.CAPTURES.items()
+                     if not (n == "dci" and mode == "lisp-across-subnet")}   # no DCI there
+            for name, (node, intf) in links.items():
                 cap = lab.start_process(node, ["tcpdump", "-n", "-U", "-s", "200", "-i", intf,
                                                "-w", mode_dir / f"{name}.pcap"],
                                         mode_dir / f"tcpdump-{name}.log", name=f"tcpdump-{name}")
@@ -72,12 +83,16 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
                     daemons[node] = lab.start_process(node, [PY, "-m", "nodes.daemon", cfg],
                                                       mode_dir / f"{node}.log",
                                                       name=f"lisp-{node}")
-                progress(f"{mode}: LISP daemons started")
+                ready = _wait(lambda: all(_answers(lab.run_dir, n) for n in daemons), 15, 0.1)
+                progress(f"{mode}: LISP daemons {'ready' if ready else 'NOT ready'}")
             lab.start_process("vm", [PY, "-m", "lab.traffic", "echo"],
                               mode_dir / "echo.log", name="echo")
             announce = [PY, "-m", "lab.traffic", "announce", "--iface", "vm-eth0",
                         "--ip", vm_ip]
             lab.run("vm", announce, timeout=10)
+            # As a booting VM does: resolve and use its gateway (in an extended subnet this
+            # is what shows DC1's xTR that the VM is local).
+            lab.run("vm", ["ping", "-c", "1", "-W", "1", D.VM["gw"]], timeout=5)
             if daemons:
                 ok = _wait(lambda: _registered(lab.run_dir, "10.10.0.5/32"), 10, 0.1)
                 progress(f"{mode}: VM registered by DC1's xTR" if ok else
@@ -115,7 +130,7 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
                 c.stop(signal.SIGINT)  # tcpdump flushes its buffer on SIGINT
             delay = "netem" if lab.netem else "none (netem missing; delays not emulated)"
             meta = {"mode": mode, "links": [{"name": n, "role": D.ROLES.get(n, "core")}
-                                            for n in D.CAPTURES],
+                                            for n in links],
                     "client": D.CLIENT["addr"].split("/")[0], "vm": vm_ip,
                     "move_time": move_time, "move_done": move_done,
                     "delay_emulation": delay,

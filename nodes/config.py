@@ -49,6 +49,7 @@ SECTIONS = {
     "pxtr": ("node", "rloc", "eid_space", "map_resolver", "itr", "dataplane"),
     "msmr": ("node", "msmr", "site"),
 }
+DETECT = ("any", "gateway")
 ARRAYS = ("rloc", "eid_prefix", "dynamic_eid", "map_server", "map_resolver", "eid_space",
           "site")
 ALL_SECTIONS = tuple(dict.fromkeys(s for role in ROLES for s in SECTIONS[role]))
@@ -58,7 +59,8 @@ KEYS = {
     "node": ("name", "role", "control_socket", "event_log"),
     "rloc": ("address", "priority", "weight"),
     "eid_prefix": ("prefix", "instance_id"),
-    "dynamic_eid": ("prefix", "instance_id", "interface", "gateway", "gateway_mac"),
+    "dynamic_eid": ("prefix", "instance_id", "interface", "gateway", "gateway_mac", "detect",
+                    "detect_mac"),
     "map_server": ("address", "secret", "key_id", "algorithm"),
     "map_resolver": ("address",),
     "eid_space": ("prefix", "instance_id"),
@@ -98,6 +100,10 @@ class DynamicEidConfig:
     # The anycast gateway of the range's hosts, set up by the daemon on `interface`:
     gateway: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
     gateway_mac: str | None = None              # "00:00:5e:00:01:01" (lower case)
+    # "any": every ARP / ND source counts; "gateway": only ARP requests for one of our
+    # addresses and IPv4 frames sent to detect_mac (an extended subnet: see docs/config.md)
+    detect: str = "any"
+    detect_mac: str | None = None
 
 
 @dataclass
@@ -538,7 +544,14 @@ def _xtr(data, cfg):
                                                      t.get("prefix", _prefix),
                                                      t.get("interface", _ifname),
                                                      t.get("gateway", _gateway, None),
-                                                     t.get("gateway_mac", _mac, None)))
+                                                     t.get("gateway_mac", _mac, None),
+                                                     t.get("detect", _choice(DETECT), "any"),
+                                                     t.get("detect_mac", _mac, None)))
+            d = cfg.dynamic_eids[-1]
+            if d.detect == "gateway" and (d.detect_mac or d.gateway_mac) is None:
+                raise _Invalid(f"dynamic_eid[{len(cfg.dynamic_eids) - 1}].detect_mac",
+                               'detect = "gateway" needs detect_mac (or gateway_mac): the '
+                               "MAC whose frames show a host is local")
         _no_duplicates(cfg.dynamic_eids, lambda d: (d.iid, d.prefix),
                        lambda i: f"dynamic_eid[{i}].prefix")
         _check_gateways(cfg.dynamic_eids)

@@ -112,6 +112,23 @@ def arp_sender(payload):
     return ipaddress.IPv4Address(bytes(payload[14:18]))
 
 
+def arp_request_target(payload):
+    """The target IPv4 address of an ARP request, or None."""
+    if len(payload) < 28 or struct.unpack_from("!H", payload, 6)[0] != 1:
+        return None
+    return ipaddress.IPv4Address(bytes(payload[24:28]))
+
+
+def bpf_ipv4_to_mac(mac):
+    """Classic BPF (raw Ethernet frames): accept IPv4 frames whose destination is `mac`
+    (6 bytes), keeping their first 64 bytes; drop the rest."""
+    hi, lo = struct.unpack("!IH", mac)
+    return [(0x20, 0, 0, 0), (0x15, 0, 5, hi),          # ld [0]; jeq hi ? : drop
+            (0x28, 0, 0, 4), (0x15, 0, 3, lo),          # ldh [4]; jeq lo ? : drop
+            (0x28, 0, 0, 12), (0x15, 0, 1, 0x0800),     # ldh [12]; jeq IPv4 ? : drop
+            (0x06, 0, 0, 64), (0x06, 0, 0, 0)]          # ret 64; ret 0
+
+
 def nd_sender(packet):
     """The address an IPv6 neighbour solicitation (its source) or advertisement (its target:
     the address the sender announces, whatever its source) speaks for, or None. Only
@@ -312,7 +329,8 @@ class Daemon:
         self.dataplane = None
         self.stopping = None
         self.started = time.monotonic()
-        self.lan_sockets = []            # (socket, interface, family)
+        self.lan_sockets = []            # (socket, interface, family or "frames")
+        self.detect_gateway = set()      # interfaces in detect = "gateway" mode
         self.lan_last = {}               # (interface, ip) -> when we last told the core
         self.seen_on = {}                # (iid, ip) -> the interface a host was seen on
         self.own_addresses = set()       # never taken for a host on the LAN
@@ -483,11 +501,22 @@ class Daemon:
                 self.routes.call(self._setup_lan)
             return
         macs, self.own_addresses = self.routes.call(self._setup_lan)
+        self.detect_gateway = {d.interface for d in self.cfg.dynamic_eids
+                               if d.detect == "gateway"}
         for ifname, fams in families.items():
             for family in sorted(fams):
                 sock = self.open_lan_socket(ifname, family)
                 self.lan_sockets.append((sock, ifname, family))
                 self.loop.add_reader(sock.fileno(), self.on_lan, sock, ifname, family)
+        for d in self.cfg.dynamic_eids:
+            if d.detect == "gateway" and d.prefix.version == 4:
+                mac = bytes.fromhex((d.detect_mac or d.gateway_mac).replace(":", ""))
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+                attach_filter(sock, bpf_ipv4_to_mac(mac))
+                sock.bind((d.interface, 0x0800))
+                sock.setblocking(False)
+                self.lan_sockets.append((sock, d.interface, "frames"))
+                self.loop.add_reader(sock.fileno(), self.on_gateway_frames, sock, d.interface)
         for d in self.cfg.dynamic_eids:
             if d.gateway is not None:
                 self.announce_gateway(d.interface, macs[d.interface], d.gateway.ip)
@@ -548,6 +577,13 @@ class Daemon:
             if addr[2] == PACKET_OUTGOING:          # our own ARP requests and replies
                 continue
             self.io_counters[kind] += 1
+            if family == 4 and ifname in self.detect_gateway:
+                # Extended subnet: gratuitous ARPs cross the DCI; a request for our own
+                # (gateway) address does not (FHRP isolation), so only it shows a local host.
+                target = arp_request_target(data)
+                if target is None or target not in self.own_addresses:
+                    self.io_counters["lan_arp_not_for_gateway"] += 1
+                    continue
             ip = arp_sender(data) if family == 4 else nd_sender(data)
             if ip is None or not host_address(ip):
                 self.io_counters["lan_no_host_source"] += 1
@@ -556,6 +592,24 @@ class Daemon:
                 self.io_counters["lan_own_address"] += 1
                 continue
             self.lan_host_seen(ifname, ip, self.now())
+
+    def on_gateway_frames(self, sock, ifname):
+        """(event loop) IPv4 frames sent to the gateway MAC: their source is a local host."""
+        for _ in range(LAN_BURST):
+            try:
+                data, addr = sock.recvfrom(128)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.io_counters["lan_receive_errors"] += 1
+                self.log.write("lan_receive_error", interface=ifname, error=str(e))
+                return
+            if addr[2] == PACKET_OUTGOING or len(data) < 34:
+                continue
+            self.io_counters["lan_gateway_frames"] += 1
+            ip = ipaddress.IPv4Address(data[26:30])
+            if host_address(ip) and ip not in self.own_addresses:
+                self.lan_host_seen(ifname, ip, self.now())
 
     def lan_host_seen(self, ifname, ip, now):
         """Hand a source address seen on `ifname` to the core (at most once per

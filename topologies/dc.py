@@ -195,8 +195,8 @@ def configure(net, mode):
     if mode == "lisp-across-subnet":
         _sh(net, "s1", "ip link set dev s1-dci down")
     else:
-        for rule in fhrp_isolation_rules():
-            _sh(net, "s1", "ebtables -A " + rule)
+        for table, rule in fhrp_isolation_rules():
+            _sh(net, "s1", f"ebtables -t {table} -A {rule}")
     if mode in ("l2-extension", "host-route"):
         # Without LISP the core routes the VM subnet (and the client subnet) natively.
         _native_prefix(net, "10.10.0.0/24", "xtr1")
@@ -220,21 +220,27 @@ def add_anycast_gateway(net, xtr, own):
     _sh(net, xtr, f"ip addr add {own} dev {lan}",
         f"ip link add link {lan} name {gw} address {ANYCAST_MAC} type macvlan mode bridge",
         f"ip addr add {VM['gw']}/32 dev {gw}",
+        f"sysctl -qw net.ipv6.conf.{gw}.disable_ipv6=1",   # no stray frames from it
         f"ip link set dev {gw} up",
+        # arp_announce=2: our own ARP requests on the LAN come from the LAN's own address;
+        # from the gateway address they would teach hosts the LAN's MAC for their gateway.
         f"sysctl -qw net.ipv4.conf.{lan}.arp_ignore=1 net.ipv4.conf.{lan}.arp_accept=1 "
+        f"net.ipv4.conf.{lan}.arp_announce=2 "
         f"net.ipv4.conf.{gw}.rp_filter=0 net.ipv4.conf.{lan}.rp_filter=0")
 
 
 def fhrp_isolation_rules():
-    """ebtables rules (FORWARD chain) that keep the anycast gateway's frames and ARP for
-    the gateway address off the DCI, so each DC's gateway stays local to its DC."""
-    rules = []
-    for d in ("-s", "-d"):
-        for io in ("-o", "-i"):
-            rules.append(f"FORWARD {io} s1-dci {d} {ANYCAST_MAC} -j DROP")
-    for field in ("--arp-ip-dst", "--arp-ip-src"):
-        for io in ("-o", "-i"):
-            rules.append(f"FORWARD {io} s1-dci -p ARP {field} {VM['gw']} -j DROP")
+    """ebtables rules (table, rule) that keep each DC's anycast gateway to itself: frames
+    from the gateway MAC are dropped as they come in from the DCI, in nat PREROUTING, so
+    neither bridge ever learns the gateway MAC on its DCI port (learning happens before
+    the filter table's FORWARD chain), and frames to it or ARP for the gateway address
+    never cross the DCI."""
+    rules = [("nat", f"PREROUTING -i {port} -s {ANYCAST_MAC} -j DROP")
+             for port in ("s1-dci", "s2-dci")]
+    for io in ("-o", "-i"):
+        rules.append(("filter", f"FORWARD {io} s1-dci -d {ANYCAST_MAC} -j DROP"))
+        for field in ("--arp-ip-dst", "--arp-ip-src"):
+            rules.append(("filter", f"FORWARD {io} s1-dci -p ARP {field} {VM['gw']} -j DROP"))
     return rules
 
 
@@ -243,8 +249,8 @@ def unconfigure(net, mode):
     root namespace): the DCI's ebtables rules. Safe to call more than once."""
     if mode == "lisp-across-subnet":
         return
-    for rule in fhrp_isolation_rules():
-        net["s1"].cmd("ebtables -D " + rule + " 2>/dev/null")
+    for table, rule in fhrp_isolation_rules():
+        net["s1"].cmd(f"ebtables -t {table} -D {rule} 2>/dev/null")
 
 
 def _core_link(r, other):
@@ -299,8 +305,10 @@ def daemon_configs(mode, workdir, sockets_dir, register_interval=1.0):
     for x in ("xtr1", "xtr2"):
         texts[x] = (head + f'[[rloc]]\naddress = "{rloc(x)}"\n'
                     f'[[dynamic_eid]]\nprefix = "10.10.0.0/24"\ninstance_id = {INSTANCE_ID}\n'
-                    f'interface = "{x}-lan"\n' + common
-                    + f'[dataplane]\nlan_interfaces = ["{x}-lan"]\nmtu = 1500\n')
+                    f'interface = "{x}-lan"\n'
+                    + (f'detect = "gateway"\ndetect_mac = "{ANYCAST_MAC}"\n'
+                       if mode == "lisp-extended-subnet" else "") + common
+                    + f'[dataplane]\nlan_interfaces = ["{x}-lan", "{x}-gw"]\nmtu = 1500\n')
     texts["xtrc"] = (head + f'[[rloc]]\naddress = "{rloc("xtrc")}"\n'
                      f'[[eid_prefix]]\nprefix = "{CLIENT["prefix"]}"\n'
                      f'instance_id = {INSTANCE_ID}\n' + common
