@@ -1,0 +1,100 @@
+"""The demo end to end: the same VM move in all four modes, real daemons, real captures.
+
+One run (about 80 s here) serves every test of this module. The numbers of report.json are
+recounted from the pcaps with tshark, independently of our analysis code."""
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from lab.demo import CAPTURES_DIR, run_demo
+from topologies import dc as D
+
+VM = D.VM["addr"].split("/")[0]
+CLIENT = D.CLIENT["addr"].split("/")[0]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    run_id = f"pytest-demo-{int(time.time())}"
+    run_dir, results = run_demo(run_id)
+    report = json.loads((run_dir / "report.json").read_text())
+    yield run_dir, results, report
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def tshark_count(tshark, pcap, display_filter):
+    """(frames, bytes on the wire) matching `display_filter` in `pcap`."""
+    out = subprocess.run([tshark, "-r", str(pcap), "-Y", display_filter, "-T", "fields",
+                          "-e", "frame.len"], capture_output=True, text=True, check=True)
+    lengths = [int(x) for x in out.stdout.split()]
+    return len(lengths), sum(lengths)
+
+
+def client_to_vm(move_time=None):
+    f = (f"ip.src == {CLIENT} && ip.dst == {VM} && "
+         f"((udp.dstport == 7000) || (tcp.port == 7001))")
+    return f if move_time is None else f"frame.time_epoch >= {move_time!r} && ({f})"
+
+
+def test_report_has_every_mode_and_the_documented_keys(demo):
+    run_dir, results, report = demo
+    assert set(report["modes"]) == set(D.MODES)
+    assert report["delay_emulation"]
+    for mode, r in report["modes"].items():
+        for key in ("path_before", "path_after", "dci_packets_after_move",
+                    "dci_bytes_after_move", "convergence_ms", "probes_sent", "probes_lost",
+                    "tcp_survived"):
+            assert key in r, (mode, key)
+        assert r["path_before"] == D.expected_path(mode, "before"), mode
+        assert r["path_after"] == D.expected_path(mode, "after"), mode
+    for png in ["comparison.png"] + [f"{m}-timeline.png" for m in D.MODES]:
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| " in (run_dir / "report.md").read_text()
+
+
+def test_l2_extension_hairpins_over_the_dci(demo):
+    r = demo[2]["modes"]["l2-extension"]
+    assert r["dci_packets_after_move"] > 1000        # ~1000 probes/s for several seconds
+    assert r["convergence_ms"] is None
+    assert r["path_after"][-1] == "dci"
+
+
+@pytest.mark.parametrize("mode", D.LISP_MODES)
+def test_lisp_converges_under_a_second_and_leaves_the_dci(demo, mode):
+    r = demo[2]["modes"][mode]
+    assert r["convergence_ms"] is not None and r["convergence_ms"] < 1000
+    assert "dci" not in r["path_after"]
+    assert r.get("dci_packets_after_convergence", 0) == 0
+    assert r["tcp_survived"] is True                 # a live move keeps the session
+    kinds = {m["type"] for m in r["control_messages"]} | {
+        m.get("inner") for m in r["control_messages"] if m.get("inner")}
+    for kind in ("Map-Register", "Map-Notify", "SMR", "Map-Reply"):
+        assert kind in kinds, (mode, kind, kinds)
+    assert kinds & {"SMR-invoked Map-Request", "Map-Request"}, kinds
+
+
+def test_host_route_changes_the_core_routing_table(demo):
+    run_dir = demo[0]
+    meta = json.loads((run_dir / "host-route" / "links.json").read_text())
+    routes = meta["core_routes"]
+    assert "10.10.0.5" not in routes["before"] and "10.10.0.5 via" in routes["after"]
+    assert demo[2]["modes"]["host-route"]["convergence_ms"] is not None
+
+
+@pytest.mark.parametrize("mode", D.MODES)
+def test_report_numbers_equal_a_tshark_recount(demo, tshark, mode):
+    run_dir, _, report = demo
+    r = report["modes"][mode]
+    meta = json.loads((run_dir / mode / "links.json").read_text())
+    probes, _ = tshark_count(tshark, run_dir / mode / "client-access.pcap",
+                             f"ip.src == {CLIENT} && ip.dst == {VM} && udp.dstport == 7000")
+    assert r["probes_sent"] == probes
+    if mode == "lisp-across-subnet":
+        assert r["dci_packets_after_move"] == 0      # no DCI in this mode
+        return
+    frames, nbytes = tshark_count(tshark, run_dir / mode / "dci.pcap",
+                                  client_to_vm(meta["move_time"]))
+    assert (r["dci_packets_after_move"], r["dci_bytes_after_move"]) == (frames, nbytes)
