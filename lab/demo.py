@@ -12,6 +12,7 @@ Every namespace, link, process and capture a mode started is gone when the mode 
 after Ctrl-C (the Lab stops on signals) and after a crash (`lisp-lab clean`).
 """
 import json
+import re
 import signal
 import sys
 import time
@@ -38,6 +39,12 @@ def _wait(predicate, timeout, step=0.05):
     while not (value := predicate()) and time.monotonic() < deadline:
         time.sleep(step)
     return value
+
+
+def _drops(tcpdump):
+    """Packets tcpdump reported as dropped by the kernel (None when it did not say)."""
+    m = re.search(r"(\d+) packets? dropped by kernel", tcpdump.read_log())
+    return int(m.group(1)) if m else None
 
 
 def _answers(sock_dir, node):
@@ -128,9 +135,11 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
             tcp.wait(15)
             for c in captures:
                 c.stop(signal.SIGINT)  # tcpdump flushes its buffer on SIGINT
-            delay = "netem" if lab.netem else "none (netem missing; delays not emulated)"
-            meta = {"mode": mode, "links": [{"name": n, "role": D.ROLES.get(n, "core")}
-                                            for n in links],
+            from lab.delay import delay_emulation
+            delay = delay_emulation(lab)
+            meta = {"mode": mode, "links": [{"name": n, "role": D.ROLES.get(n, "core"),
+                                             "capture_drops": _drops(captures[i])}
+                                            for i, n in enumerate(links)],
                     "client": D.CLIENT["addr"].split("/")[0], "vm": vm_ip,
                     "move_time": move_time, "move_done": move_done,
                     "delay_emulation": delay,
