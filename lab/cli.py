@@ -25,6 +25,9 @@ def build_parser():
     demo.add_argument("--modes", default=",".join(_modes()),
                       help="comma-separated modes (default: all four)")
     demo.add_argument("--run-id", help="name of the run directory under captures/")
+    demo.add_argument("--cold", type=float, default=0.0, metavar="SECONDS",
+                      help="a cold move: the VM's link is down this long before it comes "
+                           "up in DC2 (default 0: a live move)")
     return parser
 
 
@@ -47,7 +50,7 @@ def cmd_demo(args):
     from captures.report import summary_table
     from lab.demo import run_demo
     try:
-        run_dir, results = run_demo(args.run_id, modes)
+        run_dir, results = run_demo(args.run_id, modes, cold_s=max(args.cold, 0.0))
     except KeyboardInterrupt:
         print("lisp-lab demo: interrupted; everything it started has been removed",
               file=sys.stderr)

@@ -146,13 +146,14 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
                     "expected_path_before": D.expected_path(mode, "before"),
                     "expected_path_after": D.expected_path(mode, "after"),
                     "core_routes": routes}
+            meta["move"] = f"cold ({cold_s} s down)" if cold_s else "live"
             (mode_dir / "links.json").write_text(json.dumps(meta, indent=1))
             return meta, delay
         finally:
             D.unconfigure(net, mode)
 
 
-def run_demo(run_id=None, modes=D.MODES, out=sys.stdout):
+def run_demo(run_id=None, modes=D.MODES, out=sys.stdout, cold_s=0.0):
     """All modes, then the report. Returns the run directory."""
     from captures.analysis import analyze_mode
     from captures.report import write_report
@@ -162,7 +163,7 @@ def run_demo(run_id=None, modes=D.MODES, out=sys.stdout):
     results, delay = {}, None
     for mode in modes:
         progress(f"{mode}: starting")
-        meta, delay = run_mode(mode, run_dir / mode, progress)
+        meta, delay = run_mode(mode, run_dir / mode, progress, cold_s=cold_s)
         results[mode] = analyze_mode(run_dir / mode)
         r = results[mode]
         progress(f"{mode}: convergence {r.get('convergence_ms')} ms, DCI packets after move "

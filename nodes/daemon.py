@@ -562,20 +562,24 @@ class Daemon:
         self.log.write("gateway_announced", interface=ifname, gateway=str(ip),
                        mac=mac.hex(":"))
 
-    def on_lan(self, sock, ifname, family):
-        """(event loop) ARP or neighbour discovery frames are waiting on `sock`."""
-        kind = "lan_arp_received" if family == 4 else "lan_nd_received"
+    def _incoming(self, sock, ifname, size):
+        """The frames waiting on LAN socket `sock` (at most LAN_BURST), except our own."""
         for _ in range(LAN_BURST):
             try:
-                data, addr = sock.recvfrom(2048)
+                data, addr = sock.recvfrom(size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 self.io_counters["lan_receive_errors"] += 1
                 self.log.write("lan_receive_error", interface=ifname, error=str(e))
                 return
-            if addr[2] == PACKET_OUTGOING:          # our own ARP requests and replies
-                continue
+            if addr[2] != PACKET_OUTGOING:          # not our own ARP requests and replies
+                yield data
+
+    def on_lan(self, sock, ifname, family):
+        """(event loop) ARP or neighbour discovery frames are waiting on `sock`."""
+        kind = "lan_arp_received" if family == 4 else "lan_nd_received"
+        for data in self._incoming(sock, ifname, 2048):
             self.io_counters[kind] += 1
             if family == 4 and ifname in self.detect_gateway:
                 # Extended subnet: gratuitous ARPs cross the DCI; a request for our own
@@ -595,16 +599,8 @@ class Daemon:
 
     def on_gateway_frames(self, sock, ifname):
         """(event loop) IPv4 frames sent to the gateway MAC: their source is a local host."""
-        for _ in range(LAN_BURST):
-            try:
-                data, addr = sock.recvfrom(128)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self.io_counters["lan_receive_errors"] += 1
-                self.log.write("lan_receive_error", interface=ifname, error=str(e))
-                return
-            if addr[2] == PACKET_OUTGOING or len(data) < 34:
+        for data in self._incoming(sock, ifname, 128):
+            if len(data) < 34:
                 continue
             self.io_counters["lan_gateway_frames"] += 1
             ip = ipaddress.IPv4Address(data[26:30])
