@@ -51,6 +51,16 @@ SHELL_ARGV = ["bash", "--norc", "--noediting", "-is"]
 
 # --- /proc ------------------------------------------------------------------------------
 
+def pid_alive(pid):
+    """True when `pid` runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:].split()[0] != b"Z"
+
+
 def proc_starttime(pid):
     """Field 22 of /proc/<pid>/stat (clock ticks after boot), or None when there is no such
     process. Together with the PID it names one process for the lifetime of the machine."""

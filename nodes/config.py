@@ -398,6 +398,12 @@ def _address(value, path):
         ip = ipaddress.ip_address(value)
     except ValueError:
         raise _Invalid(path, f"{_show(value)} is not an IP address") from None
+    _check_usable(ip, value, path, "locator")
+    return ip
+
+
+def _check_usable(ip, value, path, role):
+    """Refuse scoped, unspecified, multicast, loopback and link-local addresses."""
     if getattr(ip, "scope_id", None):
         raise _Invalid(path, f"{_show(value)} has a scope (%...); use a global address")
     for test, what in (("is_unspecified", "the unspecified address"),
@@ -405,8 +411,7 @@ def _address(value, path):
                        ("is_loopback", "a loopback address"),
                        ("is_link_local", "a link-local address")):
         if getattr(ip, test):
-            raise _Invalid(path, f"{ip} is {what}, not a usable locator")
-    return ip
+            raise _Invalid(path, f"{ip} is {what}, not a usable {role}")
 
 
 def _prefix(value, path):
@@ -438,14 +443,7 @@ def _gateway(value, path):
         raise _Invalid(path, f"{_show(value)} is not an address with a prefix length "
                              f"(e.g. \"10.10.0.1/24\")") from None
     ip, network = iface.ip, iface.network
-    if getattr(ip, "scope_id", None):
-        raise _Invalid(path, f"{_show(value)} has a scope (%...); use a global address")
-    for test, what in (("is_unspecified", "the unspecified address"),
-                       ("is_multicast", "a multicast address"),
-                       ("is_loopback", "a loopback address"),
-                       ("is_link_local", "a link-local address")):
-        if getattr(ip, test):
-            raise _Invalid(path, f"{ip} is {what}, not a usable gateway")
+    _check_usable(ip, value, path, "gateway")
     if network.num_addresses > 2:
         if ip == network.network_address:
             raise _Invalid(path, f"{iface} is the network address of {network}, not a "

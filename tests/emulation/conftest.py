@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.cleanup import pid_alive
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN_PREFIX = "pytest-emu-"
 
@@ -61,14 +63,6 @@ def wait_for(predicate, timeout, step=0.05):
         time.sleep(step)
 
 
-def pid_alive(pid):
-    """True when `pid` runs (a zombie does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2:].split()[0] != b"Z"
 
 
 def read_sysctls():

@@ -20,6 +20,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from lab.cleanup import pid_alive
+
 from lab import delay as dl
 from lab.delay import RelayHost, delay_emulation, delayed_link, relay_stats, start_relays
 from lab.emu import Lab, netem_available
@@ -400,13 +402,7 @@ def relay_pids(proc):
     return [proc.pid] + ready[-1]["pids"]
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2:].split()[0] != b"Z"
+alive = pid_alive
 
 
 def two_relays_topo():
