@@ -57,6 +57,7 @@ class Registration:
     site: Site
     more_specific: bool
     registrants: dict = field(default_factory=dict)   # source -> Registrant
+    moved_away: dict = field(default_factory=dict)    # source -> hold-down end (moved host)
 
     def locators(self):
         if len(self.registrants) == 1:
@@ -92,8 +93,12 @@ def _eid_address(iid, ip):
 
 class MapServer(Core):
     def __init__(self, sites, name="ms", registration_timeout=180.0, notify_interval=1.0,
-                 notify_retries=3, rng=None):
+                 notify_retries=3, move_holddown=2.0, rng=None):
         super().__init__(name, rng)
+        # After a host moved from ETR A to ETR B, A's registrations of it are ignored this
+        # long: a periodic Map-Register A sent just before it learnt of the move would
+        # otherwise read as a move back, and both ETRs would think the host is away.
+        self.move_holddown = move_holddown
         self.sites = list(sites)
         self.registration_timeout = registration_timeout
         self.notify_interval = notify_interval
@@ -199,10 +204,19 @@ class MapServer(Core):
                                 site=site.name)
         self.counters["registrations_accepted"] += 1
         expires = now + self.registration_timeout
+        ignored = 0
         for iid, prefix, more, rec in placed:
             reg = self.registrations.get((iid, prefix))
             if reg is None:
                 reg = self.registrations[(iid, prefix)] = Registration(iid, prefix, site, more)
+            if more and reg.moved_away.get(src, 0.0) > now:
+                ignored += 1
+                self.counters["register_ignored_after_move"] += 1
+                out.append(Event("register_ignored", {
+                    "iid": iid, "eid": prefix, "from": src,
+                    "reason": "the host moved away from this RLOC moments ago"}))
+                continue
+            reg.moved_away.pop(src, None)
             new = Registrant(src, rec, expires, msg.key_id, msg.alg_id, msg.proxy_reply,
                              msg.xtr_id)
             if more:
@@ -215,6 +229,7 @@ class MapServer(Core):
                                   != new_rlocs]
                 reg.registrants = {src: new}
                 for old in moved_from:
+                    reg.moved_away[old.source] = now + self.move_holddown
                     self._send_notify(old.source, reg, site, old.key_id, old.alg_id, now, out)
                 if moved_from:
                     self.counters["host_moves"] += 1
@@ -231,7 +246,7 @@ class MapServer(Core):
             out.append(Event("registered", {"site": site.name, "iid": iid, "eid": prefix,
                                             "rlocs": [x.address for x in rec.locators],
                                             "from": src}))
-        if msg.want_map_notify:
+        if msg.want_map_notify and ignored < len(placed):
             notify, data = notify_for_register(raw, msg, key)
             self.counters["map_notify_sent"] += 1
             out.append(SendControl(src, notify, data=data))

@@ -307,3 +307,24 @@ def test_map_request_without_records_is_counted_and_unanswered():
     etr = make_etr()
     assert sends(etr.handle_request(empty, ITR_RLOC, 0.0)) == []
     assert etr.counters["map_request_empty"] == 1
+
+
+def test_ms_ignores_the_old_etrs_in_flight_register_right_after_a_move():
+    """A periodic Map-Register the old ETR sent just before the move is not a move back;
+    after the hold-down, a new registration from it is (the host really came back)."""
+    site = Site("dc", {1: "k1"}, [(0, net("10.1.0.0/24"))], accept_more_specifics=True)
+    ms = MapServer([site], move_holddown=2.0, rng=random.Random(1))
+    ms.receive(register("10.1.0.5/32", rloc="192.0.2.1", notify=False), ip("192.0.2.1"), 0.0)
+    [moved] = sends(ms.receive(register("10.1.0.5/32", rloc="192.0.2.2", notify=False),
+                               ip("192.0.2.2"), 1.0))
+    assert moved.dst == ip("192.0.2.1")
+    stale = ms.receive(register("10.1.0.5/32", rloc="192.0.2.1"), ip("192.0.2.1"), 1.02)
+    assert sends(stale) == []                      # no Map-Notify to anyone
+    assert ms.counters["register_ignored_after_move"] == 1
+    locs = ms.lookup(0, ip("10.1.0.5"), 1.02).locators()
+    assert [x.address for x in locs] == [ip("192.0.2.2")]
+    back = sends(ms.receive(register("10.1.0.5/32", rloc="192.0.2.1", notify=False),
+                            ip("192.0.2.1"), 3.5))
+    assert [s.dst for s in back] == [ip("192.0.2.2")]   # a real move back, after hold-down
+    assert [x.address for x in ms.lookup(0, ip("10.1.0.5"), 3.5).locators()] == \
+        [ip("192.0.2.1")]
