@@ -34,13 +34,6 @@ class Progress:
         print(f"[{time.monotonic() - self.t0:6.1f}s] {text}", file=self.out, flush=True)
 
 
-def _wait(predicate, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(step)
-    return value
-
-
 def _drops(tcpdump):
     """Packets tcpdump reported as dropped by the kernel (None when it did not say)."""
     m = re.search(r"(\d+) packets? dropped by kernel", tcpdump.read_log())
@@ -68,7 +61,7 @@ def _registered(sock_dir, eid):
 def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
     """Play one move in `mode`; writes pcaps, traffic results and links.json into
     `mode_dir` and returns (links.json dict, delay emulation used)."""
-    from lab.emu import Lab
+    from lab.emu import Lab, wait_for
     mode_dir.mkdir(parents=True, exist_ok=True)
     vm_ip = D.VM["addr"].split("/")[0]
     with Lab(D.DataCenterTopo(), run_id=f"demo-{mode}-{int(time.time())}") as lab:
@@ -83,14 +76,14 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
                                                "-w", mode_dir / f"{name}.pcap"],
                                         mode_dir / f"tcpdump-{name}.log", name=f"tcpdump-{name}")
                 captures.append(cap)
-            _wait(lambda: all("listening on" in c.read_log() for c in captures), 5)
+            wait_for(lambda: all("listening on" in c.read_log() for c in captures), 5)
             daemons = {}
             if mode in D.LISP_MODES:
                 for node, cfg in D.daemon_configs(mode, mode_dir, lab.run_dir).items():
                     daemons[node] = lab.start_process(node, [PY, "-m", "nodes.daemon", cfg],
                                                       mode_dir / f"{node}.log",
                                                       name=f"lisp-{node}")
-                ready = _wait(lambda: all(_answers(lab.run_dir, n) for n in daemons), 15, 0.1)
+                ready = wait_for(lambda: all(_answers(lab.run_dir, n) for n in daemons), 15, 0.1)
                 progress(f"{mode}: LISP daemons {'ready' if ready else 'NOT ready'}")
             lab.start_process("vm", [PY, "-m", "lab.traffic", "echo"],
                               mode_dir / "echo.log", name="echo")
@@ -101,11 +94,11 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
             # is what shows DC1's xTR that the VM is local).
             lab.run("vm", ["ping", "-c", "1", "-W", "1", D.VM["gw"]], timeout=5)
             if daemons:
-                ok = _wait(lambda: _registered(lab.run_dir, "10.10.0.5/32"), 10, 0.1)
+                ok = wait_for(lambda: _registered(lab.run_dir, "10.10.0.5/32"), 10, 0.1)
                 progress(f"{mode}: VM registered by DC1's xTR" if ok else
                          f"{mode}: VM NOT registered (see {mode_dir}/xtr1.log)")
             # Warm the path so the measurement starts from a working state.
-            _wait(lambda: lab.run("c1", ["ping", "-c1", "-W1", vm_ip]).returncode == 0, 10)
+            wait_for(lambda: lab.run("c1", ["ping", "-c1", "-W1", vm_ip]).returncode == 0, 10)
             total = before_s + after_s + cold_s + 1
             probe = lab.start_process("c1", [PY, "-m", "lab.traffic", "probe", "--dst", vm_ip,
                                              "--rate", "1000", "--duration", str(total),

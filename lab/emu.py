@@ -47,7 +47,7 @@ from pathlib import Path
 
 from . import cleanup as registry
 
-__all__ = ["Lab", "LabProcess", "netem_available", "netem_status", "link_class",
+__all__ = ["Lab", "LabProcess", "wait_for", "netem_available", "netem_status", "link_class",
            "NETEM_NOTICE"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -75,6 +75,14 @@ _active_runs = set()       # run ids of the Labs of this process that are starte
 
 _netem = None           # (available, detail) once probed in this process
 _netem_lock = threading.Lock()
+
+
+def wait_for(predicate, timeout, step=0.05):
+    """Poll `predicate` until it is true or `timeout` seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < deadline:
+        time.sleep(step)
+    return value
 
 
 def _probe_netem():

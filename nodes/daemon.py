@@ -188,7 +188,7 @@ class Routes:
         return self.pool.submit(fn, *args, **kw).result()
 
     def submit(self, fn, *args, **kw):
-        """Queue fn on the netlink thread; errors are reported through `on_error`."""
+        """Queue fn on the netlink thread without waiting (fn handles its own errors)."""
         return self.pool.submit(fn, *args, **kw)
 
     def ifindex(self, name):

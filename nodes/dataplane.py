@@ -79,6 +79,12 @@ def flow_of(pkt):
     return v, bytes(src), bytes(dst), key, zlib.crc32(key)
 
 
+def outer_sport(flow_hash):
+    """The outer UDP source port for a flow (RFC 9300 5.3): from the hash of the inner
+    flow, in the ephemeral range 49152-65535."""
+    return 0xC000 | (((flow_hash * 0x9E3779B1) >> 18) & 0x3FFF)
+
+
 def set_ipv4_ttl(pkt, ttl, at=0):
     """Lower the TTL of the IPv4 packet at offset `at` of bytearray `pkt` and fix its
     header checksum incrementally (RFC 1624)."""
@@ -217,7 +223,7 @@ class DataPlane:
         entry = self._flows.get(key)
         if entry is None:
             d = self._decide(key, dst, version)
-            sport = 0xC000 | (((h * 0x9E3779B1) >> 18) & 0x3FFF)
+            sport = outer_sport(h)
             self.nonce = (self.nonce * 1103515245 + 12345) & 0xFFFFFF or 1
             entry = (d.verb, d.rloc, sport, self.nonce, version, d.reason or "unknown")
             # Cache what is stable for a flow (not drops: a miss must ask again).
@@ -242,7 +248,7 @@ class DataPlane:
         if verb == "encap":
             self.send_encapsulated(pkt, rloc, sport, nonce, version)
         elif verb == "native":
-            self.send_native(pkt, version, rloc)
+            self.send_native(pkt, version)
         # else: a drop the core decided, and counted under its own name
 
     def send_encapsulated(self, pkt, rloc, sport, nonce, version):
@@ -270,7 +276,7 @@ class DataPlane:
             return
         self.counters["packets_encapsulated"] += 1
 
-    def send_native(self, pkt, version, dst=None):
+    def send_native(self, pkt, version):
         try:
             if version == 4:
                 dst = socket.inet_ntop(socket.AF_INET, bytes(pkt[16:20]))
@@ -329,6 +335,7 @@ class DataPlane:
             and buf[17] in (6, 17) and not (buf[14] & 0x1F or buf[15]) else None
         self._check_generation()
         d = self._dflows.get(key) if key is not None else None
+        h = None
         if d is None:
             info = flow_of(inner)
             if info is None:
@@ -348,7 +355,7 @@ class DataPlane:
                 self.counters["drop_tun_write"] += 1
         elif d.verb == "encap":
             self.counters["packets_decapsulated"] += 1
-            info = flow_of(inner)
-            sport = 0xC000 | (((info[4] * 0x9E3779B1) >> 18) & 0x3FFF)
-            self.send_encapsulated(inner, d.rloc, sport, self.nonce, v)
+            if h is None:       # (re-encapsulation is never cached, so h is known here)
+                h = flow_of(inner)[4]
+            self.send_encapsulated(inner, d.rloc, outer_sport(h), self.nonce, v)
         # else: a drop the core decided, and counted under its own name

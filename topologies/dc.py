@@ -25,7 +25,7 @@ Modes (the same move of the same VM):
     sudo mn --custom topologies/dc.py --topo lispdc      (links only; lab/ configures modes)
 """
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mininet.link import TCLink
 from mininet.nodelib import LinuxBridge
@@ -144,10 +144,6 @@ def _sh(net, node, *cmds):
             raise RuntimeError(f"{node}: `{c}` failed: {out.strip()}")
 
 
-def _router_of(net_node):
-    return ATTACHED.get(net_node, net_node)
-
-
 def configure(net, mode):
     """Addresses, core routing, gateways and the DCI for `mode` on a started network."""
     if mode not in MODES:
@@ -167,9 +163,7 @@ def configure(net, mode):
         for x in LINKS:
             if r in (x.a, x.b):
                 continue
-            owner = x.b if x.b in ROUTERS else x.a
-            if owner not in ROUTERS:
-                owner = _router_of(x.a)
+            owner = x.b                 # every link's b end is a core router
             if owner == r:
                 continue
             nh_router = CORE_NEXT[(r, owner)]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lab.cleanup import pid_alive
+from lab.emu import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_PREFIX = "pytest-emu-"
@@ -53,14 +54,6 @@ def sysctls_restored(expected):
     return expected is None or bool(other_runs()) or read_sysctls() == expected
 
 
-def wait_for(predicate, timeout, step=0.05):
-    """Poll `predicate` until it is true or `timeout` seconds pass; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(step)
 
 
 

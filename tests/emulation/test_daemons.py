@@ -4,7 +4,6 @@ xTR and a non-LISP host around an IPv4 core (topologies/two_sites.py).
 Real processes (`python -m nodes.daemon`), real packets, captures on the core links."""
 import hashlib
 import ipaddress
-import json
 import os
 import re
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from scapy.all import UDP, rdpcap
 
-from lab.emu import Lab
+from lab.emu import Lab, wait_for
 from nodes.control import ControlError, query
 from nodes.lisp.address import eid_prefix
 from nodes.lisp.messages import EncapsulatedControl, MapReply, decode
@@ -26,11 +25,6 @@ PY = sys.executable
 RUN_PREFIX = "pytest-emu-"      # the emulation conftest cleans up runs named like this
 
 
-def wait_for(predicate, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(step)
-    return value
 
 
 class SitesRun:

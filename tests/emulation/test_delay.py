@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from lab.cleanup import pid_alive
+from lab.emu import wait_for
 
 from lab import delay as dl
 from lab.delay import RelayHost, delay_emulation, delayed_link, relay_stats, start_relays
@@ -67,13 +68,6 @@ def pairs_topo():
     return Pairs()
 
 
-def wait_for(predicate, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(step)
 
 
 def add_ipv6(lab, host, addr):

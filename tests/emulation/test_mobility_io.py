@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from mininet.topo import Topo
 
-from lab.emu import Lab
+from lab.emu import Lab, wait_for
 from nodes.control import ControlError, query
 from nodes.daemon import (_BPF_ND, arp_sender, garp, host_address, nd_sender,
                           unsolicited_na)
@@ -180,11 +180,6 @@ s.sendto(na, ("ff02::1", 0, 0, socket.if_nametoindex(ifname)))
 """
 
 
-def wait_for(predicate, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(step)
-    return value
 
 
 class MobilityRun:
