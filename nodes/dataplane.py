@@ -26,30 +26,50 @@ flow; the cache is flushed whenever the control plane changes a mapping (generat
 import fcntl
 import ipaddress
 import os
+import select
 import socket
 import struct
 import sys
 import threading
 import zlib
 
+from .offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, NO_VNET, VNET, VNET_LEN, Coalescer,
+                      complete_checksum, tso_segments)
+
 
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
+SOL_UDP = 17
+UDP_SEGMENT = 103                  # send: one buffer, the kernel cuts it into datagrams
+UDP_GRO = 104                      # receive: same-sized datagrams of a flow, coalesced
+IP_TTL = 2
+GSO_MAX_PAYLOAD = 65000            # a UDP GSO send carries at most this much
+GSO_MAX_SEGMENTS = 64
 ENCAP_OVERHEAD_V4 = 36
 ENCAP_OVERHEAD_V6 = 56
 DATA_PORT = 4341
 IP_RECVTTL = 12
-BUF = 65535
+BUF = 65535 + VNET_LEN
 _OUTER4 = struct.Struct("!BBHHHBBH4s4sHHHHII")   # outer IPv4 + UDP + LISP header, 36 bytes
 _LISP = struct.Struct("!II")
 
 
-def open_tun(name):
-    """Open (create) TUN device `name` without packet information; returns the fd."""
+def open_tun(name, offload=True):
+    """Open (create) TUN device `name` without packet information; returns the fd.
+
+    With `offload`, every packet read or written starts with a virtio-net header and the
+    TUN takes checksum and TCP segmentation offloads: the kernel hands over TCP super-packets
+    (see nodes/offload.py). Without, plain IP packets."""
     fd = os.open("/dev/net/tun", os.O_RDWR)
+    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        if offload:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
     except OSError:
         os.close(fd)
         raise
@@ -149,11 +169,18 @@ class DataPlane:
                 s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
             else:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+            try:
+                s.setsockopt(SOL_UDP, UDP_GRO, 1)
+            except OSError:
+                pass                       # an old kernel: one datagram per receive
             s.bind((str(r), DATA_PORT))
-            s.settimeout(0.2)
+            s.setblocking(False)
             self.rx.append(s)
         self.nonce = int.from_bytes(os.urandom(3), "big") | 1
         self.threads = []
+        self._gso_socks = {}               # outer source port -> UDP socket (GSO sends)
+        self._rloc_addrs = {}
+        self._gso_ok = True
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -168,7 +195,8 @@ class DataPlane:
         self._stop.set()
         for t in self.threads:
             t.join(timeout=0.5)
-        for s in self.rx + [self.raw4] + ([self.udp6] if self.udp6 else []):
+        for s in self.rx + [self.raw4] + ([self.udp6] if self.udp6 else []) \
+                + [e[0] for e in self._gso_socks.values()]:
             s.close()
         try:
             os.close(self.tun_fd)          # a non-persistent TUN disappears with its fd
@@ -181,19 +209,102 @@ class DataPlane:
     # --- encapsulation -----------------------------------------------------------------
 
     def _encap_loop(self):
-        import select
+        # Non-blocking reads until the queue is empty, then poll: one system call per
+        # packet under load, and the stop flag seen within 200 ms when idle.
         buf = bytearray(BUF)
         view = memoryview(buf)
         poller = select.poll()
         poller.register(self.tun_fd, select.POLLIN)
+        os.set_blocking(self.tun_fd, False)
         while not self._stop.is_set():
-            if not poller.poll(200):
-                continue
             try:
                 n = os.readv(self.tun_fd, [buf])
+            except BlockingIOError:
+                poller.poll(200)
+                continue
             except OSError:
                 continue
-            self.encapsulate(view[:n])
+            if n <= VNET_LEN:
+                continue
+            flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = \
+                VNET.unpack_from(buf)
+            pkt = view[VNET_LEN:n]
+            if gso_type == GSO_NONE:
+                if flags & F_NEEDS_CSUM:
+                    complete_checksum(pkt, csum_start, csum_offset)
+                self.encapsulate(pkt)
+            else:
+                self.counters["tun_super_packets_read"] += 1
+                self.encapsulate_super(pkt, gso_type & ~GSO_ECN, gso_size)
+
+    def encapsulate_super(self, pkt, gso_type, mss):
+        """A TCP super-packet from the TUN: cut into segments, each in its own LISP packet;
+        the segments of one flow to one IPv4 RLOC leave in one UDP GSO send."""
+        segs = tso_segments(pkt, mss)
+        if segs is None:
+            self.counters["drop_unsegmentable"] += 1
+            return
+        hdr, payload = segs[0]
+        first = bytearray(hdr) + payload
+        key, entry = self._encap_entry(first)
+        if entry is None:
+            self.counters["drop_not_ip"] += 1
+            return
+        verb, rloc, sport, nonce, version, _reason = entry
+        if verb == "encap" and rloc.version == 4 and self._gso_ok and len(segs) > 1:
+            if self.send_gso(segs, rloc, sport, nonce, first):
+                return
+        for hdr, payload in segs:
+            self.encapsulate(memoryview(bytearray(hdr) + payload))
+
+    def _gso_socket(self, sport):
+        """[socket bound to (our RLOC, sport), its TTL, its TOS], one per outer port."""
+        entry = self._gso_socks.get(sport)
+        if entry is None:
+            if len(self._gso_socks) >= 256:
+                self._gso_socks.pop(next(iter(self._gso_socks)))[0].close()
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind((str(self.rloc4), sport))
+            except OSError:
+                s.close()
+                raise
+            entry = self._gso_socks[sport] = [s, None, None]
+        return entry
+
+    def send_gso(self, segs, rloc, sport, nonce, first):
+        """Send the LISP packets of `segs` (equal-sized but for the last) with UDP_SEGMENT,
+        from outer source port `sport`. Such packets carry a UDP checksum (the kernel's
+        segmentation needs one); RFC 9300 5.3 lets an ITR send one and an ETR must accept
+        it. Returns False when the kernel refused (the caller sends them one by one)."""
+        lisp = _LISP.pack(self._lisp_flags | nonce, self._lisp_word2)
+        size = 8 + len(segs[0][0]) + len(segs[0][1])
+        try:
+            entry = self._gso_socket(sport)
+            s = entry[0]
+            ttl, tos = (first[8], first[1]) if first[0] >> 4 == 4 else \
+                (first[7], ((first[0] & 0x0F) << 4) | (first[1] >> 4))
+            if entry[1] != ttl:                  # outer TTL and DSCP/ECN from the inner
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+                entry[1] = ttl
+            if entry[2] != tos:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+                entry[2] = tos
+            per_send = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_PAYLOAD // size))
+            cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+            addr = (str(rloc), DATA_PORT)
+            for i in range(0, len(segs), per_send):
+                iov = []
+                for hdr, payload in segs[i:i + per_send]:
+                    iov += (lisp, hdr, payload)
+                s.sendmsg(iov, cmsg, 0, addr)
+                self.counters["udp_gso_sends"] += 1
+        except OSError:
+            self._gso_ok = False           # e.g. path MTU below the segments: one by one
+            self.counters["gso_send_refused"] += 1
+            return False
+        self.counters["packets_encapsulated"] += len(segs)
+        return True
 
     def _check_generation(self):
         if self._flows_gen != self.generation:
@@ -260,11 +371,12 @@ class DataPlane:
         try:
             if rloc.version == 4:
                 total = 36 + n
+                packed, addr = self._rloc_addrs.get(rloc) or self._rloc_addr(rloc)
                 hdr = _OUTER4.pack(0x45, tos, total, 0, 0x4000 if total <= self.mtu else 0,
-                                   ttl, 17, 0, self._src4, rloc.packed,
+                                   ttl, 17, 0, self._src4, packed,
                                    sport, DATA_PORT, 16 + n, 0,
                                    self._lisp_flags | nonce, self._lisp_word2)
-                self.raw4.sendmsg([hdr, pkt], (), 0, (str(rloc), 0))
+                self.raw4.sendmsg([hdr, pkt], (), 0, addr)
             elif self.udp6 is not None:
                 hdr = _LISP.pack(self._lisp_flags | nonce, self._lisp_word2)
                 self.udp6.sendmsg([hdr, pkt], (), 0, (str(rloc), DATA_PORT))
@@ -275,6 +387,13 @@ class DataPlane:
             self.counters["drop_send_error"] += 1
             return
         self.counters["packets_encapsulated"] += 1
+
+    def _rloc_addr(self, rloc):
+        """(packed address, socket address) of an IPv4 RLOC, cached: a per-packet cost."""
+        if len(self._rloc_addrs) > 4096:
+            self._rloc_addrs.clear()
+        r = self._rloc_addrs[rloc] = (rloc.packed, (str(rloc), 0))
+        return r
 
     def send_native(self, pkt, version):
         try:
@@ -292,49 +411,84 @@ class DataPlane:
     def _decap_loop(self, sock):
         buf = bytearray(BUF)
         view = memoryview(buf)
-        anc = socket.CMSG_SPACE(4)
+        anc = socket.CMSG_SPACE(4) * 2
+        out = Coalescer(self._tun_write)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         while not self._stop.is_set():
             try:
                 n, ancdata, _flags, addr = sock.recvmsg_into([buf], anc)
-            except socket.timeout:
+            except BlockingIOError:
+                poller.poll(200)
                 continue
             except OSError:
                 if self._stop.is_set():
                     return
                 continue
-            outer_ttl = int.from_bytes(ancdata[0][2][:4], sys.byteorder) if ancdata else 255
-            self.decapsulate(buf, view, n, addr[0], outer_ttl)
+            outer_ttl, seg = 255, n
+            for level, kind, data in ancdata:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    seg = int.from_bytes(data[:4], sys.byteorder) or n
+                elif kind in (IP_TTL, socket.IPV6_HOPLIMIT):
+                    outer_ttl = int.from_bytes(data[:4], sys.byteorder)
+            if self.known_rlocs is not None and not self._known_rloc(addr[0]):
+                self.counters["drop_unknown_rloc"] += n // seg + (n % seg > 0)
+                continue
+            # Several LISP packets when the kernel coalesced them (UDP_GRO), each `seg`
+            # bytes but the last; their inner packets go to the TUN through `out`.
+            if seg < n:
+                self.counters["udp_gro_batches"] += 1
+            for at in range(0, n, seg):
+                self.decapsulate(buf, view, at, min(at + seg, n), addr[0], outer_ttl, out)
+            out.flush()
 
-    def decapsulate(self, buf, view, n, outer_src, outer_ttl):
-        """One UDP 4341 payload in `buf[:n]`: LISP header at 0, inner packet at 8."""
-        if n < 8 + 20:
+    def _tun_write(self, buffers):
+        try:
+            os.writev(self.tun_fd, buffers)
+        except OSError:
+            self.counters["drop_tun_write"] += 1
+            return
+        if len(buffers) > 2:
+            self.counters["tun_super_packets_written"] += 1
+
+    def _known_rloc(self, outer_src):
+        self._check_generation()
+        if self._known is None:
+            self._known = {str(a) for a in self.known_rlocs()}
+        return outer_src in self._known
+
+    def decapsulate(self, buf, view, at, end, outer_src, outer_ttl, out):
+        """One LISP packet in `buf[at:end]`: LISP header, then the inner packet, which is
+        handed to `out` (a Coalescer), re-encapsulated, or dropped."""
+        i = at + 8                                   # the inner packet
+        if end - i < 20:
             self.counters["malformed_data"] += 1
             return
-        if buf[0] & 0x08 and ((buf[4] << 16) | (buf[5] << 8) | buf[6]) != self.iid:
+        if buf[at] & 0x08 and ((buf[at + 4] << 16) | (buf[at + 5] << 8) | buf[at + 6]) \
+                != self.iid:
             self.counters["drop_wrong_instance_id"] += 1
             return
-        if self.known_rlocs is not None:
-            self._check_generation()
-            if self._known is None:
-                self._known = {str(a) for a in self.known_rlocs()}
-            if outer_src not in self._known:
-                self.counters["drop_unknown_rloc"] += 1
-                return
-        inner = view[8:n]
-        v = buf[8] >> 4
-        if v == 4:
-            if outer_ttl < buf[16]:
-                set_ipv4_ttl(buf, outer_ttl, 8)
-        elif v == 6 and n >= 48:
-            if outer_ttl < buf[15]:
-                buf[15] = outer_ttl
+        inner = view[i:end]
+        first = buf[i]
+        if first == 0x45:
+            if outer_ttl < buf[i + 8]:
+                set_ipv4_ttl(buf, outer_ttl, i)
+            # Fast path: the flow key of an unfragmented TCP/UDP packet without options.
+            key = view[i + 9:i + 24].tobytes() if buf[i + 9] in (6, 17) \
+                and not (buf[i + 6] & 0x1F or buf[i + 7]) else None
+        elif first >> 4 == 4 or (first >> 4 == 6 and end - i >= 40):
+            if first >> 4 == 4:
+                if outer_ttl < buf[i + 8]:
+                    set_ipv4_ttl(buf, outer_ttl, i)
+            elif outer_ttl < buf[i + 7]:
+                buf[i + 7] = outer_ttl
+            key = None
         else:
             self.counters["malformed_data"] += 1
             return
-        key = (bytes(inner[9:10]) + bytes(inner[12:24])) if v == 4 and buf[8] == 0x45 \
-            and buf[17] in (6, 17) and not (buf[14] & 0x1F or buf[15]) else None
-        self._check_generation()
-        d = self._dflows.get(key) if key is not None else None
+        if self._flows_gen != self.generation:
+            self._check_generation()
+        d = self._dflows.get(key[:1] + key[3:]) if key is not None else None
         h = None
         if d is None:
             info = flow_of(inner)
@@ -346,16 +500,13 @@ class DataPlane:
             # Only "deliver" is cached: every packet for a moved host must reach the core,
             # which answers it with rate-limited SMRs and re-encapsulates it.
             if d.verb in ("deliver", "native") and key is not None and len(self._dflows) < 65536:
-                self._dflows[key] = d
+                self._dflows[key[:1] + key[3:]] = d
         if d.verb in ("deliver", "native"):
-            try:
-                os.write(self.tun_fd, inner)
-                self.counters["packets_decapsulated"] += 1
-            except OSError:
-                self.counters["drop_tun_write"] += 1
+            out.add(inner)
+            self.counters["packets_decapsulated"] += 1
         elif d.verb == "encap":
             self.counters["packets_decapsulated"] += 1
             if h is None:       # (re-encapsulation is never cached, so h is known here)
                 h = flow_of(inner)[4]
-            self.send_encapsulated(inner, d.rloc, outer_sport(h), self.nonce, v)
+            self.send_encapsulated(inner, d.rloc, outer_sport(h), self.nonce, first >> 4)
         # else: a drop the core decided, and counted under its own name

@@ -1,0 +1,279 @@
+"""Segmentation and coalescing for a TUN device with offloads (the virtio-net header).
+
+A TUN opened with IFF_VNET_HDR and TSO offloads hands the data plane whole TCP
+"super-packets" of up to 64 KiB (one read instead of ~45) and accepts them back (one write).
+That is what lets a Python data plane move bulk TCP at a useful rate: the cost is per
+packet, not per byte. This module is the per-byte part, without I/O:
+
+  tso_segments()   split a super-packet read from the TUN into MSS-sized packets, each with
+                   its own IP header (length, ID, checksum) and TCP header (sequence number,
+                   flags, checksum), exactly what the sender's TCP would have sent without
+                   offloads. The encapsulating xTR puts each in its own LISP packet.
+  Coalescer        the reverse at the decapsulating xTR: consecutive segments of one TCP
+                   flow are written back to the TUN as one super-packet with a partial
+                   checksum, so the kernel and the receiving host handle one packet, not 45.
+  complete_checksum()  a packet with only a partial checksum (offloaded by its sender).
+
+Every segment on the wire between xTRs is an ordinary, fully checksummed IP packet inside an
+ordinary LISP packet; the offloads only change how many system calls carry them.
+
+The virtio-net header (include/uapi/linux/virtio_net.h), 10 bytes, host byte order:
+  flags (NEEDS_CSUM), gso_type, hdr_len, gso_size, csum_start, csum_offset
+Checksums use the Internet checksum's property that the one's complement sum of 16-bit
+words equals the number's value modulo 0xFFFF, which Python's integers compute quickly.
+"""
+import struct
+
+try:
+    import numpy as _np
+except ImportError:                # pragma: no cover (matplotlib depends on numpy)
+    _np = None
+
+VNET = struct.Struct("=BBHHHH")
+VNET_LEN = VNET.size
+NO_VNET = bytes(VNET_LEN)
+F_NEEDS_CSUM = 1
+GSO_NONE, GSO_TCPV4, GSO_TCPV6 = 0, 1, 4
+GSO_ECN = 0x80
+TCP_FIN, TCP_PSH, TCP_ACK, TCP_CWR = 0x01, 0x08, 0x10, 0x80
+MAX_COALESCED = 65000          # IP total length of a coalesced packet stays below 65535
+
+
+def _words(data):
+    """The value of `data` as 16-bit words (an odd length is padded with a zero byte)."""
+    v = int.from_bytes(data, "big")
+    return v << 8 if len(data) & 1 else v
+
+
+def fold(total):
+    """The one's complement sum of 16-bit words whose plain sum is `total`, in 0..0xFFFF
+    (0xFFFF stands for a non-zero sum congruent to 0)."""
+    s = total % 0xFFFF
+    return s if s or not total else 0xFFFF
+
+
+def checksum(*parts, initial=0):
+    """The Internet checksum of the concatenation of `parts` (every part but the last of
+    even length), plus `initial` (a pseudo-header sum)."""
+    return ~fold(initial + sum(_words(p) for p in parts)) & 0xFFFF
+
+
+def pseudo_sum(pkt, proto, length):
+    """The plain sum of the pseudo-header words of IPv4/IPv6 packet `pkt` (RFC 793, 8200)."""
+    if pkt[0] >> 4 == 4:
+        return int.from_bytes(pkt[12:16], "big") % 0xFFFF + \
+            int.from_bytes(pkt[16:20], "big") % 0xFFFF + proto + length
+    return int.from_bytes(pkt[8:40], "big") % 0xFFFF + proto + length
+
+
+def complete_checksum(pkt, csum_start, csum_offset):
+    """Finish the checksum of a packet the kernel handed over with NEEDS_CSUM: the field
+    at csum_start + csum_offset holds the pseudo-header sum; the transport checksum is the
+    complement of the sum from csum_start to the end. `pkt` is a writable buffer."""
+    at = csum_start + csum_offset
+    if at + 2 > len(pkt):
+        return False
+    c = checksum(pkt[csum_start:])
+    if c == 0 and at == csum_start + 6:          # UDP sends a computed zero as 0xFFFF
+        c = 0xFFFF
+    pkt[at] = c >> 8
+    pkt[at + 1] = c & 0xFF
+    return True
+
+
+def _ip_tcp_offsets(pkt):
+    """(IP header length, TCP header length) of an IPv4/IPv6 TCP packet, or None."""
+    v = pkt[0] >> 4
+    if v == 4:
+        ihl = (pkt[0] & 0x0F) * 4
+        if pkt[9] != 6 or ihl < 20:
+            return None
+    elif v == 6:
+        ihl = 40
+        if pkt[6] != 6:                          # extension headers: not segmented here
+            return None
+    else:
+        return None
+    if len(pkt) < ihl + 20:
+        return None
+    thl = (pkt[ihl + 12] >> 4) * 4
+    if thl < 20 or len(pkt) < ihl + thl:
+        return None
+    return ihl, thl
+
+
+def _chunk_sums(payload, mss):
+    """The plain sums of the 16-bit words of each `mss`-sized chunk of `payload` (the last
+    chunk may be shorter). numpy (which matplotlib brings) sums all the full chunks in one
+    call, several times faster than Python integers; without it, Python integers."""
+    n = len(payload)
+    full = n // mss
+    if _np is not None and full and not mss & 1:
+        words = _np.frombuffer(payload, dtype=">u2", count=full * mss // 2)
+        sums = words.reshape(full, mss // 2).sum(axis=1, dtype=_np.uint64).tolist()
+    else:
+        sums = [_words(payload[i * mss:(i + 1) * mss]) for i in range(full)]
+    if n % mss:
+        sums.append(_words(payload[full * mss:]))
+    return sums
+
+
+_IP4 = struct.Struct("!BBHHHBBH4s4s")
+_TCP = struct.Struct("!HHIIBBHHH")
+_IP4_TCP = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")
+
+
+def tso_segments(pkt, mss):
+    """Split TCP super-packet `pkt` (bytes-like, IPv4 or IPv6) into segments of at most
+    `mss` payload bytes. Returns a list of (headers bytes, payload memoryview) pairs, each
+    pair one complete packet with correct lengths and checksums, or None when `pkt` is
+    not a TCP packet this function can split."""
+    offs = _ip_tcp_offsets(pkt)
+    if offs is None or mss <= 0:
+        return None
+    ihl, thl = offs
+    view = memoryview(pkt)
+    payload = view[ihl + thl:]
+    v4 = pkt[0] >> 4 == 4
+    sport, dport, seq0, ack, doff, flags, win, _c, urg = _TCP.unpack_from(pkt, ihl)
+    options = bytes(view[ihl + 20:ihl + thl])
+    # Checksums from sums computed once: the constant words of the headers, then per
+    # segment only the words that change (RFC 1071's sums are plain additions).
+    tcp_const = sport + dport + (ack >> 16) + (ack & 0xFFFF) + (doff << 8) + win + urg \
+        + _words(options) + pseudo_sum(pkt, 6, 0)
+    if v4:
+        ver_ihl, tos, _len, ident, frag, ttl, proto, _c, src, dst = _IP4.unpack_from(pkt)
+        ip_opts = bytes(view[20:ihl])
+        ip_const = (ver_ihl << 8) + tos + frag + (ttl << 8) + proto \
+            + _words(src) + _words(dst) + _words(ip_opts)
+    else:
+        ip6 = bytearray(view[:40])
+    out = []
+    n = len(payload)
+    for i, chunk_sum in enumerate(_chunk_sums(payload, mss)):
+        off = i * mss
+        chunk = payload[off:off + mss]
+        f = flags if off + mss >= n else flags & ~(TCP_FIN | TCP_PSH)
+        if i:
+            f &= ~TCP_CWR
+        seq = (seq0 + off) & 0xFFFFFFFF
+        tcp_len = thl + len(chunk)
+        # The checksum is the complement of the folded sum (fold() inlined: hot loop).
+        c = (tcp_const + tcp_len + (seq >> 16) + (seq & 0xFFFF) + f + chunk_sum) % 0xFFFF
+        c = 0xFFFF - c if c else 0
+        if v4:
+            total, ident_i = ihl + tcp_len, (ident + i) & 0xFFFF
+            ipc = (ip_const + total + ident_i) % 0xFFFF
+            ipc = 0xFFFF - ipc if ipc else 0
+            if ihl == 20:
+                hdr = _IP4_TCP.pack(ver_ihl, tos, total, ident_i, frag, ttl, proto, ipc, src,
+                                    dst, sport, dport, seq, ack, doff, f, win, c, urg) + options
+            else:
+                hdr = _IP4.pack(ver_ihl, tos, total, ident_i, frag, ttl, proto, ipc, src,
+                                dst) + ip_opts \
+                    + _TCP.pack(sport, dport, seq, ack, doff, f, win, c, urg) + options
+        else:
+            struct.pack_into("!H", ip6, 4, tcp_len)
+            hdr = bytes(ip6) + _TCP.pack(sport, dport, seq, ack, doff, f, win, c, urg) \
+                + options
+        out.append((hdr, chunk))
+    return out
+
+
+_SEQ = struct.Struct("!I")
+_SHAPES = {}
+
+
+def _shape(version, thl):
+    """A struct that reads the invariant header bytes of a TCP segment (see Coalescer)."""
+    shape = _SHAPES.get((version, thl))
+    if shape is None:
+        ip = "2s4x4s2x8s" if version == 4 else "4s2x34s"
+        shape = _SHAPES[(version, thl)] = struct.Struct(f"!{ip}4s4x5sx2s2x{thl - 18}s")
+    return shape
+
+
+class Coalescer:
+    """Collects decapsulated packets for the TUN and writes consecutive, in-order,
+    same-sized TCP segments of one flow as one super-packet (GSO TCPv4/TCPv6 with a partial
+    checksum); everything else is written as it is. `write(buffers)` does one gathered write
+    (the virtio-net header first). Packets given to `add` must stay valid until `flush`."""
+
+    def __init__(self, write):
+        self.write = write
+        self.pending = []          # payload views of the segments being coalesced
+        self.first = None          # the first segment (its headers are kept)
+        self.hl = self.ihl = self.mss = self.next_seq = self.size = 0
+        self.psh = False
+
+    def add(self, pkt):
+        """Queue inner packet `pkt` (a memoryview); may write what was queued before."""
+        if self.pending and self.hl < len(pkt) <= self.hl + self.mss \
+                and _SEQ.unpack_from(pkt, self.ihl + 4)[0] == self.next_seq \
+                and pkt[self.ihl + 13] & ~TCP_PSH == TCP_ACK \
+                and self.shape.unpack_from(pkt) == self.key:
+            payload = pkt[self.hl:]
+            self.pending.append(payload)
+            self.size += len(payload)
+            self.next_seq = (self.next_seq + len(payload)) & 0xFFFFFFFF
+            if len(payload) < self.mss or pkt[self.ihl + 13] & TCP_PSH \
+                    or self.size + self.mss > MAX_COALESCED:
+                self.psh = bool(pkt[self.ihl + 13] & TCP_PSH)
+                self.flush()
+            return
+        self.flush()
+        if not self._start(pkt):
+            self.write([NO_VNET, pkt])
+
+    def _start(self, pkt):
+        """Begin a new run with `pkt` when it is a plain data segment of a TCP flow."""
+        v = pkt[0] >> 4
+        if (v == 4 and (pkt[0] != 0x45 or pkt[6] & 0x3F or pkt[7])) or v not in (4, 6):
+            return False                          # IPv4 options or a fragment
+        offs = _ip_tcp_offsets(pkt)
+        if offs is None:
+            return False
+        ihl, thl = offs
+        if pkt[ihl + 13] != TCP_ACK:
+            return False                    # SYN, FIN, RST, URG, ECE, CWR, PSH: alone
+        payload_len = len(pkt) - ihl - thl
+        if payload_len == 0:
+            return False
+        self.first, self.ihl, self.hl, self.mss = pkt, ihl, ihl + thl, payload_len
+        # What must be equal in every segment of the run: all the header bytes but the
+        # IP length, ID and checksum, the TCP sequence number, flags and checksum.
+        self.shape = _shape(v, thl)
+        self.key = self.shape.unpack_from(pkt)
+        self.pending = [pkt[ihl + thl:]]
+        self.size = payload_len
+        self.next_seq = (_SEQ.unpack_from(pkt, ihl + 4)[0] + payload_len) & 0xFFFFFFFF
+        self.psh = False
+        return True
+
+    def flush(self):
+        """Write what is pending: one packet as it is, several as one super-packet."""
+        if not self.pending:
+            return
+        f, ihl, hl = self.first, self.ihl, self.hl
+        pending, self.pending = self.pending, []
+        if len(pending) == 1:
+            self.write([NO_VNET, f])
+            return
+        tcp_len = hl - ihl + self.size
+        ip = bytearray(f[:ihl])
+        tcp = bytearray(f[ihl:hl])
+        if self.psh:
+            tcp[13] |= TCP_PSH
+        if ihl == 20:
+            struct.pack_into("!H", ip, 2, ihl + tcp_len)
+            ip[10:12] = b"\0\0"
+            struct.pack_into("!H", ip, 10, checksum(ip))
+            gso = GSO_TCPV4
+        else:
+            struct.pack_into("!H", ip, 4, tcp_len)
+            gso = GSO_TCPV6
+        # NEEDS_CSUM: the checksum field holds the pseudo-header sum (with the whole
+        # length); the kernel (or whoever segments the packet) completes it.
+        struct.pack_into("!H", tcp, 16, fold(pseudo_sum(f, 6, tcp_len)))
+        vnet = VNET.pack(F_NEEDS_CSUM, gso, hl, self.mss, ihl, 16)
+        self.write([vnet, ip, tcp, *pending])
