@@ -19,8 +19,10 @@ from the raw bytes of each frame: full scapy dissection would be about 50 times 
 - LISP control (UDP port 4342, either side): the message type (first 4 bits); a
   Map-Request with the S bit is an SMR, with the s bit an SMR-invoked Map-Request; an ECM's
   inner message is decoded too.
-- Anything else (ARP, neighbour discovery, routing protocols, ...) is counted as a frame
-  and otherwise ignored.
+- OSPF (IP protocol 89, not encapsulated): the packet type, so that the core's routing
+  updates (LS Update) after the move can be counted (host-route mode).
+- Anything else (ARP, neighbour discovery, other routing protocols, ...) is counted as a
+  frame and otherwise ignored.
 
 Times in the result are seconds (or milliseconds, where the key says `_ms`) relative to the
 move: t = 0 is `move_time` from links.json, negative before the move.
@@ -45,6 +47,8 @@ PROBE_MAGIC = b"LLPROBE1"
 LISP_DATA_PORT = 4341
 LISP_CONTROL_PORT = 4342
 VXLAN_PORTS = (4789, 8472)
+IPPROTO_OSPF = 89
+OSPF_LS_UPDATE = 4              # OSPF packet type of a Link State Update
 
 CONTROL_WINDOW_BEFORE_S = 1.0   # control messages listed from move_time - 1 s
 RATE_BIN_S = 0.1                # bin of the per-link packet-rate series
@@ -74,6 +78,9 @@ RESULT_KEYS = {
                     "the end of the traffic, and no RST was seen",
     "control_messages": "LISP control messages from move_time - 1 s: {time_s, link, type, "
                         "inner, src, dst}",
+    "core_routing_updates_after_move": "OSPF LS Update packets captured on the links from "
+                                       "move_time on (the core's route churn); null when "
+                                       "links.json says the core does not run OSPF",
 }
 
 
@@ -81,7 +88,7 @@ RESULT_KEYS = {
 # Frame parsing (bytes -> one record or None)
 
 # Record kinds.
-PROBE, ECHO, TCP_OUT, TCP_IN, CONTROL = 1, 2, 3, 4, 5
+PROBE, ECHO, TCP_OUT, TCP_IN, CONTROL, ROUTING = 1, 2, 3, 4, 5, 6
 
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
@@ -114,6 +121,7 @@ class FrameParser:
       (TCP_OUT, client_port, flags, payload_len, encapsulated)
       (TCP_IN, client_port, flags, payload_len, encapsulated)
       (CONTROL, type, inner_type_or_None, src, dst)
+      (ROUTING, ospf_packet_type)              an OSPF packet (not encapsulated)
     """
 
     def __init__(self, client: str | None, vm: str):
@@ -183,6 +191,8 @@ class FrameParser:
             return self._tcp(buf, l4, end, src, dst, encap)
         if proto == 47 and depth < MAX_DEPTH:
             return self._gre(buf, l4, depth, encap)
+        if proto == IPPROTO_OSPF and depth == 0 and end - l4 >= 2:
+            return (ROUTING, buf[l4 + 1])
         return None
 
     def _udp(self, buf, l4, end, src, dst, depth, encap):
@@ -277,6 +287,7 @@ class LinkCapture:
     encapsulated: int = 0                             # client->VM frames seen inside LISP
     tcp: list = field(default_factory=list)           # (ts, kind, client_port, flags, paylen)
     control: list = field(default_factory=list)       # (ts, type, inner, src, dst)
+    routing: list = field(default_factory=list)       # (ts, OSPF packet type)
     last_traffic_ts: float | None = None              # last probe, echo or TCP frame
 
 
@@ -302,6 +313,7 @@ def read_link(path: Path, name: str, role: str, parser: FrameParser) -> LinkCapt
     parse = parser.parse
     probe_first, echo_first = cap.probe_first, cap.echo_first
     out_ts, out_len, tcp, control = cap.out_ts, cap.out_len, cap.tcp, cap.control
+    routing = cap.routing
     frames = encapsulated = 0
     first = last = last_traffic = None
     try:
@@ -343,6 +355,8 @@ def read_link(path: Path, name: str, role: str, parser: FrameParser) -> LinkCapt
                 last_traffic = ts
             elif kind == CONTROL:
                 control.append((ts, rec[1], rec[2], rec[3], rec[4]))
+            elif kind == ROUTING:
+                routing.append((ts, rec[1]))
     except (Scapy_Exception, struct.error) as e:     # a truncated tail: keep what was read
         cap.error = f"pcap cut short after {frames} frames: {e}"
     finally:
@@ -361,7 +375,8 @@ def load_links(mode_dir) -> dict:
 
     {"links": [{"name": "client-access", "role": "client"}, ...], "client": "10.99.0.10",
      "vm": "10.10.0.5", "move_time": <unix s>, "move_done": <unix s>,
-     "delay_emulation": "netem" | "userspace relay" | "none"}
+     "delay_emulation": "netem" | "userspace relay" | "none",
+     "core_routing": "ospf" | "static"}
     """
     path = Path(mode_dir) / "links.json"
     with open(path, encoding="utf-8") as f:
@@ -536,6 +551,10 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
 
     tcp = _tcp_verdict(caps, client, move)
     control = _control(caps, move)
+    routing_updates = None
+    if meta.get("core_routing") == "ospf":
+        routing_updates = sum(1 for c in caps for ts, kind in c.routing
+                              if kind == OSPF_LS_UPDATE and ts >= move)
 
     t_lo = min((c.first_ts for c in caps if c.first_ts is not None), default=None)
     t_hi = max((c.last_ts for c in caps if c.last_ts is not None), default=None)
@@ -567,6 +586,7 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
         **tcp,
         "control_messages": control["messages"],
         "control_counts": control["counts"],
+        "core_routing_updates_after_move": routing_updates,
         "per_link_rate": _rates(caps, move, t_lo, t_hi),
         "move_time": move,
         "move_done": move_done,

@@ -16,9 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from captures.analysis import MODES, analyze_mode
+from captures.analysis import (DLT_EN10MB, MODES, PROBE, FrameParser, analyze_mode,
+                               load_links, read_link)
 
 CONTROL_LINES_PER_MODE = 30     # report.md lists at most this many control messages per mode
+LISP_MODES = tuple(m for m in MODES if m.startswith("lisp-"))
+DEMO_JSON = "demo.json"         # {"demo_start": unix s}, written by `lisp-lab demo`
 
 
 def order_modes(results: dict) -> list[str]:
@@ -95,17 +98,34 @@ def _tcp(r):
     return f"no ({why})"
 
 
+def _capture_drops(r):
+    """tcpdump's "packets dropped by kernel" over the mode's links: "none", "unknown" (no
+    tcpdump said), or the total and the links that dropped."""
+    drops = {name: link.get("capture_drops") for name, link in (r.get("links") or {}).items()}
+    unknown = [name for name, n in drops.items() if n is None]
+    if len(unknown) == len(drops):
+        return "unknown"
+    dropped = [f"{name} {n:,}" for name, n in drops.items() if n]
+    text = (f"{sum(n for n in drops.values() if n):,} ({', '.join(dropped)})" if dropped
+            else "none")
+    if unknown:
+        text += f"; unknown on {', '.join(unknown)}"
+    return text
+
+
 ROWS = [
     ("Path before the move", lambda r: _path(r.get("path_before"))),
     ("Path after convergence", lambda r: _path(r.get("path_after"))),
     ("DCI packets after move", lambda r: _num(r.get("dci_packets_after_move"))),
     ("DCI bytes after move", lambda r: _num(r.get("dci_bytes_after_move"))),
     ("Convergence", _conv),
+    ("Core routing updates after move", lambda r: _num(r.get("core_routing_updates_after_move"))),
     ("Probes sent", lambda r: _num(r.get("probes_sent"))),
     ("Probes lost", _lost),
     ("Longest probe gap after move", lambda r: _num(r.get("outage_ms"), " ms")),
     ("Median RTT before / after", _rtt),
     ("TCP survived", _tcp),
+    ("Capture drops", _capture_drops),
 ]
 
 
@@ -158,8 +178,10 @@ DC1 a dependency of a VM that no longer lives there. The replies do not take the
 the VM answers through its new local gateway (anycast gateway), so the two directions take
 different paths.
 
-`host-route` repairs it by injecting a /32 for the VM into the core: every core router has to
-learn it, and the convergence time is that of the routing protocol.
+`host-route` repairs it by injecting a /32 for the VM into the core: DC2's gateway
+redistributes it into OSPF, every core router has to learn it (the "Core routing updates
+after move" row counts the OSPF LS Updates captured), and the convergence time is that of
+the routing protocol.
 
 With LISP the VM's address is an *EID*, and the core only routes *RLOCs* (the xTRs'
 addresses). When DC2's xTR sees the VM it registers the /32 with the Map-Server
@@ -186,6 +208,13 @@ All from the pcaps alone (one per link, `<mode>/<link>.pcap`), by `captures/anal
 - **Longest probe gap**: the longest time between two answered probes across the move.
 - **TCP survived**: the long-lived TCP session kept packets flowing both ways until the end
   of the traffic, and no TCP reset was captured.
+- **Capture drops**: the packets each link's tcpdump reported as "dropped by kernel" when it
+  stopped, summed over the mode's links, with the links that dropped; "unknown" where
+  tcpdump did not say. A link that dropped packets has a pcap with holes: its counts are
+  lower bounds.
+- **Demo start to the first probe through LISP**: from the start of `lisp-lab demo` to the
+  capture, on the VM's access link, of the first probe of the first LISP mode played that
+  was also captured LISP-encapsulated on a core link.
 """
 
 
@@ -206,12 +235,16 @@ def _control_section(mode: str, r: dict) -> list[str]:
     return lines
 
 
-def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: list[str]) -> str:
+def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: list[str],
+                    first_lisp_probe_s: float | None = None) -> str:
     modes = order_modes(results)
     out = [f"# LISP mobility lab: run `{run_id}`", "",
            f"Link delays emulated with: **{delay_emulation}**. The same VM move, played in "
-           f"{len(modes)} mode(s); t = 0 is the start of the move.", "",
-           markdown_table(results), "", TRIANGULAR]
+           f"{len(modes)} mode(s); t = 0 is the start of the move.", ""]
+    if first_lisp_probe_s is not None:
+        out += [f"From the start of the demo to the first probe delivered through LISP: "
+                f"**{first_lisp_probe_s:.1f} s**.", ""]
+    out += [markdown_table(results), "", TRIANGULAR]
     warnings = [(m, w) for m in modes for w in results[m].get("warnings") or []]
     if warnings:
         out += ["## Capture warnings", ""]
@@ -229,11 +262,59 @@ def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: lis
 
 
 # --------------------------------------------------------------------------------------
+# The demo's start-up: from `lisp-lab demo` to the first probe delivered through LISP
 
 
-def write_report(run_dir, results: dict, delay_emulation: str) -> list[Path]:
+class _LispProbes(FrameParser):
+    """A parser that keeps only the client->VM probes found inside LISP (UDP 4341)."""
+
+    def parse(self, buf, linktype=DLT_EN10MB):
+        rec = super().parse(buf, linktype)
+        return rec if rec is not None and rec[0] == PROBE and rec[3] else None
+
+
+def first_lisp_probe_time(mode_dir) -> float | None:
+    """Capture time (unix s) of the first probe delivered to the VM through LISP: the first
+    client->VM probe captured on one of the VM's access links (roles vm-dc1, vm-dc2) that
+    was also captured LISP-encapsulated on a core link. None if there is none."""
+    mode_dir = Path(mode_dir)
+    meta = load_links(mode_dir)
+
+    def probes(link, parser):
+        return read_link(mode_dir / f"{link['name']}.pcap", link["name"], link.get("role", ""),
+                         parser).probe_first
+
+    tunnelled = set()
+    for link in meta["links"]:
+        if link.get("role") == "core":
+            tunnelled |= probes(link, _LispProbes(meta.get("client"), meta["vm"])).keys()
+    arrivals = [ts for link in meta["links"] if link.get("role") in ("vm-dc1", "vm-dc2")
+                for key, ts in probes(link, FrameParser(meta.get("client"), meta["vm"])).items()
+                if key in tunnelled]
+    return min(arrivals, default=None)
+
+
+def demo_start_to_first_lisp_probe(run_dir, results: dict, demo_start) -> float | None:
+    """Seconds from `demo_start` (unix s) to `first_lisp_probe_time` of the first LISP mode
+    the demo played (the LISP mode of `results` whose move came first), to the millisecond.
+    None without a demo start, without a LISP mode, or if that mode delivered no probe."""
+    played = sorted((r["move_time"], m) for m, r in results.items()
+                    if m in LISP_MODES and r.get("move_time") is not None)
+    if demo_start is None or not played:
+        return None
+    t = first_lisp_probe_time(Path(run_dir) / played[0][1])
+    return None if t is None else round(t - demo_start, 3)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def write_report(run_dir, results: dict, delay_emulation: str,
+                 first_lisp_probe_s: float | None = None) -> list[Path]:
     """Write report.md, report.json, `<mode>-timeline.png` per mode and comparison.png into
-    `run_dir`. Returns their paths: [report.md, report.json, comparison.png, timelines...]."""
+    `run_dir`. Returns their paths: [report.md, report.json, comparison.png, timelines...].
+    `first_lisp_probe_s`: see demo_start_to_first_lisp_probe (report.json's
+    demo_start_to_first_lisp_probe_s)."""
     from captures.plots import plot_comparison, plot_timeline   # matplotlib only when needed
 
     run_dir = Path(run_dir)
@@ -246,13 +327,16 @@ def write_report(run_dir, results: dict, delay_emulation: str) -> list[Path]:
     for m in modes:
         pngs.append(plot_timeline(ordered[m], m, run_dir / f"{m}-timeline.png"))
 
-    doc = strict_json({"run_id": run_id, "delay_emulation": delay_emulation, "modes": ordered})
+    doc = strict_json({"run_id": run_id, "delay_emulation": delay_emulation,
+                       "demo_start_to_first_lisp_probe_s": first_lisp_probe_s,
+                       "modes": ordered})
     json_path = run_dir / "report.json"
     json_path.write_text(dumps(doc) + "\n", encoding="utf-8")
 
     md_path = run_dir / "report.md"
     md_path.write_text(render_markdown(run_id, ordered, delay_emulation,
-                                       [p.name for p in pngs]), encoding="utf-8")
+                                       [p.name for p in pngs], first_lisp_probe_s),
+                       encoding="utf-8")
     return [md_path, json_path] + pngs
 
 
@@ -280,7 +364,10 @@ def main(argv=None) -> int:
     if not results:
         print(f"no mode directory with links.json under {args.run_dir}", file=sys.stderr)
         return 1
-    paths = write_report(args.run_dir, results, delay)
+    demo = Path(args.run_dir) / DEMO_JSON
+    demo_start = json.loads(demo.read_text())["demo_start"] if demo.exists() else None
+    first = demo_start_to_first_lisp_probe(args.run_dir, results, demo_start)
+    paths = write_report(args.run_dir, results, delay, first)
     print(summary_table(results))
     print(f"\nreport: {paths[0]}\njson:   {paths[1]}\nplots:  "
           + ", ".join(str(p) for p in paths[2:]))

@@ -57,6 +57,10 @@ def cmd_demo(args):
         return 130
     print()
     print(summary_table(results))
+    import json
+    first = json.loads((run_dir / "report.json").read_text())["demo_start_to_first_lisp_probe_s"]
+    print("\ndemo start to the first probe delivered through LISP: "
+          + ("no LISP mode delivered a probe" if first is None else f"{first:.1f} s"))
     print(f"\nreport: {run_dir / 'report.md'}\ndata:   {run_dir / 'report.json'}\n"
           f"plots:  {run_dir}/*.png")
     return 0

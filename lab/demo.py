@@ -68,6 +68,10 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
         net = lab.net
         D.configure(net, mode)
         try:
+            if mode == "host-route":          # the core routes with OSPF (FRR)
+                from lab import frr
+                frr.start_core_ospf(lab, mode_dir)
+                progress(f"{mode}: OSPF adjacencies up, routes in place")
             captures = []
             links = {n: c for n, c in D.CAPTURES.items()
                      if not (n == "dci" and mode == "lisp-across-subnet")}   # no DCI there
@@ -121,9 +125,11 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
             move_done = time.time()
             routes = None
             if mode == "host-route":
-                before = lab.run("r1", ["ip", "route"]).stdout
-                D.inject_host_route(net)
-                routes = {"before": before, "after": lab.run("r1", ["ip", "route"]).stdout}
+                # Route health injection: r1's table before/after, when the /32 reached r1.
+                routes = frr.inject_host_route(lab)
+                routes["on_r1_ms"] = round((routes["on_r1_at"] - move_time) * 1000.0, 1)
+                progress(f"{mode}: host route {routes['prefix']} on r1 (OSPF) "
+                         f"{routes['on_r1_ms']} ms after the move")
             probe.wait(total + 10)
             tcp.wait(15)
             for c in captures:
@@ -138,7 +144,8 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
                     "delay_emulation": delay,
                     "expected_path_before": D.expected_path(mode, "before"),
                     "expected_path_after": D.expected_path(mode, "after"),
-                    "core_routes": routes}
+                    "core_routes": routes,
+                    "core_routing": "ospf" if mode == "host-route" else "static"}
             meta["move"] = f"cold ({cold_s} s down)" if cold_s else "live"
             (mode_dir / "links.json").write_text(json.dumps(meta, indent=1))
             return meta, delay
@@ -147,12 +154,18 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
 
 
 def run_demo(run_id=None, modes=D.MODES, out=sys.stdout, cold_s=0.0):
-    """All modes, then the report. Returns the run directory."""
+    """All modes, then the report. Returns the run directory and the modes' results.
+
+    The demo's start (wall clock) is kept in <run-dir>/demo.json: report.json's
+    demo_start_to_first_lisp_probe_s counts from it."""
+    started = time.time()
     from captures.analysis import analyze_mode
-    from captures.report import write_report
+    from captures.report import DEMO_JSON, demo_start_to_first_lisp_probe, write_report
     progress = Progress(out)
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     run_dir = CAPTURES_DIR / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / DEMO_JSON).write_text(json.dumps({"demo_start": started}) + "\n")
     results, delay = {}, None
     for mode in modes:
         progress(f"{mode}: starting")
@@ -161,6 +174,9 @@ def run_demo(run_id=None, modes=D.MODES, out=sys.stdout, cold_s=0.0):
         r = results[mode]
         progress(f"{mode}: convergence {r.get('convergence_ms')} ms, DCI packets after move "
                  f"{r.get('dci_packets_after_move')}, probes lost {r.get('probes_lost')}")
-    paths = write_report(run_dir, results, delay)
+    first = demo_start_to_first_lisp_probe(run_dir, results, started)
+    if first is not None:
+        progress(f"demo start to the first probe delivered through LISP: {first:.1f} s")
+    paths = write_report(run_dir, results, delay, first)
     progress(f"report: {paths}")
     return run_dir, results

@@ -16,8 +16,10 @@ system: the topology of the VM-mobility demo. Everything derives from PLAN below
 Modes (the same move of the same VM):
   l2-extension          no LISP; the core routes the VM subnet to DC1; after the move the
                         client's traffic enters DC1 and crosses the DCI (triangular routing).
-  host-route            no LISP; after the move DC2's gateway injects a host route for the
-                        VM into the core (route health injection).
+  host-route            no LISP; the core and the DC gateways run OSPF (FRR, lab/frr.py);
+                        after the move DC2's gateway injects a host route for the VM (a
+                        static /32 redistributed into OSPF: route health injection) and the
+                        core learns it (route churn).
   lisp-extended-subnet  LISP xTRs with dynamic EIDs, DCI in place.
   lisp-across-subnet    LISP, no DCI: DC2's LAN is another subnet; the VM keeps its address
                         (xtr2 also answers as the VM's old gateway).
@@ -112,13 +114,15 @@ def expected_path(mode, phase):
 class DataCenterTopo(Topo):
     """The links of every mode (the DCI is there; lisp-across-subnet takes it down)."""
 
+    routed_links = LINKS      # held here: under `mn --custom` the name LINKS is dropped (below)
+
     def build(self, delays=True):
         """`delays`: the link delays of DELAYS_MS (netem, or a userspace relay without it)."""
         for name in ROUTERS + ("xtr1", "xtr2", "xtrc", "msmr", "pxtr", "c1", "n1", "vm"):
             self.addHost(name, ip=None)
         self.addSwitch("s1", cls=LinuxBridge)
         self.addSwitch("s2", cls=LinuxBridge)
-        for x in LINKS:
+        for x in self.routed_links:
             params = {}
             if x.kind == "core" and delays:
                 params = {"cls": TCLink, "delay": f"{DELAYS_MS['core']}ms"}
@@ -136,6 +140,13 @@ class DataCenterTopo(Topo):
 
 TOPOS = {"lispdc": DataCenterTopo}
 
+if __name__ == "builtins":
+    # Run by `mn --custom topologies/dc.py`: mn exec()s this file (so __name__ is that of
+    # the builtins) and copies every top-level name into its own globals, where our LINKS
+    # would replace mn's table of link classes (mn then stops with "'list' object has no
+    # attribute 'get'"). The topology holds its own reference (routed_links).
+    del LINKS
+
 
 def _sh(net, node, *cmds):
     for c in cmds:
@@ -145,7 +156,11 @@ def _sh(net, node, *cmds):
 
 
 def configure(net, mode):
-    """Addresses, core routing, gateways and the DCI for `mode` on a started network."""
+    """Addresses, core routing, gateways and the DCI for `mode` on a started network.
+
+    In host-route mode the routing of the core and of the sites' gateways is left to OSPF
+    (FRR): after this, start it with `lab.frr.start_core_ospf(lab)`. The other modes route
+    with static routes set here."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
     for node in ROUTERS + ("xtr1", "xtr2", "xtrc", "msmr", "pxtr"):
@@ -154,12 +169,15 @@ def configure(net, mode):
     for x in LINKS:
         for node in (x.a, x.b):
             _sh(net, node, f"ip addr add {x.addr(node)} dev {x.intf(node)}")
-    # Edge nodes: default route to their core router.
+    ospf = mode == "host-route"
+    # Edge nodes: default route to their core router (OSPF nodes learn their routes).
     for node, router in ATTACHED.items():
+        if ospf and node in OSPF_NODES:
+            continue
         up = next(x for x in LINKS if node in (x.a, x.b) and router in (x.a, x.b))
         _sh(net, node, f"ip route add default via {ipaddress.ip_interface(up.addr(router)).ip}")
     # Core: every /30 of the lab is reachable over the triangle.
-    for r in ROUTERS:
+    for r in ROUTERS if not ospf else ():
         for x in LINKS:
             if r in (x.a, x.b):
                 continue
@@ -176,7 +194,7 @@ def configure(net, mode):
     _sh(net, "n1", f"ip addr add {NON_LISP['addr']} dev n1-eth0",
         f"ip route add default via {ipaddress.ip_interface(NON_LISP['gw']).ip}")
     _sh(net, "r1", f"ip addr add {NON_LISP['gw']} dev r1-n1")
-    for r in ("r2", "r3"):
+    for r in ("r2", "r3") if not ospf else ():
         _sh(net, r, f"ip route add 198.51.100.0/24 via "
                     f"{ipaddress.ip_interface(link(_core_link(r, 'r1')).addr('r1')).ip}")
     _sh(net, "vm", f"ip addr add {VM['addr']} dev vm-eth0",
@@ -191,11 +209,12 @@ def configure(net, mode):
     else:
         for table, rule in fhrp_isolation_rules():
             _sh(net, "s1", f"ebtables -t {table} -A {rule}")
-    if mode in ("l2-extension", "host-route"):
-        # Without LISP the core routes the VM subnet (and the client subnet) natively.
+    # Without LISP the core routes the VM subnet (and the client subnet) natively: static
+    # routes in l2-extension; in host-route OSPF announces them (see ospf_interfaces).
+    if mode == "l2-extension":
         _native_prefix(net, "10.10.0.0/24", "xtr1")
         _native_prefix(net, CLIENT["prefix"], "xtrc")
-    else:
+    elif mode in LISP_MODES:
         # With LISP the core knows no EID; the proxy xTR draws the EID space for n1.
         _sh(net, "r1", f"ip route add 10.0.0.0/8 via {rloc('pxtr')}")
 
@@ -265,11 +284,70 @@ def _native_prefix(net, prefix, site_router):
         _sh(net, r, f"ip route replace {prefix} via {nh}")
 
 
-def inject_host_route(net, host_prefix="10.10.0.5/32"):
-    """host-route mode: DC2 announces the moved VM (route health injection) — the core
-    routers learn a host route toward xtr2. Returns the routing-table changes made."""
-    _native_prefix(net, host_prefix, "xtr2")
-    return [(r, host_prefix) for r in ROUTERS]
+# --- host-route mode: OSPF in the core (FRR), from the same plan ----------------------------
+
+OSPF_NODES = ROUTERS + ("xtr1", "xtr2", "xtrc")
+OSPF_HELLO_S, OSPF_DEAD_S = 1, 3          # adjacencies up in a few seconds
+SPF_THROTTLE_MS = (0, 50, 500)            # SPF delay, initial hold, maximum hold
+# Site networks each node announces (passive interfaces: no OSPF packet goes there). DC2's
+# LAN is not announced: before the move the core routes the VM subnet to DC1 only.
+OSPF_SITE_LANS = {"xtr1": [("xtr1-lan", GATEWAY_OWN["xtr1"])],
+                  "xtrc": [("xtrc-lan", CLIENT["gw"])],
+                  "r1": [("r1-n1", NON_LISP["gw"])]}
+RHI_NODE = "xtr2"                          # DC2's gateway injects the moved VM's host route
+HOST_ROUTE = f"{ipaddress.ip_interface(VM['addr']).ip}/32"
+
+
+def ospf_interfaces(node):
+    """host-route mode: [(interface, address, passive)] of `node` in OSPF area 0. Core links
+    and DC uplinks run OSPF (point to point); the edge links of the core routers (Map-Server,
+    proxy xTR) and the site LANs of OSPF_SITE_LANS are announced as passive interfaces."""
+    out = []
+    for x in LINKS:
+        if node in (x.a, x.b) and (x.kind == "core" or node in ROUTERS):
+            out.append((x.intf(node), x.addr(node), x.kind != "core"))
+    out += [(intf, addr, True) for intf, addr in OSPF_SITE_LANS.get(node, [])]
+    return out
+
+
+def ospf_prefixes():
+    """Every prefix OSPF announces before the move (each node must have a route to all)."""
+    return sorted({str(ipaddress.ip_interface(addr).network)
+                   for node in OSPF_NODES for _, addr, _ in ospf_interfaces(node)})
+
+
+def frr_configs():
+    """host-route mode: {node: {daemon: config text}} for zebra, staticd and ospfd on every
+    OSPF node. Short hello/dead timers and a fast SPF and LSA throttle keep the start-up and
+    the convergence short; DC2's gateway redistributes its static routes (the host route
+    it injects after the move, see host_route_injection)."""
+    configs = {}
+    for node in OSPF_NODES:
+        head = f"hostname {node}\n!\n"
+        ospf = head
+        for intf, _, passive in ospf_interfaces(node):
+            ospf += f"interface {intf}\n ip ospf area 0\n"
+            if passive:
+                ospf += " ip ospf passive\n"
+            else:
+                ospf += (f" ip ospf network point-to-point\n"
+                         f" ip ospf hello-interval {OSPF_HELLO_S}\n"
+                         f" ip ospf dead-interval {OSPF_DEAD_S}\n")
+            ospf += "!\n"
+        router_id = ipaddress.ip_interface(ospf_interfaces(node)[0][1]).ip
+        ospf += (f"router ospf\n ospf router-id {router_id}\n"
+                 f" timers throttle spf {' '.join(map(str, SPF_THROTTLE_MS))}\n"
+                 " timers throttle lsa all 0\n timers lsa min-arrival 0\n")
+        if node == RHI_NODE:
+            ospf += " redistribute static\n"
+        configs[node] = {"zebra": head, "staticd": head, "ospfd": ospf + "!\n"}
+    return configs
+
+
+def host_route_injection():
+    """Route health injection after the move: (node, vtysh commands). DC2's gateway adds a
+    static route for the VM toward its LAN; ospfd redistributes it into OSPF."""
+    return RHI_NODE, ["configure terminal", f"ip route {HOST_ROUTE} {RHI_NODE}-lan"]
 
 
 def move_vm(net, to="s2"):

@@ -1,12 +1,15 @@
 """The two-data-center topology without LISP: triangular routing after a VM move
-(l2-extension) and its host-route fix, seen on the DCI capture."""
+(l2-extension) and its host-route fix (OSPF in the core, FRR: DC2's gateway injects the VM's
+host route), seen on the DCI capture and in the core's routing tables."""
 import signal
 import subprocess
 import time
 
 import pytest
 
+from lab import frr
 from lab.emu import Lab
+from lab.cleanup import pid_alive
 from topologies import dc as D
 
 RUN_PREFIX = "pytest-emu-"
@@ -31,9 +34,17 @@ def dci_echo_requests(lab, seconds, workdir):
 
 @pytest.mark.parametrize("mode", ["l2-extension", "host-route"])
 def test_move_hairpins_over_dci_without_lisp_and_host_route_fixes_it(mode, tmp_path):
+    daemons = []
     with Lab(D.DataCenterTopo(), run_id=RUN_PREFIX + "dc-" + mode) as lab:
         D.configure(lab.net, mode)
         try:
+            if mode == "host-route":
+                procs = frr.start_core_ospf(lab, tmp_path)
+                daemons = [p for node in procs.values() for p in node.values()]
+                assert len(daemons) == 3 * len(D.OSPF_NODES)
+                # before the move the core routes the VM subnet to DC1, learnt by OSPF
+                assert "10.10.0.0/24" in frr.ospf_routes(lab, "r1")
+                assert D.HOST_ROUTE not in frr.ospf_routes(lab, "r1")
             assert lab.run("c1", ["ping", "-c", "3", "-i", "0.2", "-W", "1",
                                   "10.10.0.5"]).returncode == 0
             r, before = dci_echo_requests(lab, 1, tmp_path)
@@ -41,11 +52,15 @@ def test_move_hairpins_over_dci_without_lisp_and_host_route_fixes_it(mode, tmp_p
             D.move_vm(lab.net)
             assert lab.run("vm", ["arping", "-U", "-c", "2", "-I", "vm-eth0",
                                   "10.10.0.5"]).returncode == 0
-            routes_before = lab.run("r1", ["ip", "route"]).stdout
             if mode == "host-route":
-                D.inject_host_route(lab.net)
-                assert "10.10.0.5 via" in lab.run("r1", ["ip", "route"]).stdout
-                assert lab.run("r1", ["ip", "route"]).stdout != routes_before
+                change = frr.inject_host_route(lab)
+                assert "10.10.0.5 " not in change["before"]
+                line = next(x for x in change["after"].splitlines()
+                            if x.startswith("10.10.0.5 "))
+                assert "proto ospf" in line and "dev r1-r3" in line     # toward DC2
+                for r in D.ROUTERS:
+                    assert D.HOST_ROUTE in frr.ospf_routes(lab, r), r
+                assert change["injected_at"] < change["on_r1_at"] <= change["on_all_at"]
             r, after = dci_echo_requests(lab, 1, tmp_path)
             assert " 0% packet loss" in r.stdout, r.stdout
             if mode == "l2-extension":
@@ -57,3 +72,5 @@ def test_move_hairpins_over_dci_without_lisp_and_host_route_fixes_it(mode, tmp_p
     rules = subprocess.run(["ebtables", "-L", "FORWARD"], capture_output=True,
                            text=True).stdout
     assert "s1-dci" not in rules
+    if mode == "host-route":                  # every FRR daemon stopped with the Lab
+        assert daemons and not any(pid_alive(p.pid) for p in daemons)

@@ -55,6 +55,14 @@ def test_report_has_every_mode_and_the_documented_keys(demo):
     assert "| " in (run_dir / "report.md").read_text()
 
 
+def test_demo_start_to_first_lisp_probe_is_within_the_demo(demo):
+    run_dir, _, report = demo
+    first = report["demo_start_to_first_lisp_probe_s"]
+    start = json.loads((run_dir / "demo.json").read_text())["demo_start"]
+    total = (run_dir / "report.json").stat().st_mtime - start     # the report comes last
+    assert isinstance(first, float) and 0 < first < total, (first, total)
+
+
 def test_l2_extension_hairpins_over_the_dci(demo):
     r = demo[2]["modes"]["l2-extension"]
     assert r["dci_packets_after_move"] > 1000        # ~1000 probes/s for several seconds
@@ -76,12 +84,32 @@ def test_lisp_converges_under_a_second_and_leaves_the_dci(demo, mode):
     assert kinds & {"SMR-invoked Map-Request", "Map-Request"}, kinds
 
 
-def test_host_route_changes_the_core_routing_table(demo):
-    run_dir = demo[0]
+def test_host_route_changes_the_core_routing_table_through_ospf(demo, tshark):
+    """Route health injection: the VM's /32 reaches r1 as an OSPF route after the move, the
+    core's LS Updates are counted (and recounted with tshark), the DCI is left."""
+    run_dir, _, report = demo
     meta = json.loads((run_dir / "host-route" / "links.json").read_text())
     routes = meta["core_routes"]
-    assert "10.10.0.5" not in routes["before"] and "10.10.0.5 via" in routes["after"]
-    assert demo[2]["modes"]["host-route"]["convergence_ms"] is not None
+    assert meta["core_routing"] == "ospf"
+    assert "10.10.0.5 " not in routes["before"]
+    line = next(x for x in routes["after"].splitlines() if x.startswith("10.10.0.5 "))
+    assert "proto ospf" in line
+    assert meta["move_time"] < routes["injected_at"] < routes["on_r1_at"] <= routes["on_all_at"]
+    assert 0 < routes["on_r1_ms"] < 2000
+    r = report["modes"]["host-route"]
+    # no probe can take the new path before the host route exists
+    assert r["convergence_ms"] is not None
+    assert r["convergence_ms"] > (routes["injected_at"] - meta["move_time"]) * 1000
+    assert "dci" not in r["path_after"] and r["dci_packets_after_convergence"] == 0
+    updates = r["core_routing_updates_after_move"]
+    assert updates >= 3             # at least xtr2 -> r3 -> r1 and r2, one per link
+    recount = sum(tshark_count(tshark, run_dir / "host-route" / f"{x['name']}.pcap",
+                               f"frame.time_epoch >= {meta['move_time']!r} && ospf.msg == 4")[0]
+                  for x in meta["links"])
+    assert updates == recount
+    for mode in D.MODES:
+        if mode != "host-route":     # no FRR there
+            assert report["modes"][mode]["core_routing_updates_after_move"] is None, mode
 
 
 @pytest.mark.parametrize("mode", D.MODES)

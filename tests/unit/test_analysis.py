@@ -13,6 +13,7 @@ every timestamp is chosen here, so the expected paths, counts and times are know
 """
 import json
 import math
+import shutil
 import struct
 
 import pytest
@@ -27,7 +28,9 @@ from scapy.utils import wrpcap, wrpcapng
 from captures import analysis
 from captures.analysis import (CONTROL, ECHO, PROBE, TCP_IN, TCP_OUT, FrameParser,
                                analyze_mode, control_type, read_link)
-from captures.report import summary_table, write_report
+from captures.report import (demo_start_to_first_lisp_probe, first_lisp_probe_time,
+                             summary_table, write_report)
+from captures.report import main as report_main
 
 T0 = 1_700_000_000.0
 SPACING = 0.02                  # one probe every 20 ms
@@ -512,6 +515,36 @@ def test_parse_control_both_ports(parser):
     assert parser.parse(ecm)[1:3] == ("ECM", "SMR-invoked Map-Request")
 
 
+def ospf_pkt(kind, src="172.16.3.1"):
+    """An OSPFv2 packet of type `kind` (1 Hello, 4 LS Update, 5 LS Ack) to AllSPFRouters."""
+    return IP(src=src, dst="224.0.0.5", proto=89, ttl=1) / Raw(bytes([2, kind]) + bytes(42))
+
+
+def test_parse_ospf(parser):
+    assert parser.parse(bytes(frame(ospf_pkt(4)))) == (analysis.ROUTING, 4)
+    assert parser.parse(bytes(frame(ospf_pkt(1)))) == (analysis.ROUTING, 1)
+    # inside a LISP tunnel it is someone's payload, not the core's routing
+    assert parser.parse(bytes(encap(ospf_pkt(4), "1.1.1.1", "2.2.2.2"))) is None
+
+
+def test_core_routing_updates_after_move(tmp_path):
+    """LS Updates from the move on, on any link, when links.json says the core runs OSPF;
+    Hellos, LS Acks and updates before the move are not churn; null without OSPF."""
+    run = Run()
+    run.emit("dc2-uplink", MOVE - 0.5, frame(ospf_pkt(4)))       # start-up, before the move
+    run.emit("dc2-uplink", MOVE + 0.10, frame(ospf_pkt(4)))
+    run.emit("core-r1-r3", MOVE + 0.12, frame(ospf_pkt(4, "172.16.13.2")))
+    run.emit("core-r1-r2", MOVE + 0.13, frame(ospf_pkt(4, "172.16.12.2")))
+    run.emit("core-r1-r3", MOVE + 0.20, frame(ospf_pkt(1)))
+    run.emit("core-r1-r3", MOVE + 1.10, frame(ospf_pkt(5)))
+    r = analyze_mode(run.write(tmp_path / "ospf", core_routing="ospf"))
+    assert r["core_routing_updates_after_move"] == 3
+    assert analyze_mode(run.write(tmp_path / "static", core_routing="static"))[
+        "core_routing_updates_after_move"] is None
+    assert analyze_mode(run.write(tmp_path / "old"))["core_routing_updates_after_move"] is None
+    assert "core_routing_updates_after_move" in analysis.RESULT_KEYS
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200), st.sampled_from([1, 101, 113, 276, 999]))
 def test_parse_random_bytes_never_raises(data, linktype):
@@ -715,6 +748,84 @@ def test_report_of_an_empty_mode(tmp_path):
     paths = write_report(tmp_path / "run", {"host-route": r}, "none")
     _strict_loads(paths[1].read_text())
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def _drops_row(md):
+    return [c.strip() for c in next(line for line in md.splitlines()
+                                    if line.startswith("| Capture drops |")).split("|")[2:-1]]
+
+
+def test_report_shows_capture_drops(tmp_path):
+    """tcpdump's drops, recorded per link in links.json, reach report.md: the total and the
+    links that dropped, "none" when all are 0, "unknown" where tcpdump did not say."""
+    drops = {"l2-extension": {"dci": 7, "dc1-access": 2},          # the rest 0
+             "host-route": {},                                      # all 0
+             "lisp-extended-subnet": None,                          # no capture_drops key
+             "lisp-across-subnet": {"client-access": None}}         # one unknown, rest 0
+    results = {}
+    for mode, dropped in drops.items():
+        d = build(tmp_path / "run", "lisp-extended", name=mode)
+        meta = json.loads((d / "links.json").read_text())
+        if dropped is not None:
+            for link in meta["links"]:
+                link["capture_drops"] = dropped.get(link["name"], 0)
+        (d / "links.json").write_text(json.dumps(meta))
+        results[mode] = analyze_mode(d)
+    assert results["l2-extension"]["links"]["dci"]["capture_drops"] == 7
+    write_report(tmp_path / "run", results, "none")
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert _drops_row(md) == ["9 (dci 7, dc1-access 2)", "none", "unknown",
+                              "none; unknown on client-access"]
+    assert "Capture drops" in md.split("## How the numbers are measured")[1]
+    table = summary_table(results)
+    assert "9 (dci 7, dc1-access 2)" in next(line for line in table.splitlines()
+                                            if line.startswith("Capture drops"))
+    doc = _strict_loads((tmp_path / "run" / "report.json").read_text())
+    assert doc["modes"]["l2-extension"]["links"]["dc1-access"]["capture_drops"] == 2
+
+
+def test_first_probe_delivered_through_lisp(tmp_path):
+    """The first probe on the VM's access link that was also seen inside LISP on the core."""
+    lisp = build(tmp_path, "lisp-extended")
+    assert first_lisp_probe_time(lisp) == pytest.approx(T0 + 4 * HOP, abs=1e-6)
+    assert first_lisp_probe_time(build(tmp_path, "triangular")) is None      # no LISP at all
+    # The first three probes reach the VM natively (not through LISP): they do not count.
+    run = Run()
+    for seq in range(6):
+        t = T0 + SPACING * seq
+        run.along(TO_DC1, t, probe_pkt(seq, t), (RLOC["xtrc"], RLOC["xtr1"]) if seq >= 3 else None)
+    mixed = run.write(tmp_path / "mixed")
+    assert first_lisp_probe_time(mixed) == pytest.approx(T0 + 3 * SPACING + 4 * HOP, abs=1e-6)
+
+
+def test_demo_start_to_first_lisp_probe(tmp_path):
+    run_dir = tmp_path / "run"
+    build(run_dir, "lisp-extended", name="lisp-extended-subnet")
+    build(run_dir, "triangular", name="lisp-across-subnet")   # would give None if chosen
+    # Only the LISP mode played first counts (by move time); other modes are ignored (the
+    # l2-extension directory does not even exist).
+    results = {"l2-extension": {"move_time": MOVE - 60},
+               "lisp-across-subnet": {"move_time": MOVE + 30},
+               "lisp-extended-subnet": {"move_time": MOVE}}
+    start = T0 - 12.5
+    assert demo_start_to_first_lisp_probe(run_dir, results, start) == pytest.approx(12.504)
+    assert demo_start_to_first_lisp_probe(run_dir, results, None) is None
+    assert demo_start_to_first_lisp_probe(
+        run_dir, {"l2-extension": results["l2-extension"]}, start) is None
+    # `python -m captures.report RUN_DIR` recomputes it from demo.json.
+    shutil.rmtree(run_dir / "lisp-across-subnet")
+    (run_dir / "demo.json").write_text(json.dumps({"demo_start": start}))
+    assert report_main([str(run_dir)]) == 0
+    doc = _strict_loads((run_dir / "report.json").read_text())
+    assert doc["demo_start_to_first_lisp_probe_s"] == pytest.approx(12.504)
+    assert "first probe delivered through LISP: **12.5 s**" in (run_dir / "report.md").read_text()
+
+
+def test_report_json_says_null_without_a_lisp_start(tmp_path, runs):
+    paths = write_report(tmp_path / "run", {"l2-extension": runs["triangular"]}, "none")
+    doc = _strict_loads(paths[1].read_text())
+    assert "demo_start_to_first_lisp_probe_s" in doc
+    assert doc["demo_start_to_first_lisp_probe_s"] is None
 
 
 # --------------------------------------------------------------------------------------
