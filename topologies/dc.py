@@ -65,7 +65,9 @@ class P2P:
         return f"{node}-{self.b if node == self.a else self.a}"
 
 
-LINKS = [
+# (Not named LINKS: `mn --custom` copies this file's names into its own globals, where LINKS
+# is Mininet's table of link classes.)
+P2P_LINKS = [
     P2P("core-r1-r2", "r1", "r2", "172.16.12.0/30"),
     P2P("core-r1-r3", "r1", "r3", "172.16.13.0/30"),
     P2P("core-r2-r3", "r2", "r3", "172.16.23.0/30"),
@@ -82,7 +84,7 @@ CORE_NEXT = {("r1", "r2"): "r2", ("r1", "r3"): "r3", ("r2", "r1"): "r1",
 ATTACHED = {"xtr1": "r2", "xtr2": "r3", "xtrc": "r1", "msmr": "r1", "pxtr": "r1"}
 
 # Capture points: link name -> (node, interface). The analysis reads links.json.
-CAPTURES = {link.name: (link.b, link.intf(link.b)) for link in LINKS}
+CAPTURES = {link.name: (link.b, link.intf(link.b)) for link in P2P_LINKS}
 CAPTURES.update({"client-access": ("xtrc", "xtrc-lan"), "dci": ("s1", "s1-dci"),
                  "dc1-access": ("xtr1", "xtr1-lan"), "dc2-access": ("xtr2", "xtr2-lan")})
 ROLES = {"client-access": "client", "dci": "dci", "dc1-access": "vm-dc1",
@@ -90,12 +92,12 @@ ROLES = {"client-access": "client", "dci": "dci", "dc1-access": "vm-dc1",
 
 
 def link(name):
-    return next(x for x in LINKS if x.name == name)
+    return next(x for x in P2P_LINKS if x.name == name)
 
 
 def rloc(node):
     """The address of a node on its uplink to the core."""
-    up = next(x for x in LINKS if node in (x.a, x.b) and ATTACHED.get(node) in (x.a, x.b))
+    up = next(x for x in P2P_LINKS if node in (x.a, x.b) and ATTACHED.get(node) in (x.a, x.b))
     return str(ipaddress.ip_interface(up.addr(node)).ip)
 
 
@@ -114,15 +116,13 @@ def expected_path(mode, phase):
 class DataCenterTopo(Topo):
     """The links of every mode (the DCI is there; lisp-across-subnet takes it down)."""
 
-    routed_links = LINKS      # held here: under `mn --custom` the name LINKS is dropped (below)
-
     def build(self, delays=True):
         """`delays`: the link delays of DELAYS_MS (netem, or a userspace relay without it)."""
         for name in ROUTERS + ("xtr1", "xtr2", "xtrc", "msmr", "pxtr", "c1", "n1", "vm"):
             self.addHost(name, ip=None)
         self.addSwitch("s1", cls=LinuxBridge)
         self.addSwitch("s2", cls=LinuxBridge)
-        for x in self.routed_links:
+        for x in P2P_LINKS:
             params = {}
             if x.kind == "core" and delays:
                 params = {"cls": TCLink, "delay": f"{DELAYS_MS['core']}ms"}
@@ -139,13 +139,6 @@ class DataCenterTopo(Topo):
 
 
 TOPOS = {"lispdc": DataCenterTopo}
-
-if __name__ == "builtins":
-    # Run by `mn --custom topologies/dc.py`: mn exec()s this file (so __name__ is that of
-    # the builtins) and copies every top-level name into its own globals, where our LINKS
-    # would replace mn's table of link classes (mn then stops with "'list' object has no
-    # attribute 'get'"). The topology holds its own reference (routed_links).
-    del LINKS
 
 
 def _sh(net, node, *cmds):
@@ -166,7 +159,7 @@ def configure(net, mode):
     for node in ROUTERS + ("xtr1", "xtr2", "xtrc", "msmr", "pxtr"):
         _sh(net, node, "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 "
                        "net.ipv4.conf.default.rp_filter=0")
-    for x in LINKS:
+    for x in P2P_LINKS:
         for node in (x.a, x.b):
             _sh(net, node, f"ip addr add {x.addr(node)} dev {x.intf(node)}")
     ospf = mode == "host-route"
@@ -174,11 +167,11 @@ def configure(net, mode):
     for node, router in ATTACHED.items():
         if ospf and node in OSPF_NODES:
             continue
-        up = next(x for x in LINKS if node in (x.a, x.b) and router in (x.a, x.b))
+        up = next(x for x in P2P_LINKS if node in (x.a, x.b) and router in (x.a, x.b))
         _sh(net, node, f"ip route add default via {ipaddress.ip_interface(up.addr(router)).ip}")
     # Core: every /30 of the lab is reachable over the triangle.
     for r in ROUTERS if not ospf else ():
-        for x in LINKS:
+        for x in P2P_LINKS:
             if r in (x.a, x.b):
                 continue
             owner = x.b                 # every link's b end is a core router
@@ -267,13 +260,13 @@ def unconfigure(net, mode):
 
 
 def _core_link(r, other):
-    return next(x.name for x in LINKS if {x.a, x.b} == {r, other})
+    return next(x.name for x in P2P_LINKS if {x.a, x.b} == {r, other})
 
 
 def _native_prefix(net, prefix, site_router):
     """Route `prefix` through the core toward `site_router` (no LISP)."""
     edge = ATTACHED[site_router]
-    up = next(x for x in LINKS if {x.a, x.b} == {site_router, edge})
+    up = next(x for x in P2P_LINKS if {x.a, x.b} == {site_router, edge})
     _sh(net, edge, f"ip route replace {prefix} via "
                    f"{ipaddress.ip_interface(up.addr(site_router)).ip}")
     for r in ROUTERS:
@@ -303,7 +296,7 @@ def ospf_interfaces(node):
     and DC uplinks run OSPF (point to point); the edge links of the core routers (Map-Server,
     proxy xTR) and the site LANs of OSPF_SITE_LANS are announced as passive interfaces."""
     out = []
-    for x in LINKS:
+    for x in P2P_LINKS:
         if node in (x.a, x.b) and (x.kind == "core" or node in ROUTERS):
             out.append((x.intf(node), x.addr(node), x.kind != "core"))
     out += [(intf, addr, True) for intf, addr in OSPF_SITE_LANS.get(node, [])]

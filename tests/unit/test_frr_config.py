@@ -45,7 +45,7 @@ def test_every_ospf_node_has_its_three_daemons():
 
 def test_every_core_and_uplink_interface_runs_ospf_on_exactly_one_node():
     by_node = {n: ospf_interfaces(t["ospfd"]) for n, t in CONFIGS.items()}
-    core = [x for x in D.LINKS if x.kind == "core"]
+    core = [x for x in D.P2P_LINKS if x.kind == "core"]
     assert {x.name for x in core} >= {"core-r1-r2", "core-r1-r3", "core-r2-r3",
                                       "dc1-uplink", "dc2-uplink", "client-uplink"}
     for x in core:
@@ -63,7 +63,7 @@ def test_every_core_and_uplink_interface_runs_ospf_on_exactly_one_node():
 
 def test_only_core_links_send_hellos():
     """Passive everywhere else: no OSPF packet on a LAN, an edge link or the DCI."""
-    core = {x.intf(n) for x in D.LINKS if x.kind == "core" for n in (x.a, x.b)}
+    core = {x.intf(n) for x in D.P2P_LINKS if x.kind == "core" for n in (x.a, x.b)}
     for node, texts in CONFIGS.items():
         for intf, lines in ospf_interfaces(texts["ospfd"]).items():
             assert ("ip ospf passive" in lines) == (intf not in core), (node, intf)
@@ -86,11 +86,11 @@ def test_the_vm_subnet_is_announced_by_dc1_only_and_the_client_subnet_by_xtrc():
 
 
 def test_every_subnet_of_the_plan_is_announced_once():
-    subnets = [ipaddress.ip_network(x.subnet) for x in D.LINKS]
+    subnets = [ipaddress.ip_network(x.subnet) for x in D.P2P_LINKS]
     subnets.append(ipaddress.ip_interface(D.NON_LISP["gw"]).network)
     for s in subnets:
         owners = [n for n in D.OSPF_NODES if s in announced(n)]
-        expected = sorted(set(n for x in D.LINKS if ipaddress.ip_network(x.subnet) == s
+        expected = sorted(set(n for x in D.P2P_LINKS if ipaddress.ip_network(x.subnet) == s
                               for n in (x.a, x.b)) & set(D.OSPF_NODES)) or ["r1"]
         assert sorted(owners) == expected, (s, owners)
     assert set(D.ospf_prefixes()) == {str(n) for node in D.OSPF_NODES
