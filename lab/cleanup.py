@@ -440,6 +440,9 @@ def clean_record(record, verbose=True, summary=None):
             summary["interfaces_not_ours"].append(intf["name"])
             _say(verbose, f"left {intf['name']} alone: same name, but not the interface "
                           f"run {run_id} created")
+    for table, chain, rule in remove_ebtables_rules({i["name"] for i in wanted}):
+        summary["ebtables_rules_deleted"].append(f"{table} {chain} {rule}")
+        _say(verbose, f"deleted ebtables rule ({table} {chain}) {rule}")
     if remove_run_dir(record):
         summary["run_dirs_removed"].append(record["run_dir"])
         _say(verbose, f"removed {record['run_dir']}")
@@ -447,6 +450,35 @@ def clean_record(record, verbose=True, summary=None):
         summary["records_removed"].append(run_id)
     summary["runs_cleaned"].append(run_id)
     return summary
+
+
+def remove_ebtables_rules(names):
+    """Delete the ebtables rules (filter and nat tables) that match on an interface named in
+    `names` (`-i`/`-o`/`--logical-in`/`--logical-out`): the rules a run put on its bridges'
+    ports (the DCI's FHRP isolation). Such a rule outlives the interface and would apply to
+    the next interface of that name. Returns [(table, chain, rule)] deleted."""
+    deleted = []
+    if not names or not shutil.which("ebtables"):
+        return deleted
+    for table in ("filter", "nat"):
+        out = subprocess.run(["ebtables", "-t", table, "-L"], capture_output=True,
+                             text=True).stdout
+        chain = None
+        for line in out.splitlines():
+            if line.startswith("Bridge chain:"):
+                chain = line.split()[2].rstrip(",")
+                continue
+            words = line.split()
+            if not chain or not words or not words[0].startswith("-"):
+                continue
+            ifaces = {words[k + 1] for k, w in enumerate(words[:-1])
+                      if w in ("-i", "-o", "--logical-in", "--logical-out")}
+            if ifaces & set(names):
+                r = subprocess.run(["ebtables", "-t", table, "-D", chain, *words],
+                                   capture_output=True, text=True)
+                if r.returncode == 0:
+                    deleted.append((table, chain, line.strip()))
+    return deleted
 
 
 def _still_there(intf, links):
@@ -458,6 +490,7 @@ def _empty_summary():
     return {"runs_cleaned": [], "runs_skipped_live": [], "records_removed": [],
             "processes_killed": [], "interfaces_deleted": [], "tuns_deleted": [],
             "interfaces_not_ours": [], "run_dirs_removed": [], "sysctls_restored": {},
+            "ebtables_rules_deleted": [],
             "mininet_cleanup": False,
             "errors": []}
 

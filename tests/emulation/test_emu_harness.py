@@ -361,3 +361,26 @@ def test_a_run_id_in_use_is_refused_and_the_running_lab_untouched(emu):
         assert lab.run("eh1", ["ping", "-c", "1", "-W", "2", lab["eh2"].IP()]).returncode == 0
         assert "fs1" not in emu.link_table()
     assert not lab.record_path.exists()
+
+
+def test_clean_removes_the_ebtables_rules_on_a_dead_runs_ports(emu):
+    """A run that dies after putting FHRP-isolation rules on its DCI port leaves them
+    behind; clean removes those (matched by the run's interface names) and only those."""
+    mine, other = "zzlisp-dci", "zzlisp-keep"
+    rules = [("nat", "PREROUTING", ["-i", mine, "-s", "00:00:5e:00:01:01", "-j", "DROP"]),
+             ("filter", "FORWARD", ["-p", "ARP", "--arp-ip-dst", "10.10.0.1", "-o", mine,
+                                    "-j", "DROP"]),
+             ("filter", "FORWARD", ["-o", other, "-j", "DROP"])]
+    try:
+        for table, chain, rule in rules:
+            subprocess.run(["ebtables", "-t", table, "-A", chain, *rule], check=True)
+        deleted = cleanup.remove_ebtables_rules({mine})
+        assert sorted(t for t, _, _ in deleted) == ["filter", "nat"]
+        listing = {t: subprocess.run(["ebtables", "-t", t, "-L"], capture_output=True,
+                                     text=True).stdout for t in ("filter", "nat")}
+        assert mine not in listing["filter"] + listing["nat"]
+        assert other in listing["filter"]
+    finally:
+        for table, chain, rule in rules:
+            subprocess.run(["ebtables", "-t", table, "-D", chain, *rule],
+                           capture_output=True)
