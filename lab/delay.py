@@ -106,7 +106,7 @@ def _format_ms(ms):
     return f"{ms:g}ms"
 
 
-def _peer(intf):
+def peer_intf(intf):
     """The interface at the other end of `intf`'s link."""
     link = intf.link
     return link.intf2 if link.intf1 is intf else link.intf1
@@ -136,7 +136,7 @@ class RelayHost(Host):
         if len(intfs) != 2:
             raise RuntimeError(f"relay {self.name} needs exactly two links, has {len(intfs)}")
         if self.peers:
-            by_peer = {_peer(i).node.name: i for i in intfs}
+            by_peer = {peer_intf(i).node.name: i for i in intfs}
             if set(by_peer) == set(self.peers):
                 return by_peer[self.peers[0]], by_peer[self.peers[1]]
         return tuple(intfs)
@@ -146,7 +146,7 @@ class RelayHost(Host):
         problems = []
         for intf in self.relay_intfs():
             self.cmd(f"ip link set dev {intf.name} mtu {RELAY_MTU}")
-            for end in (intf, _peer(intf)):
+            for end in (intf, peer_intf(intf)):
                 out, err, code = end.node.pexec("ethtool", "-K", end.name, *OFFLOADS_OFF)
                 if code != 0:
                     problems.append(f"{end.node.name}:{end.name}: {(err or out).strip()}")

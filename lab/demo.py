@@ -40,6 +40,21 @@ def _drops(tcpdump):
     return int(m.group(1)) if m else None
 
 
+def wire_sized(net, endpoints):
+    """Turn offloads off at both ends of each captured link ((node, interface) pairs), so
+    that tcpdump sees what a wire carries: with them on, a veth hands over TCP and UDP
+    super-packets of up to 64 KiB (one "packet" for 45) and unfinished checksums, and the
+    counts of the analysis would be wrong. (Relayed links have them off already.)"""
+    from lab.delay import OFFLOADS_OFF, peer_intf
+    for node, name in endpoints:
+        intf = net[node].intf(name)
+        for end in (intf, peer_intf(intf)):
+            out, err, code = end.node.pexec("ethtool", "-K", end.name, *OFFLOADS_OFF)
+            if code != 0:
+                raise RuntimeError(f"{end.node.name}:{end.name}: cannot turn offloads off "
+                                   f"for a wire-true capture: {(err or out).strip()}")
+
+
 def _answers(sock_dir, node):
     from nodes.control import ControlError, query
     try:
@@ -75,6 +90,7 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
             captures = []
             links = {n: c for n, c in D.CAPTURES.items()
                      if not (n == "dci" and mode == "lisp-across-subnet")}   # no DCI there
+            wire_sized(net, links.values())
             for name, (node, intf) in links.items():
                 cap = lab.start_process(node, ["tcpdump", "-n", "-U", "-s", "200", "-i", intf,
                                                "-w", mode_dir / f"{name}.pcap"],
