@@ -23,6 +23,7 @@ segments to fit, and full-size transfers keep working.
 The decision for a flow is computed by the sans-I/O core under `core_lock` and cached per
 flow; the cache is flushed whenever the control plane changes a mapping (generation count).
 """
+import errno
 import fcntl
 import ipaddress
 import os
@@ -33,7 +34,7 @@ import sys
 import threading
 import zlib
 
-from .offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, NO_VNET, VNET, VNET_LEN, Coalescer,
+from .offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET, VNET_LEN, Coalescer,
                       complete_checksum, tso_segments)
 
 
@@ -56,6 +57,17 @@ IP_RECVTTL = 12
 BUF = 65535 + VNET_LEN
 _OUTER4 = struct.Struct("!BBHHHBBH4s4sHHHHII")   # outer IPv4 + UDP + LISP header, 36 bytes
 _LISP = struct.Struct("!II")
+_FAST = struct.Struct("!BBHHHBB2x12s")  # IPv4 header to the addresses, then the ports
+_KEY = struct.Struct("!B2x12s")          # from the protocol byte: protocol, addresses, ports
+
+
+def _fast_key(pkt):
+    """The flow-cache key of the fast paths: (protocol, addresses and ports) of an IPv4
+    TCP/UDP packet without options that is not a fragment; None for anything else."""
+    if len(pkt) >= 24 and pkt[0] == 0x45 and pkt[9] in (6, 17) \
+            and not (pkt[6] & 0x3F or pkt[7]):
+        return _KEY.unpack_from(pkt, 9)
+    return None
 
 
 def open_tun(name, offload=True):
@@ -180,6 +192,9 @@ class DataPlane:
         self.threads = []
         self._gso_socks = {}               # outer source port -> UDP socket (GSO sends)
         self._rloc_addrs = {}
+        self._batch = []                   # encapsulation: packets for one GSO send
+        self._batch_entry = self._batch_ttl = self._batch_tos = None
+        self._batch_size = self._batch_max = 0
         self._gso_ok = True
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -220,6 +235,8 @@ class DataPlane:
             try:
                 n = os.readv(self.tun_fd, [buf])
             except BlockingIOError:
+                if self._batch:
+                    self._flush_batch()          # the queue is empty: send what waits
                 poller.poll(200)
                 continue
             except OSError:
@@ -240,22 +257,26 @@ class DataPlane:
     def encapsulate_super(self, pkt, gso_type, mss):
         """A TCP super-packet from the TUN: cut into segments, each in its own LISP packet;
         the segments of one flow to one IPv4 RLOC leave in one UDP GSO send."""
+        if self._batch:
+            self._flush_batch()
         segs = tso_segments(pkt, mss)
         if segs is None:
             self.counters["drop_unsegmentable"] += 1
             return
         hdr, payload = segs[0]
         first = bytearray(hdr) + payload
-        key, entry = self._encap_entry(first)
+        entry = self._encap_entry(first)
         if entry is None:
             self.counters["drop_not_ip"] += 1
             return
-        verb, rloc, sport, nonce, version, _reason = entry
+        verb, rloc, sport, nonce, version, _reason, _batchable = entry
+        sent = 0
         if verb == "encap" and rloc.version == 4 and self._gso_ok and len(segs) > 1:
-            if self.send_gso(segs, rloc, sport, nonce, first):
-                return
-        for hdr, payload in segs:
+            sent = self.send_gso(segs, rloc, sport, nonce, first)
+        for hdr, payload in segs[sent:]:
             self.encapsulate(memoryview(bytearray(hdr) + payload))
+        if self._batch:
+            self._flush_batch()
 
     def _gso_socket(self, sport):
         """[socket bound to (our RLOC, sport), its TTL, its TOS], one per outer port."""
@@ -276,9 +297,11 @@ class DataPlane:
         """Send the LISP packets of `segs` (equal-sized but for the last) with UDP_SEGMENT,
         from outer source port `sport`. Such packets carry a UDP checksum (the kernel's
         segmentation needs one); RFC 9300 5.3 lets an ITR send one and an ETR must accept
-        it. Returns False when the kernel refused (the caller sends them one by one)."""
+        it. Returns how many were sent: the caller sends the rest one by one (the kernel
+        refused, e.g. segments larger than the path MTU, or the port is taken)."""
         lisp = _LISP.pack(self._lisp_flags | nonce, self._lisp_word2)
         size = 8 + len(segs[0][0]) + len(segs[0][1])
+        sent = 0
         try:
             entry = self._gso_socket(sport)
             s = entry[0]
@@ -293,18 +316,19 @@ class DataPlane:
             per_send = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_PAYLOAD // size))
             cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
             addr = (str(rloc), DATA_PORT)
-            for i in range(0, len(segs), per_send):
+            while sent < len(segs):
                 iov = []
-                for hdr, payload in segs[i:i + per_send]:
+                for hdr, payload in segs[sent:sent + per_send]:
                     iov += (lisp, hdr, payload)
                 s.sendmsg(iov, cmsg, 0, addr)
+                sent = min(len(segs), sent + per_send)
                 self.counters["udp_gso_sends"] += 1
-        except OSError:
-            self._gso_ok = False           # e.g. path MTU below the segments: one by one
+        except OSError as e:
             self.counters["gso_send_refused"] += 1
-            return False
-        self.counters["packets_encapsulated"] += len(segs)
-        return True
+            if e.errno in (errno.EINVAL, errno.EMSGSIZE, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                self._gso_ok = False             # this kernel or path: one by one from now
+        self.counters["packets_encapsulated"] += sent
+        return sent
 
     def _check_generation(self):
         if self._flows_gen != self.generation:
@@ -324,11 +348,12 @@ class DataPlane:
         return d
 
     def _encap_entry(self, pkt):
-        """(verb, rloc str, sport, nonce, version, detail) for the flow of `pkt`, from the
-        flow cache or the core. None when pkt is not an IP packet."""
+        """The flow entry (verb, rloc, sport, nonce, version, reason, batchable) for the
+        flow of `pkt`, from the flow cache or the core; None when pkt is not an IP packet.
+        `batchable`: encapsulated toward an IPv4 RLOC, so it may leave in a GSO batch."""
         info = flow_of(pkt)
         if info is None:
-            return None, None
+            return None
         version, src, dst, key, h = info
         self._check_generation()
         entry = self._flows.get(key)
@@ -336,31 +361,63 @@ class DataPlane:
             d = self._decide(key, dst, version)
             sport = outer_sport(h)
             self.nonce = (self.nonce * 1103515245 + 12345) & 0xFFFFFF or 1
-            entry = (d.verb, d.rloc, sport, self.nonce, version, d.reason or "unknown")
-            # Cache what is stable for a flow (not drops: a miss must ask again).
+            entry = (d.verb, d.rloc, sport, self.nonce, version, d.reason or "unknown",
+                     d.verb == "encap" and d.rloc.version == 4)
+            # Cache what is stable for a flow (not drops: a miss must ask again), under the
+            # core's flow key and, for IPv4 TCP/UDP, under the fast path's key too.
             if d.verb in ("encap", "native") and len(self._flows) < 65536:
                 self._flows[key] = entry
-        return key, entry
+                fast = _fast_key(pkt)
+                if fast is not None:
+                    self._flows[fast] = entry
+        return entry
 
     def encapsulate(self, pkt):
         """One packet from the TUN (a memoryview over the read buffer)."""
-        # Fast path: an IPv4 packet without options of a flow we know.
-        key = None
-        if pkt[0] == 0x45 and len(pkt) >= 24 and self._flows_gen == self.generation:
-            key = bytes(pkt[9:10]) + bytes(pkt[12:24]) \
-                if pkt[9] in (6, 17) and not (pkt[6] & 0x1F or pkt[7]) else None
-        entry = self._flows.get(key) if key is not None else None
+        n = len(pkt)
+        if n >= 24 and self._flows_gen == self.generation:
+            # Fast path: IPv4 TCP/UDP without options, not a fragment, of a known flow.
+            vi, tos, _len, _id, frag, ttl, proto, addrs_ports = _FAST.unpack_from(pkt)
+            if vi == 0x45 and not frag & 0x3FFF and proto in (6, 17):
+                entry = self._flows.get((proto, addrs_ports))
+                if entry is not None and entry[6]:
+                    # Batch: same flow entry, TTL and DSCP, not longer than the first.
+                    batch = self._batch
+                    if batch and (entry is not self._batch_entry or ttl != self._batch_ttl
+                                  or tos != self._batch_tos or n > self._batch_size):
+                        self._flush_batch()
+                    if not batch:
+                        self._batch_entry, self._batch_ttl, self._batch_tos = entry, ttl, tos
+                        self._batch_size = n
+                        self._batch_max = min(GSO_MAX_SEGMENTS, GSO_MAX_PAYLOAD // (n + 8))
+                    batch.append(bytes(pkt))
+                    if n < self._batch_size or len(batch) >= self._batch_max:
+                        self._flush_batch()      # a shorter packet can only end a batch
+                    return
+        entry = self._encap_entry(pkt)
         if entry is None:
-            key, entry = self._encap_entry(pkt)
-            if entry is None:
-                self.counters["drop_not_ip"] += 1
-                return
-        verb, rloc, sport, nonce, version, reason = entry
+            self.counters["drop_not_ip"] += 1
+            return
+        if self._batch:
+            self._flush_batch()                  # keep the order of what we send
+        verb, rloc, sport, nonce, version, _reason, _batchable = entry
         if verb == "encap":
             self.send_encapsulated(pkt, rloc, sport, nonce, version)
         elif verb == "native":
             self.send_native(pkt, version)
         # else: a drop the core decided, and counted under its own name
+
+    def _flush_batch(self):
+        """Send the packets queued by the fast path: packets read back to back from the
+        TUN for one flow (same RLOC and outer port), size, TTL and DSCP leave in one UDP
+        GSO send. The batch is sent as soon as the TUN has nothing more to read, so a
+        lone packet waits for nothing."""
+        batch, self._batch = self._batch, []
+        _verb, rloc, sport, nonce, version, _reason, _b = self._batch_entry
+        sent = self.send_gso([(p, b"") for p in batch], rloc, sport, nonce, batch[0]) \
+            if len(batch) > 1 and self._gso_ok else 0
+        for p in batch[sent:]:
+            self.send_encapsulated(memoryview(p), rloc, sport, nonce, version)
 
     def send_encapsulated(self, pkt, rloc, sport, nonce, version):
         n = len(pkt)
@@ -446,10 +503,14 @@ class DataPlane:
         try:
             os.writev(self.tun_fd, buffers)
         except OSError:
-            self.counters["drop_tun_write"] += 1
-            return
+            if len(buffers) > 2:                 # the Coalescer writes them one by one
+                self.counters["tun_super_packets_refused"] += 1
+            else:
+                self.counters["drop_tun_write"] += 1
+            return False
         if len(buffers) > 2:
             self.counters["tun_super_packets_written"] += 1
+        return True
 
     def _known_rloc(self, outer_src):
         self._check_generation()
@@ -474,8 +535,8 @@ class DataPlane:
             if outer_ttl < buf[i + 8]:
                 set_ipv4_ttl(buf, outer_ttl, i)
             # Fast path: the flow key of an unfragmented TCP/UDP packet without options.
-            key = view[i + 9:i + 24].tobytes() if buf[i + 9] in (6, 17) \
-                and not (buf[i + 6] & 0x1F or buf[i + 7]) else None
+            key = _KEY.unpack_from(buf, i + 9) if buf[i + 9] in (6, 17) \
+                and not (buf[i + 6] & 0x3F or buf[i + 7]) else None
         elif first >> 4 == 4 or (first >> 4 == 6 and end - i >= 40):
             if first >> 4 == 4:
                 if outer_ttl < buf[i + 8]:
@@ -488,7 +549,7 @@ class DataPlane:
             return
         if self._flows_gen != self.generation:
             self._check_generation()
-        d = self._dflows.get(key[:1] + key[3:]) if key is not None else None
+        d = self._dflows.get(key) if key is not None else None
         h = None
         if d is None:
             info = flow_of(inner)
@@ -500,7 +561,7 @@ class DataPlane:
             # Only "deliver" is cached: every packet for a moved host must reach the core,
             # which answers it with rate-limited SMRs and re-encapsulates it.
             if d.verb in ("deliver", "native") and key is not None and len(self._dflows) < 65536:
-                self._dflows[key[:1] + key[3:]] = d
+                self._dflows[key] = d
         if d.verb in ("deliver", "native"):
             out.add(inner)
             self.counters["packets_decapsulated"] += 1

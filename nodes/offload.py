@@ -10,8 +10,10 @@ packet, not per byte. This module is the per-byte part, without I/O:
                    flags, checksum), exactly what the sender's TCP would have sent without
                    offloads. The encapsulating xTR puts each in its own LISP packet.
   Coalescer        the reverse at the decapsulating xTR: consecutive segments of one TCP
-                   flow are written back to the TUN as one super-packet with a partial
-                   checksum, so the kernel and the receiving host handle one packet, not 45.
+                   flow (or same-sized datagrams of one UDP flow) are written back to the
+                   TUN as one super-packet with a partial checksum, so the kernel and the
+                   receiving host handle one packet, not 45; the kernel's segmentation
+                   gives back exactly the packets that arrived.
   complete_checksum()  a packet with only a partial checksum (offloaded by its sender).
 
 Every segment on the wire between xTRs is an ordinary, fully checksummed IP packet inside an
@@ -33,7 +35,7 @@ VNET = struct.Struct("=BBHHHH")
 VNET_LEN = VNET.size
 NO_VNET = bytes(VNET_LEN)
 F_NEEDS_CSUM = 1
-GSO_NONE, GSO_TCPV4, GSO_TCPV6 = 0, 1, 4
+GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4 = 0, 1, 4, 5
 GSO_ECN = 0x80
 TCP_FIN, TCP_PSH, TCP_ACK, TCP_CWR = 0x01, 0x08, 0x10, 0x80
 MAX_COALESCED = 65000          # IP total length of a coalesced packet stays below 65535
@@ -73,8 +75,12 @@ def complete_checksum(pkt, csum_start, csum_offset):
     at = csum_start + csum_offset
     if at + 2 > len(pkt):
         return False
-    c = checksum(pkt[csum_start:])
-    if c == 0 and at == csum_start + 6:          # UDP sends a computed zero as 0xFFFF
+    v = int.from_bytes(pkt[csum_start:], "big")          # (one packet: inlined _words)
+    if (len(pkt) - csum_start) & 1:
+        v <<= 8
+    c = v % 0xFFFF
+    c = 0xFFFF - c if c else (0 if v else 0xFFFF)
+    if c == 0 and csum_offset == 6:                      # UDP sends a computed zero as 0xFFFF
         c = 0xFFFF
     pkt[at] = c >> 8
     pkt[at + 1] = c & 0xFF
@@ -181,99 +187,134 @@ def tso_segments(pkt, mss):
 
 
 _SEQ = struct.Struct("!I")
+_ID = struct.Struct("!H")
 _SHAPES = {}
+MAX_RUN = 64                   # segments in one coalesced packet (the kernel's UDP limit)
 
 
-def _shape(version, thl):
-    """A struct that reads the invariant header bytes of a TCP segment (see Coalescer)."""
-    shape = _SHAPES.get((version, thl))
+def _shape(version, proto, thl=0):
+    """A struct that reads the header bytes that must be equal in every packet of a run:
+    all but the IP length, ID and checksum, and for TCP the sequence number, the flags and
+    the checksum, for UDP the length and the checksum."""
+    shape = _SHAPES.get((version, proto, thl))
     if shape is None:
         ip = "2s4x4s2x8s" if version == 4 else "4s2x34s"
-        shape = _SHAPES[(version, thl)] = struct.Struct(f"!{ip}4s4x5sx2s2x{thl - 18}s")
+        l4 = f"4s4x5sx2s2x{thl - 18}s" if proto == 6 else "4s4x"
+        shape = _SHAPES[(version, proto, thl)] = struct.Struct(f"!{ip}{l4}")
     return shape
 
 
 class Coalescer:
-    """Collects decapsulated packets for the TUN and writes consecutive, in-order,
-    same-sized TCP segments of one flow as one super-packet (GSO TCPv4/TCPv6 with a partial
-    checksum); everything else is written as it is. `write(buffers)` does one gathered write
-    (the virtio-net header first). Packets given to `add` must stay valid until `flush`."""
+    """Collects decapsulated packets for the TUN. Consecutive packets of one flow that a
+    sender's segmentation could have made from one packet are written as that one packet
+    (a GSO super-packet with a partial checksum, the reverse of tso_segments): TCP segments
+    in sequence, and same-sized UDP datagrams; in IPv4 their IP IDs must follow each other,
+    so the kernel's segmentation gives back exactly the packets that arrived. Everything
+    else is written as it is. `write(buffers)` does one gathered write (the virtio-net
+    header first) and returns False if the kernel refused it; a refused super-packet is
+    written packet by packet, and UDP runs stop if the kernel cannot take them. Packets
+    given to `add` must stay valid until `flush`."""
 
-    def __init__(self, write):
+    def __init__(self, write, udp=True):
         self.write = write
-        self.pending = []          # payload views of the segments being coalesced
-        self.first = None          # the first segment (its headers are kept)
-        self.hl = self.ihl = self.mss = self.next_seq = self.size = 0
-        self.psh = False
+        self.udp = udp             # coalesce UDP too (GSO UDP_L4: Linux 6.2 and later)
+        self.pending = []          # the packets of the run (memoryviews)
+        self.refused = 0           # super-packets the kernel refused
+        self.proto = self.hl = self.ihl = self.mss = self.size = self.seq0 = self.id0 = 0
+        self.v4 = True
+        self.shape = self.key = None
 
     def add(self, pkt):
         """Queue inner packet `pkt` (a memoryview); may write what was queued before."""
-        if self.pending and self.hl < len(pkt) <= self.hl + self.mss \
-                and _SEQ.unpack_from(pkt, self.ihl + 4)[0] == self.next_seq \
-                and pkt[self.ihl + 13] & ~TCP_PSH == TCP_ACK \
-                and self.shape.unpack_from(pkt) == self.key:
-            payload = pkt[self.hl:]
-            self.pending.append(payload)
-            self.size += len(payload)
-            self.next_seq = (self.next_seq + len(payload)) & 0xFFFFFFFF
-            if len(payload) < self.mss or pkt[self.ihl + 13] & TCP_PSH \
-                    or self.size + self.mss > MAX_COALESCED:
-                self.psh = bool(pkt[self.ihl + 13] & TCP_PSH)
-                self.flush()
+        if self.pending and self._follows(pkt):
+            self.pending.append(pkt)
+            n = len(pkt) - self.hl
+            self.size += n
+            if n < self.mss or len(self.pending) >= MAX_RUN \
+                    or self.size + self.mss > MAX_COALESCED \
+                    or (self.proto == 6 and pkt[self.ihl + 13] & TCP_PSH):
+                self.flush()                     # nothing can follow this one
             return
         self.flush()
         if not self._start(pkt):
             self.write([NO_VNET, pkt])
 
+    def _follows(self, pkt):
+        """Is `pkt` the next packet of the pending run?"""
+        hl, ihl = self.hl, self.ihl
+        if not hl < len(pkt) <= hl + self.mss or self.shape.unpack_from(pkt) != self.key:
+            return False
+        if self.v4 and _ID.unpack_from(pkt, 4)[0] != (self.id0 + len(self.pending)) & 0xFFFF:
+            return False
+        if self.proto == 6:
+            return _SEQ.unpack_from(pkt, ihl + 4)[0] == (self.seq0 + self.size) & 0xFFFFFFFF \
+                and pkt[ihl + 13] & ~TCP_PSH == TCP_ACK
+        return True
+
     def _start(self, pkt):
-        """Begin a new run with `pkt` when it is a plain data segment of a TCP flow."""
+        """Begin a new run with `pkt` when it is a TCP data segment (ACK only) or a UDP
+        datagram, not fragmented and without IPv4 options."""
         v = pkt[0] >> 4
-        if (v == 4 and (pkt[0] != 0x45 or pkt[6] & 0x3F or pkt[7])) or v not in (4, 6):
-            return False                          # IPv4 options or a fragment
-        offs = _ip_tcp_offsets(pkt)
-        if offs is None:
+        if v == 4:
+            if pkt[0] != 0x45 or pkt[6] & 0x3F or pkt[7] or len(pkt) < 28:
+                return False                     # IPv4 options or a fragment
+            ihl, proto = 20, pkt[9]
+        elif v == 6 and len(pkt) >= 48:
+            ihl, proto = 40, pkt[6]
+        else:
             return False
-        ihl, thl = offs
-        if pkt[ihl + 13] != TCP_ACK:
-            return False                    # SYN, FIN, RST, URG, ECE, CWR, PSH: alone
-        payload_len = len(pkt) - ihl - thl
-        if payload_len == 0:
+        if proto == 6:
+            offs = _ip_tcp_offsets(pkt)
+            if offs is None or pkt[ihl + 13] != TCP_ACK:
+                return False                     # SYN, FIN, RST, URG, ECE, CWR, PSH: alone
+            hl = ihl + offs[1]
+            self.seq0 = _SEQ.unpack_from(pkt, ihl + 4)[0]
+            self.shape = _shape(v, 6, offs[1])
+        elif proto == 17 and self.udp:
+            hl = ihl + 8
+            self.shape = _shape(v, 17)
+        else:
             return False
-        self.first, self.ihl, self.hl, self.mss = pkt, ihl, ihl + thl, payload_len
-        # What must be equal in every segment of the run: all the header bytes but the
-        # IP length, ID and checksum, the TCP sequence number, flags and checksum.
-        self.shape = _shape(v, thl)
+        if len(pkt) <= hl:
+            return False
+        self.v4, self.proto, self.ihl, self.hl = v == 4, proto, ihl, hl
+        self.mss = self.size = len(pkt) - hl
         self.key = self.shape.unpack_from(pkt)
-        self.pending = [pkt[ihl + thl:]]
-        self.size = payload_len
-        self.next_seq = (_SEQ.unpack_from(pkt, ihl + 4)[0] + payload_len) & 0xFFFFFFFF
-        self.psh = False
+        self.id0 = _ID.unpack_from(pkt, 4)[0] if v == 4 else 0
+        self.pending = [pkt]
         return True
 
     def flush(self):
         """Write what is pending: one packet as it is, several as one super-packet."""
         if not self.pending:
             return
-        f, ihl, hl = self.first, self.ihl, self.hl
         pending, self.pending = self.pending, []
+        f, ihl, hl = pending[0], self.ihl, self.hl
         if len(pending) == 1:
             self.write([NO_VNET, f])
             return
-        tcp_len = hl - ihl + self.size
+        l4_len = hl - ihl + self.size
         ip = bytearray(f[:ihl])
-        tcp = bytearray(f[ihl:hl])
-        if self.psh:
-            tcp[13] |= TCP_PSH
-        if ihl == 20:
-            struct.pack_into("!H", ip, 2, ihl + tcp_len)
+        l4 = bytearray(f[ihl:hl])
+        if self.v4:
+            struct.pack_into("!H", ip, 2, ihl + l4_len)
             ip[10:12] = b"\0\0"
             struct.pack_into("!H", ip, 10, checksum(ip))
-            gso = GSO_TCPV4
         else:
-            struct.pack_into("!H", ip, 4, tcp_len)
-            gso = GSO_TCPV6
+            struct.pack_into("!H", ip, 4, l4_len)
         # NEEDS_CSUM: the checksum field holds the pseudo-header sum (with the whole
         # length); the kernel (or whoever segments the packet) completes it.
-        struct.pack_into("!H", tcp, 16, fold(pseudo_sum(f, 6, tcp_len)))
-        vnet = VNET.pack(F_NEEDS_CSUM, gso, hl, self.mss, ihl, 16)
-        self.write([vnet, ip, tcp, *pending])
+        if self.proto == 6:
+            l4[13] |= pending[-1][ihl + 13] & TCP_PSH
+            struct.pack_into("!H", l4, 16, fold(pseudo_sum(f, 6, l4_len)))
+            gso, at = (GSO_TCPV4 if self.v4 else GSO_TCPV6), 16
+        else:
+            struct.pack_into("!HH", l4, 4, l4_len, fold(pseudo_sum(f, 17, l4_len)))
+            gso, at = GSO_UDP_L4, 6
+        vnet = VNET.pack(F_NEEDS_CSUM, gso, hl, self.mss, ihl, at)
+        if not self.write([vnet, ip, l4, *(p[hl:] for p in pending)]):
+            self.refused += 1
+            if self.proto == 17:
+                self.udp = False                 # this kernel takes no UDP super-packets
+            for p in pending:
+                self.write([NO_VNET, p])

@@ -8,8 +8,9 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
-from nodes.offload import (F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, NO_VNET, VNET, Coalescer,
-                           checksum, complete_checksum, fold, pseudo_sum, tso_segments)
+from nodes.offload import (F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NO_VNET, VNET,
+                           Coalescer, checksum, complete_checksum, fold, pseudo_sum,
+                           tso_segments)
 
 
 def rebuilt(pkt_bytes, v6=False):
@@ -23,9 +24,9 @@ def rebuilt(pkt_bytes, v6=False):
     return bytes(p.__class__(bytes(p)))
 
 
-def super_packet(payload_len, v6=False, flags="PA", seq=1000, options=()):
+def super_packet(payload_len, v6=False, flags="PA", seq=1000, options=(), ident=0xFFF0):
     ip = IPv6(src="2001:db8::1", dst="2001:db8:2::2") if v6 else \
-        IP(src="10.1.0.10", dst="10.2.0.10", id=0xFFF0, flags="DF", ttl=63)
+        IP(src="10.1.0.10", dst="10.2.0.10", id=ident, flags="DF", ttl=63)
     p = ip / TCP(sport=40000, dport=5201, seq=seq, ack=77, flags=flags, window=500,
                  options=list(options)) / os.urandom(payload_len)
     return bytes(p.__class__(bytes(p)))
@@ -94,7 +95,7 @@ def test_complete_checksum_finishes_a_partial_one(proto):
 
 def run_coalescer(packets):
     writes = []
-    c = Coalescer(lambda bufs: writes.append([bytes(b) for b in bufs]))
+    c = Coalescer(lambda bufs: writes.append([bytes(b) for b in bufs]) or True)
     for p in packets:
         c.add(memoryview(p))
     c.flush()
@@ -139,7 +140,7 @@ def test_coalescer_writes_alone_what_it_must_not_merge():
 
 def test_coalescer_stops_at_a_short_segment_and_at_psh():
     a = segments_of(super_packet(3000, flags="A"), 1000)        # no PSH anywhere
-    b = segments_of(super_packet(2500, flags="PA", seq=1000 + 3000), 1000)
+    b = segments_of(super_packet(2500, flags="PA", seq=1000 + 3000, ident=0xFFF3), 1000)
     writes = run_coalescer(a + b)
     # a's three segments and b's first two coalesce (same flow, in order), b's last
     # (short, PSH) ends the run: one super-packet of 5 full segments + 500.
@@ -148,3 +149,70 @@ def test_coalescer_stops_at_a_short_segment_and_at_psh():
     assert VNET.unpack(vnet)[3] == 1000
     assert [len(p) for p in payloads] == [1000] * 5 + [500]
     assert TCP(tcp).flags == "PA"
+
+
+def test_tcp_segments_whose_ip_ids_do_not_follow_are_not_merged():
+    segs = segments_of(super_packet(3000, flags="A"), 1000)
+    p = bytearray(segs[1])
+    p[4:6] = b"\x12\x34"                        # another IP ID (checksum irrelevant here)
+    writes = run_coalescer([segs[0], bytes(p), segs[2]])
+    assert [w[0] for w in writes] == [NO_VNET] * 3
+
+
+def datagrams(sizes, v6=False, first_id=0xFFFE, sport=4000):
+    return [datagram(os.urandom(n), v6, first_id + i, sport) for i, n in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_same_sized_udp_datagrams_become_one_gso_udp_packet(v6):
+    dgs = datagrams([64] * 5 + [20], v6)
+    writes = run_coalescer(dgs)
+    assert len(writes) == 1
+    vnet, ip, udp, *payloads = writes[0]
+    ihl = 40 if v6 else 20
+    assert VNET.unpack(vnet) == (F_NEEDS_CSUM, GSO_UDP_L4, ihl + 8, 64, ihl, 6)
+    assert [len(p) for p in payloads] == [64] * 5 + [20]
+    # It is the one datagram the kernel's segmentation cuts back into these six: with
+    # the checksum finished, the same bytes as scapy's datagram with the whole payload
+    # (and the first datagram's IP ID, from which the kernel counts up).
+    out = bytearray(b"".join([ip, udp, *payloads]))
+    assert complete_checksum(out, ihl, 6)
+    whole = datagram(b"".join(payloads), v6, 0xFFFE)
+    assert bytes(out) == whole
+
+
+def datagram(payload, v6, ident, sport=4000):
+    ip = IPv6(src="2001:db8::1", dst="2001:db8:2::2", hlim=62) if v6 else \
+        IP(src="10.1.0.10", dst="10.2.0.10", id=ident & 0xFFFF, flags="DF", ttl=62)
+    p = ip / UDP(sport=sport, dport=5201) / payload
+    return bytes(p.__class__(bytes(p)))
+
+
+def test_udp_runs_break_on_ids_size_and_flow():
+    a = datagrams([64, 64], first_id=10)
+    gap = datagrams([64], first_id=20)                 # IP ID does not follow
+    longer = datagrams([64, 80], first_id=21)          # a longer datagram cannot follow
+    other = datagrams([64], first_id=23, sport=4001)   # another flow
+    writes = run_coalescer(a + gap + longer + other)
+    shapes = [(VNET.unpack(w[0])[1], len(w) - 3) for w in writes]
+    # a (2 datagrams), then gap+longer[0] (IDs 20, 21), then longer[1] and other alone
+    assert shapes == [(GSO_UDP_L4, 2), (GSO_UDP_L4, 2), (0, -1), (0, -1)]
+
+
+def test_a_refused_udp_super_packet_is_written_datagram_by_datagram():
+    dgs = datagrams([64] * 3)
+    writes = []
+
+    def write(bufs):
+        writes.append([bytes(b) for b in bufs])
+        return len(bufs) == 2                          # the kernel takes no super-packets
+
+    later = datagrams([64] * 2, first_id=100)
+    c = Coalescer(write)
+    for p in dgs + later:
+        c.add(memoryview(p))
+    c.flush()
+    assert c.refused == 1 and not c.udp                # ... so UDP runs stop
+    assert len(writes[0]) == 3 + 3                     # the refused one, then one by one
+    assert [w[1] for w in writes[1:]] == dgs + later
+    assert all(len(w) == 2 for w in writes[1:])
