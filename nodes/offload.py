@@ -226,30 +226,27 @@ class Coalescer:
 
     def add(self, pkt):
         """Queue inner packet `pkt` (a memoryview); may write what was queued before."""
-        if self.pending and self._follows(pkt):
-            self.pending.append(pkt)
-            n = len(pkt) - self.hl
-            self.size += n
-            if n < self.mss or len(self.pending) >= MAX_RUN \
-                    or self.size + self.mss > MAX_COALESCED \
-                    or (self.proto == 6 and pkt[self.ihl + 13] & TCP_PSH):
-                self.flush()                     # nothing can follow this one
-            return
-        self.flush()
+        pending = self.pending
+        if pending:
+            # Does it follow the run? Same invariant headers, not longer than the first,
+            # the next IPv4 ID, and for TCP the next sequence number and flags ACK[/PSH].
+            hl, n = self.hl, len(pkt) - self.hl
+            if 0 < n <= self.mss and self.shape.unpack_from(pkt) == self.key and (
+                    not self.v4 or _ID.unpack_from(pkt, 4)[0]
+                    == (self.id0 + len(pending)) & 0xFFFF) and (
+                    self.proto != 6 or (_SEQ.unpack_from(pkt, self.ihl + 4)[0]
+                                        == (self.seq0 + self.size) & 0xFFFFFFFF
+                                        and pkt[self.ihl + 13] & ~TCP_PSH == TCP_ACK)):
+                pending.append(pkt)
+                self.size += n
+                if n < self.mss or len(pending) >= MAX_RUN \
+                        or self.size + self.mss > MAX_COALESCED \
+                        or (self.proto == 6 and pkt[self.ihl + 13] & TCP_PSH):
+                    self.flush()                 # nothing can follow this one
+                return
+            self.flush()
         if not self._start(pkt):
             self.write([NO_VNET, pkt])
-
-    def _follows(self, pkt):
-        """Is `pkt` the next packet of the pending run?"""
-        hl, ihl = self.hl, self.ihl
-        if not hl < len(pkt) <= hl + self.mss or self.shape.unpack_from(pkt) != self.key:
-            return False
-        if self.v4 and _ID.unpack_from(pkt, 4)[0] != (self.id0 + len(self.pending)) & 0xFFFF:
-            return False
-        if self.proto == 6:
-            return _SEQ.unpack_from(pkt, ihl + 4)[0] == (self.seq0 + self.size) & 0xFFFFFFFF \
-                and pkt[ihl + 13] & ~TCP_PSH == TCP_ACK
-        return True
 
     def _start(self, pkt):
         """Begin a new run with `pkt` when it is a TCP data segment (ACK only) or a UDP
