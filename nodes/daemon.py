@@ -581,6 +581,11 @@ class Daemon:
         kind = "lan_arp_received" if family == 4 else "lan_nd_received"
         for data in self._incoming(sock, ifname, 2048):
             self.io_counters[kind] += 1
+            if family == 6 and ifname in self.detect_gateway:
+                # Extended subnet: neighbour discovery is multicast and crosses the DCI, so
+                # it cannot tell where a host is (both data centers would claim it).
+                self.io_counters["lan_nd_ignored_gateway_mode"] += 1
+                continue
             if family == 4 and ifname in self.detect_gateway:
                 # Extended subnet: gratuitous ARPs cross the DCI; a request for our own
                 # (gateway) address does not (FHRP isolation), so only it shows a local host.
