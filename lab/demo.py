@@ -108,7 +108,7 @@ def run_mode(mode, mode_dir, progress, before_s=2.0, after_s=4.0, cold_s=0.0):
             lab.start_process("vm", [PY, "-m", "lab.traffic", "echo"],
                               mode_dir / "echo.log", name="echo")
             announce = [PY, "-m", "lab.traffic", "announce", "--iface", "vm-eth0",
-                        "--ip", vm_ip]
+                        "--ip", vm_ip, "--ip6", D.VM["addr6"].split("/")[0]]
             lab.run("vm", announce, timeout=10)
             # As a booting VM does: resolve and use its gateway (in an extended subnet this
             # is what shows DC1's xTR that the VM is local).

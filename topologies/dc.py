@@ -24,6 +24,10 @@ Modes (the same move of the same VM):
   lisp-across-subnet    LISP, no DCI: DC2's LAN is another subnet; the VM keeps its address
                         (xtr2 also answers as the VM's old gateway).
 
+The VM has an IPv4 and an IPv6 address; after the move it announces both (gratuitous ARP,
+unsolicited neighbour advertisement). Across subnets the advertisement alone makes DC2's
+xTR register the VM's /128 (its IPv6 subnet is a dynamic-EID range there).
+
     sudo mn --custom topologies/dc.py --topo lispdc      (links only; lab/ configures modes)
 """
 import ipaddress
@@ -39,7 +43,8 @@ LISP_MODES = ("lisp-extended-subnet", "lisp-across-subnet")
 INSTANCE_ID = 0
 ANYCAST_GW = "10.10.0.1/24"
 ANYCAST_MAC = "00:00:5e:00:01:01"
-VM = {"name": "vm", "addr": "10.10.0.5/24", "gw": "10.10.0.1"}
+VM = {"name": "vm", "addr": "10.10.0.5/24", "gw": "10.10.0.1",
+      "addr6": "2001:db8:10::5/64"}     # IPv6: the VM announces it too (neighbour adv.)
 CLIENT = {"name": "c1", "addr": "10.99.0.10/24", "gw": "10.99.0.1/24", "xtr": "xtrc",
           "prefix": "10.99.0.0/24"}
 NON_LISP = {"name": "n1", "addr": "198.51.100.10/24", "gw": "198.51.100.1/24"}
@@ -191,6 +196,7 @@ def configure(net, mode):
         _sh(net, r, f"ip route add 198.51.100.0/24 via "
                     f"{ipaddress.ip_interface(link(_core_link(r, 'r1')).addr('r1')).ip}")
     _sh(net, "vm", f"ip addr add {VM['addr']} dev vm-eth0",
+        f"ip -6 addr add {VM['addr6']} dev vm-eth0 nodad",
         f"ip route add default via {VM['gw']}")
     # DC gateways: the same IP and MAC in both DCs (anycast gateway).
     for x in ("xtr1", "xtr2"):
@@ -353,8 +359,9 @@ def daemon_configs(mode, workdir, sockets_dir, register_interval=1.0):
     """One TOML config per LISP node for a LISP mode; returns {node: path}.
 
     DC xTRs register no static prefix: the VM subnet is a dynamic-EID range on their LAN,
-    so each registers the hosts it detects (a /32 per VM). The client's xTR registers the
-    client site. The proxy xTR draws the EID space for the non-LISP client."""
+    so each registers the hosts it detects (a /32 per VM; across subnets the VM's IPv6
+    subnet is a range too: a /128 per VM). The client's xTR registers the client site. The
+    proxy xTR draws the EID space for the non-LISP client."""
     from pathlib import Path
     if mode not in LISP_MODES:
         raise ValueError(f"{mode} runs no LISP daemons")
@@ -366,13 +373,19 @@ def daemon_configs(mode, workdir, sockets_dir, register_interval=1.0):
               f'algorithm = "hmac-sha-256-128"\n[[map_resolver]]\naddress = "{msmr}"\n'
               f'[etr]\nregister_interval = {register_interval}\n'
               f'[itr]\nmiss_policy = "drop"\npetr = "{rloc("pxtr")}"\n')
+    vm_ranges = [str(ipaddress.ip_interface(VM[a]).network) for a in ("addr", "addr6")]
+    detect = (f'detect = "gateway"\ndetect_mac = "{ANYCAST_MAC}"\n'
+              if mode == "lisp-extended-subnet" else "")
+    # The IPv6 range only where neighbour discovery counts (detect "any"). On an extended
+    # subnet (detect "gateway") the daemon ignores ND, which crosses the DCI and would make
+    # both DCs claim the VM, so an IPv6 range there would never detect anything.
+    dynamic = vm_ranges if mode == "lisp-across-subnet" else vm_ranges[:1]
     texts = {}
     for x in ("xtr1", "xtr2"):
         texts[x] = (head + f'[[rloc]]\naddress = "{rloc(x)}"\n'
-                    f'[[dynamic_eid]]\nprefix = "10.10.0.0/24"\ninstance_id = {INSTANCE_ID}\n'
-                    f'interface = "{x}-lan"\n'
-                    + (f'detect = "gateway"\ndetect_mac = "{ANYCAST_MAC}"\n'
-                       if mode == "lisp-extended-subnet" else "") + common
+                    + "".join(f'[[dynamic_eid]]\nprefix = "{p}"\ninstance_id = {INSTANCE_ID}\n'
+                              f'interface = "{x}-lan"\n' + detect for p in dynamic)
+                    + common
                     + f'[dataplane]\nlan_interfaces = ["{x}-lan", "{x}-gw"]\nmtu = 1500\n')
     texts["xtrc"] = (head + f'[[rloc]]\naddress = "{rloc("xtrc")}"\n'
                      f'[[eid_prefix]]\nprefix = "{CLIENT["prefix"]}"\n'
@@ -382,8 +395,9 @@ def daemon_configs(mode, workdir, sockets_dir, register_interval=1.0):
                      '[[site]]\nname = "datacenters"\naccept_more_specifics = true\n'
                      f'[[site.key]]\nkey_id = 0\nsecret = "{KEY}"\n'
                      'algorithm = "hmac-sha-256-128"\n'
-                     f'[[site.prefix]]\nprefix = "10.10.0.0/24"\ninstance_id = {INSTANCE_ID}\n'
-                     '[[site]]\nname = "client"\n'
+                     + "".join(f'[[site.prefix]]\nprefix = "{p}"\ninstance_id = {INSTANCE_ID}\n'
+                               for p in vm_ranges)
+                     + '[[site]]\nname = "client"\n'
                      f'[[site.key]]\nkey_id = 0\nsecret = "{KEY}"\n'
                      'algorithm = "hmac-sha-256-128"\n'
                      f'[[site.prefix]]\nprefix = "{CLIENT["prefix"]}"\n'

@@ -13,6 +13,7 @@ from lab.demo import run_demo
 from topologies import dc as D
 
 VM = D.VM["addr"].split("/")[0]
+VM6 = D.VM["addr6"].split("/")[0]
 CLIENT = D.CLIENT["addr"].split("/")[0]
 
 
@@ -31,6 +32,13 @@ def tshark_count(tshark, pcap, display_filter):
                           "-e", "frame.len"], capture_output=True, text=True, check=True)
     lengths = [int(x) for x in out.stdout.split()]
     return len(lengths), sum(lengths)
+
+
+def tshark_times(tshark, pcap, display_filter):
+    """The capture times (Unix time) of the frames matching `display_filter` in `pcap`."""
+    out = subprocess.run([tshark, "-r", str(pcap), "-Y", display_filter, "-T", "fields",
+                          "-e", "frame.time_epoch"], capture_output=True, text=True, check=True)
+    return [float(x) for x in out.stdout.split()]
 
 
 def client_to_vm(move_time=None):
@@ -126,6 +134,38 @@ def test_report_numbers_equal_a_tshark_recount(demo, tshark, mode):
     frames, nbytes = tshark_count(tshark, run_dir / mode / "dci.pcap",
                                   client_to_vm(meta["move_time"]))
     assert (r["dci_packets_after_move"], r["dci_bytes_after_move"]) == (frames, nbytes)
+
+
+# The VM's unsolicited neighbour advertisement (RFC 4861 7.2.6): override flag set,
+# solicited flag clear, its IPv6 address as the target.
+VM_NA = (f"icmpv6.type == 136 && icmpv6.nd.na.flag.o == 1 && icmpv6.nd.na.flag.s == 0 && "
+         f"icmpv6.nd.na.target_address == {VM6}")
+
+
+@pytest.mark.parametrize("mode", D.MODES)
+def test_the_moved_vm_announces_its_ipv6_address_in_dc2(demo, tshark, mode):
+    """After the move the VM announces itself over IPv6 too, as a hypervisor does after a
+    migration: DC2's access link carries its unsolicited neighbour advertisement."""
+    run_dir = demo[0]
+    meta = json.loads((run_dir / mode / "links.json").read_text())
+    after = [t for t in tshark_times(tshark, run_dir / mode / "dc2-access.pcap", VM_NA)
+             if t >= meta["move_time"]]
+    assert after, mode
+
+
+def test_across_subnets_the_advertisement_makes_dc2_register_the_vms_ipv6_host(demo, tshark):
+    """Across subnets DC2's xTR hears the VM only after the move: its first Map-Register of
+    the VM's /128 follows the VM's neighbour advertisement on DC2's access link."""
+    mode_dir = demo[0] / "lisp-across-subnet"
+    meta = json.loads((mode_dir / "links.json").read_text())
+    registers = tshark_times(tshark, mode_dir / "dc2-uplink.pcap",
+                             f"ip.src == {D.rloc('xtr2')} && lisp.type == 3 && "
+                             f"lisp.mapping.eid.ipv6 == {VM6} && "
+                             f"lisp.mapping.eid.masklen == 128")
+    adverts = [t for t in tshark_times(tshark, mode_dir / "dc2-access.pcap", VM_NA)
+               if t >= meta["move_time"]]
+    assert registers and adverts
+    assert meta["move_time"] <= adverts[0] <= registers[0] < adverts[0] + 1.0
 
 
 def test_cold_move_in_lisp_mode(tmp_path):
