@@ -352,7 +352,7 @@ def test_the_relay_is_set_up_as_described(lab):
     assert isinstance(relay, RelayHost)
     side_a, side_b = relay.relay_intfs()
     assert (side_a.name, side_b.name) == ("dlyr10-a", "dlyr10-b")
-    assert dl._peer(side_a).name == "dlya-eth0" and dl._peer(side_b).name == "dlyb-eth0"
+    assert dl.peer_intf(side_a).name == "dlya-eth0" and dl.peer_intf(side_b).name == "dlyb-eth0"
     assert relay.IP() is None
     addrs = lab.run(relay, ["ip", "-o", "addr", "show"]).stdout
     assert "inet " not in addrs.replace("inet 127.0.0.1", "") and "inet6" not in addrs
