@@ -386,6 +386,7 @@ class DataPlane:
                     if batch and (entry is not self._batch_entry or ttl != self._batch_ttl
                                   or tos != self._batch_tos or n > self._batch_size):
                         self._flush_batch()
+                        batch = self._batch              # (a new, empty list)
                     if not batch:
                         self._batch_entry, self._batch_ttl, self._batch_tos = entry, ttl, tos
                         self._batch_size = n
