@@ -224,6 +224,12 @@ def make_eid(prefix, iid=None):
     return addr, net.prefixlen
 
 
+def eid_address(iid, ip):
+    """The wire address of EID `ip` in instance `iid` (an Instance-ID LCAF unless iid is 0):
+    the inverse of eid_prefix's address part."""
+    return InstanceId(iid, ip) if iid else ip
+
+
 _NETWORK = {IPv4Address: ipaddress.IPv4Network, IPv6Address: ipaddress.IPv6Network}
 
 

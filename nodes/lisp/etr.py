@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from .actions import Decision, Event, RouteAdd, RouteDel, SendControl
-from .address import InstanceId, eid_prefix
+from .address import eid_address, eid_prefix
 from .auth import sign, verify
 from .common import Core, reply_rloc, requested_prefix
 from .mapcache import MapCache
@@ -38,10 +38,6 @@ class DynamicEid:
     address: object
     first_seen: float
     last_seen: float
-
-
-def _eid(iid, ip):
-    return InstanceId(iid, ip) if iid else ip
 
 
 def host_prefix(ip):
@@ -74,9 +70,9 @@ class Etr(Core):
 
     def records(self):
         locs = [replace(x, local=True) for x in self.rlocs]
-        recs = [EidRecord(_eid(iid, p.network_address), p.prefixlen, locs, self.record_ttl)
+        recs = [EidRecord(eid_address(iid, p.network_address), p.prefixlen, locs, self.record_ttl)
                 for iid, p in self.prefixes]
-        recs += [EidRecord(_eid(d.iid, d.address), d.address.max_prefixlen, locs,
+        recs += [EidRecord(eid_address(d.iid, d.address), d.address.max_prefixlen, locs,
                            self.record_ttl) for d in self.dynamic.values()]
         return recs
 
@@ -141,7 +137,7 @@ class Etr(Core):
             return out
         o_iid, o_prefix = owned
         locs = [replace(x, local=False, probed=request.probe) for x in self.rlocs]
-        record = EidRecord(_eid(o_iid, o_prefix.network_address), o_prefix.prefixlen, locs,
+        record = EidRecord(eid_address(o_iid, o_prefix.network_address), o_prefix.prefixlen, locs,
                            self.record_ttl)
         self.counters["map_reply_sent"] += 1
         out.append(SendControl(itr, MapReply(request.nonce, [record], probe=request.probe)))
@@ -209,7 +205,7 @@ class Etr(Core):
             out.append(RouteDel(iid, prefix, "away"))
         out.append(RouteAdd(iid, prefix, "local"))
         locs = [replace(x, local=True) for x in self.rlocs]
-        out += self.register(now, [EidRecord(_eid(iid, ip), ip.max_prefixlen, locs,
+        out += self.register(now, [EidRecord(eid_address(iid, ip), ip.max_prefixlen, locs,
                                              self.record_ttl)])
         return out
 
@@ -246,8 +242,8 @@ class Etr(Core):
             return []
         self.smr_last[key] = now
         itr_rlocs = [loc.address for loc in self.rlocs] or [itr]
-        smr = MapRequest(self.nonce(), [RequestRecord(_eid(iid, ip), ip.max_prefixlen)],
-                         itr_rlocs, source_eid=_eid(iid, ip), smr=True)
+        smr = MapRequest(self.nonce(), [RequestRecord(eid_address(iid, ip), ip.max_prefixlen)],
+                         itr_rlocs, source_eid=eid_address(iid, ip), smr=True)
         self.counters["smr_sent"] += 1
         return [SendControl(itr, smr), Event("smr_sent", {"eid": f"[{iid}]{ip}",
                                                           "to": str(itr)})]

@@ -21,7 +21,7 @@ configured prefix with a negative Map-Reply for the largest hole that contains t
 from dataclasses import dataclass, field, replace
 
 from .actions import Event, SendControl
-from .address import InstanceId, eid_prefix
+from .address import eid_address, eid_prefix
 from .auth import notify_for_register, sign, verify
 from .common import Core, reply_rloc, requested_prefix, unwrap_request
 from .ipudp import IpUdp
@@ -85,10 +85,6 @@ class PendingNotify:
     key: object
     retries_left: int
     next_time: float
-
-
-def _eid_address(iid, ip):
-    return InstanceId(iid, ip) if iid else ip
 
 
 class MapServer(Core):
@@ -299,7 +295,7 @@ class MapServer(Core):
                                                "to": str(etr)}))
 
     def _negative(self, request, iid, prefix, ttl, itr, out, why):
-        rec = EidRecord(_eid_address(iid, prefix.network_address), prefix.prefixlen, [],
+        rec = EidRecord(eid_address(iid, prefix.network_address), prefix.prefixlen, [],
                         ttl=ttl, action=ACT_NATIVELY_FORWARD, authoritative=True)
         self.counters["negative_reply_sent"] += 1
         out.append(SendControl(itr, MapReply(request.nonce, [rec])))
@@ -383,7 +379,7 @@ class MapResolver(Core):
         if route is None:
             space = [p for i, p in self.space if i == iid]
             hole = largest_hole(space, prefix.network_address)
-            rec = EidRecord(_eid_address(iid, hole.network_address), hole.prefixlen, [],
+            rec = EidRecord(eid_address(iid, hole.network_address), hole.prefixlen, [],
                             ttl=self.negative_ttl, action=ACT_NATIVELY_FORWARD)
             itr = reply_rloc(request)
             self.counters["negative_reply_sent"] += 1
