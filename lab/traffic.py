@@ -68,6 +68,8 @@ import sys
 import time
 from pathlib import Path
 
+from nodes.lisp.ipudp import internet_checksum
+
 __all__ = ["PROBE_MAGIC", "PROBE_SIZE", "PROBE_PORT", "TCP_PORT", "TCP_MAGIC", "make_probe",
            "parse_probe", "make_chunk", "seq_ranges", "arp_announcement", "neighbour_advert",
            "main"]
@@ -145,16 +147,6 @@ def seq_ranges(flags, upto, limit=None):
     return ranges
 
 
-def _checksum(data):
-    """The Internet checksum (RFC 1071) of `data`."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def arp_announcement(mac, ip, op):
     """A broadcast gratuitous ARP frame for `ip` (sender IP = target IP) from `mac`: the
     request form (op 1, target MAC zero, RFC 5227) or the reply form (op 2, target MAC =
@@ -174,7 +166,7 @@ def neighbour_advert(mac, ip6):
     dst = socket.inet_pton(socket.AF_INET6, "ff02::1")
     body = struct.pack("!BBHI16sBB6s", 136, 0, 0, 0x20000000, src, 2, 1, mac)
     pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
-    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    body = body[:2] + struct.pack("!H", internet_checksum(pseudo + body)) + body[4:]
     ip_header = struct.pack("!IHBB16s16s", 6 << 28, len(body), 58, 255, src, dst)
     return b"\x33\x33\x00\x00\x00\x01" + mac + struct.pack("!H", ETH_P_IPV6) + ip_header + body
 

@@ -26,6 +26,8 @@ words equals the number's value modulo 0xFFFF, which Python's integers compute q
 """
 import struct
 
+from .lisp.ipudp import internet_checksum
+
 try:
     import numpy as _np
 except ImportError:                # pragma: no cover (matplotlib depends on numpy)
@@ -52,12 +54,6 @@ def fold(total):
     (0xFFFF stands for a non-zero sum congruent to 0)."""
     s = total % 0xFFFF
     return s if s or not total else 0xFFFF
-
-
-def checksum(*parts, initial=0):
-    """The Internet checksum of the concatenation of `parts` (every part but the last of
-    even length), plus `initial` (a pseudo-header sum)."""
-    return ~fold(initial + sum(_words(p) for p in parts)) & 0xFFFF
 
 
 def pseudo_sum(pkt, proto, length):
@@ -230,7 +226,7 @@ class Coalescer:
         if pending:
             # Does it follow the run? Same invariant headers, not longer than the first,
             # the next IPv4 ID, and for TCP the next sequence number and flags ACK[/PSH].
-            hl, n = self.hl, len(pkt) - self.hl
+            n = len(pkt) - self.hl
             if 0 < n <= self.mss and self.shape.unpack_from(pkt) == self.key and (
                     not self.v4 or _ID.unpack_from(pkt, 4)[0]
                     == (self.id0 + len(pending)) & 0xFFFF) and (
@@ -296,7 +292,7 @@ class Coalescer:
         if self.v4:
             struct.pack_into("!H", ip, 2, ihl + l4_len)
             ip[10:12] = b"\0\0"
-            struct.pack_into("!H", ip, 10, checksum(ip))
+            struct.pack_into("!H", ip, 10, internet_checksum(ip))
         else:
             struct.pack_into("!H", ip, 4, l4_len)
         # NEEDS_CSUM: the checksum field holds the pseudo-header sum (with the whole
