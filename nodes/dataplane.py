@@ -70,18 +70,24 @@ def _fast_key(pkt):
     return None
 
 
-def open_tun(name, offload=True):
-    """Open (create) TUN device `name` without packet information; returns the fd.
+def ttl_and_tos(pkt):
+    """(TTL or hop limit, DSCP/ECN byte) of an inner IPv4/IPv6 packet: what the outer
+    header copies (RFC 9300 5.3)."""
+    if pkt[0] >> 4 == 4:
+        return pkt[8], pkt[1]
+    return pkt[7], ((pkt[0] & 0x0F) << 4) | (pkt[1] >> 4)
 
-    With `offload`, every packet read or written starts with a virtio-net header and the
-    TUN takes checksum and TCP segmentation offloads: the kernel hands over TCP super-packets
-    (see nodes/offload.py). Without, plain IP packets."""
+
+def open_tun(name):
+    """Open (create) TUN device `name` without packet information and with offloads;
+    returns the fd. Every packet read or written starts with a virtio-net header, and the
+    TUN takes checksum and TCP segmentation offloads: the kernel hands over TCP
+    super-packets (see nodes/offload.py)."""
     fd = os.open("/dev/net/tun", os.O_RDWR)
-    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if offload else 0)
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
-        if offload:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(),
+                                                IFF_TUN | IFF_NO_PI | IFF_VNET_HDR))
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
     except OSError:
         os.close(fd)
         raise
@@ -305,8 +311,7 @@ class DataPlane:
         try:
             entry = self._gso_socket(sport)
             s = entry[0]
-            ttl, tos = (first[8], first[1]) if first[0] >> 4 == 4 else \
-                (first[7], ((first[0] & 0x0F) << 4) | (first[1] >> 4))
+            ttl, tos = ttl_and_tos(first)
             if entry[1] != ttl:                  # outer TTL and DSCP/ECN from the inner
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
                 entry[1] = ttl
@@ -403,7 +408,7 @@ class DataPlane:
             self._flush_batch()                  # keep the order of what we send
         verb, rloc, sport, nonce, version, _reason, _batchable = entry
         if verb == "encap":
-            self.send_encapsulated(pkt, rloc, sport, nonce, version)
+            self.send_encapsulated(pkt, rloc, sport, nonce)
         elif verb == "native":
             self.send_native(pkt, version)
         # else: a drop the core decided, and counted under its own name
@@ -414,18 +419,15 @@ class DataPlane:
         GSO send. The batch is sent as soon as the TUN has nothing more to read, so a
         lone packet waits for nothing."""
         batch, self._batch = self._batch, []
-        _verb, rloc, sport, nonce, version, _reason, _b = self._batch_entry
+        _verb, rloc, sport, nonce, _version, _reason, _b = self._batch_entry
         sent = self.send_gso([(p, b"") for p in batch], rloc, sport, nonce, batch[0]) \
             if len(batch) > 1 and self._gso_ok else 0
         for p in batch[sent:]:
-            self.send_encapsulated(memoryview(p), rloc, sport, nonce, version)
+            self.send_encapsulated(memoryview(p), rloc, sport, nonce)
 
-    def send_encapsulated(self, pkt, rloc, sport, nonce, version):
+    def send_encapsulated(self, pkt, rloc, sport, nonce):
         n = len(pkt)
-        if version == 4:
-            ttl, tos = pkt[8], pkt[1]
-        else:
-            ttl, tos = pkt[7], ((pkt[0] & 0x0F) << 4) | (pkt[1] >> 4)
+        ttl, tos = ttl_and_tos(pkt)
         try:
             if rloc.version == 4:
                 total = 36 + n
@@ -531,23 +533,17 @@ class DataPlane:
             self.counters["drop_wrong_instance_id"] += 1
             return
         inner = view[i:end]
-        first = buf[i]
-        if first == 0x45:
+        v = buf[i] >> 4
+        if v == 4:
             if outer_ttl < buf[i + 8]:
                 set_ipv4_ttl(buf, outer_ttl, i)
-            # Fast path: the flow key of an unfragmented TCP/UDP packet without options.
-            key = _KEY.unpack_from(buf, i + 9) if buf[i + 9] in (6, 17) \
-                and not (buf[i + 6] & 0x3F or buf[i + 7]) else None
-        elif first >> 4 == 4 or (first >> 4 == 6 and end - i >= 40):
-            if first >> 4 == 4:
-                if outer_ttl < buf[i + 8]:
-                    set_ipv4_ttl(buf, outer_ttl, i)
-            elif outer_ttl < buf[i + 7]:
+        elif v == 6 and end - i >= 40:
+            if outer_ttl < buf[i + 7]:
                 buf[i + 7] = outer_ttl
-            key = None
         else:
             self.counters["malformed_data"] += 1
             return
+        key = _fast_key(inner)
         if self._flows_gen != self.generation:
             self._check_generation()
         d = self._dflows.get(key) if key is not None else None
@@ -570,5 +566,5 @@ class DataPlane:
             self.counters["packets_decapsulated"] += 1
             if h is None:       # (re-encapsulation is never cached, so h is known here)
                 h = flow_of(inner)[4]
-            self.send_encapsulated(inner, d.rloc, outer_sport(h), self.nonce, first >> 4)
+            self.send_encapsulated(inner, d.rloc, outer_sport(h), self.nonce)
         # else: a drop the core decided, and counted under its own name

@@ -3,7 +3,6 @@ without a TUN or sockets: packets of several flows, interleaved as they come out
 must each leave exactly once, in their order, with the right outer port, whether alone
 (raw socket) or in a UDP GSO batch."""
 import ipaddress
-import os
 import threading
 from collections import Counter
 
