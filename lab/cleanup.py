@@ -457,7 +457,7 @@ def remove_ebtables_rules(names):
     `names` (`-i`/`-o`/`--logical-in`/`--logical-out`): the rules a run put on its bridges'
     ports (the DCI's FHRP isolation). Such a rule outlives the interface and would apply to
     the next interface of that name. Returns [(table, chain, rule)] deleted."""
-    deleted = []
+    deleted, names = [], set(names)
     if not names or not shutil.which("ebtables"):
         return deleted
     for table in ("filter", "nat"):
@@ -473,7 +473,7 @@ def remove_ebtables_rules(names):
                 continue
             ifaces = {words[k + 1] for k, w in enumerate(words[:-1])
                       if w in ("-i", "-o", "--logical-in", "--logical-out")}
-            if ifaces & set(names):
+            if ifaces & names:
                 r = subprocess.run(["ebtables", "-t", table, "-D", chain, *words],
                                    capture_output=True, text=True)
                 if r.returncode == 0:

@@ -112,6 +112,17 @@ def peer_intf(intf):
     return link.intf2 if link.intf1 is intf else link.intf1
 
 
+def offloads_off(intf):
+    """Turn checksum and segmentation offloads off at both ends of `intf`'s link (ethtool
+    -K); returns the problems, one line per end that refused (empty when all went well)."""
+    problems = []
+    for end in (intf, peer_intf(intf)):
+        out, err, code = end.node.pexec("ethtool", "-K", end.name, *OFFLOADS_OFF)
+        if code != 0:
+            problems.append(f"{end.node.name}:{end.name}: {(err or out).strip()}")
+    return problems
+
+
 class RelayHost(Host):
     """A Mininet host that only carries a relay between its two interfaces: no IPv4
     address, IPv6 off, nothing sent of its own. Parameters (from delayed_link or
@@ -146,10 +157,7 @@ class RelayHost(Host):
         problems = []
         for intf in self.relay_intfs():
             self.cmd(f"ip link set dev {intf.name} mtu {RELAY_MTU}")
-            for end in (intf, peer_intf(intf)):
-                out, err, code = end.node.pexec("ethtool", "-K", end.name, *OFFLOADS_OFF)
-                if code != 0:
-                    problems.append(f"{end.node.name}:{end.name}: {(err or out).strip()}")
+            problems += offloads_off(intf)
         if problems:
             raise RuntimeError("could not turn offloads off for the relay "
                                f"{self.name}: {'; '.join(problems)}")

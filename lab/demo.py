@@ -45,14 +45,11 @@ def wire_sized(net, endpoints):
     that tcpdump sees what a wire carries: with them on, a veth hands over TCP and UDP
     super-packets of up to 64 KiB (one "packet" for 45) and unfinished checksums, and the
     counts of the analysis would be wrong. (Relayed links have them off already.)"""
-    from lab.delay import OFFLOADS_OFF, peer_intf
-    for node, name in endpoints:
-        intf = net[node].intf(name)
-        for end in (intf, peer_intf(intf)):
-            out, err, code = end.node.pexec("ethtool", "-K", end.name, *OFFLOADS_OFF)
-            if code != 0:
-                raise RuntimeError(f"{end.node.name}:{end.name}: cannot turn offloads off "
-                                   f"for a wire-true capture: {(err or out).strip()}")
+    from lab.delay import offloads_off
+    problems = [p for node, name in endpoints for p in offloads_off(net[node].intf(name))]
+    if problems:
+        raise RuntimeError("cannot turn offloads off for wire-true captures: "
+                           + "; ".join(problems))
 
 
 def _answers(sock_dir, node):

@@ -43,9 +43,9 @@ def node_dir(lab, node):
 
 
 def _argv(lab, node, daemon):
-    d = node_dir(lab, node)
+    d, user = node_dir(lab, node), _user()[0]
     return [FRR_BIN / daemon, "-f", d / f"{daemon}.conf", "-i", d / f"{daemon}.pid",
-            "--vty_socket", d, "-z", d / "zserv.api", "-u", _user()[0], "-g", _user()[0],
+            "--vty_socket", d, "-z", d / "zserv.api", "-u", user, "-g", user,
             "-P", "0", "--log", "stdout"]
 
 
