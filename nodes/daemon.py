@@ -657,6 +657,8 @@ class Daemon:
         c.update(self.io_counters)
         if self.dataplane is not None:
             c.update(self.dataplane.counters)
+        # per-datagram events the bounded event log did not write (nodes/eventlog.py)
+        c["event_log_not_logged"] = self.log.not_logged_total
         return dict(sorted(c.items()))
 
     def handle_request(self, request):
