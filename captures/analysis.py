@@ -70,7 +70,7 @@ RESULT_KEYS = {
     "dci_packets_after_move": "client->VM probe and TCP frames on the DCI from move_time on",
     "dci_bytes_after_move": "their bytes (Ethernet frame lengths as recorded in the pcap)",
     "convergence_ms": "move_time -> the first probe seen on the VM's new access link "
-                      "(role vm-dc2) that did not cross the DCI; null if never",
+                      "(role vm-target) that did not cross the DCI; null if never",
     "probes_sent": "distinct probes seen on the client link",
     "probes_lost": "probes sent whose echo never came back to the client link",
     "rtt_ms": "[t_s, rtt_ms] per answered probe, from its probe and echo on the client link",
@@ -400,7 +400,7 @@ def _pick(links, role, fallback_name=None):
 
 
 # Tie-break of two links that saw the same probe at the same microsecond.
-_ROLE_RANK = {"client": 0, "vm-dc1": 2, "dci": 3, "vm-dc2": 4}
+_ROLE_RANK = {"client": 0, "vm-origin": 2, "dci": 3, "vm-target": 4}
 
 
 # --------------------------------------------------------------------------------------
@@ -435,10 +435,10 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
     by_name = {c.name: c for c in caps}
     client_name = _pick(links, "client", "client-access") or (names[0] if names else None)
     dci_name = _pick(links, "dci", "dci")
-    dc2_name = _pick(links, "vm-dc2")
+    target_name = _pick(links, "vm-target")
     client = by_name.get(client_name)
     dci = by_name.get(dci_name)
-    dc2 = by_name.get(dc2_name)
+    target = by_name.get(target_name)
     warnings = [f"{c.name}: {c.error}" for c in caps if c.error]
     # A DCI listed in links.json whose capture cannot be read: the DCI counts and the
     # convergence (which excludes probes that crossed the DCI) cannot be measured.
@@ -465,9 +465,9 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
 
     # Convergence: the first probe on the new access link that did not cross the DCI.
     convergence_ms = None
-    if dc2 is not None and not dci_unknown:
+    if target is not None and not dci_unknown:
         crossed = dci.probe_first if dci is not None else {}
-        arrivals = [ts for key, ts in dc2.probe_first.items()
+        arrivals = [ts for key, ts in target.probe_first.items()
                     if ts >= move and key not in crossed]
         if arrivals:
             convergence_ms = round((min(arrivals) - move) * 1000.0, 3)
@@ -483,9 +483,11 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
     elif move_done is not None and move_done > move:
         settle = move_done
     before, after, after_move = Counter(), Counter(), Counter()
+    per_probe = []
     for key, ts in sent.items():
         hops = sorted((d[key], r, name) for name, r, d in seen_on if key in d)
         path = tuple(h[2] for h in hops)
+        per_probe.append((ts, path))
         if ts < move:
             before[path] += 1
         else:
@@ -597,15 +599,46 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
         "client": meta.get("client"),
         "vm": meta["vm"],
         "delay_emulation": meta.get("delay_emulation"),
-        "link_roles": {"client": client_name, "dci": dci_name, "vm-dc1": _pick(links, "vm-dc1"),
-                       "vm-dc2": dc2_name},
+        "link_roles": {"client": client_name, "dci": dci_name,
+                       "vm-origin": _pick(links, "vm-origin"), "vm-target": target_name},
         "warnings": warnings,
+        "checks": list(meta.get("checks") or []) + [
+            _deferred_check(d, per_probe, convergence_ms, meta.get("client"), meta["vm"])
+            for d in meta.get("deferred_checks") or []],
         "links": {c.name: {"role": c.role, "pcap": c.present, "error": c.error,
                            "frames": c.frames, "client_to_vm_frames": len(c.out_ts),
                            "lisp_encapsulated": c.encapsulated,
                            "control_messages": len(c.control)} for c in caps},
     }
     return result
+
+
+def _deferred_check(check, per_probe, convergence_ms, client, vm):
+    """A scenario's path or convergence check, from the captures: the most common path of
+    the probes sent in the `window` seconds before the check's time, or the convergence."""
+    out = {"step": check["step"], "at": check["at"], "file": check["file"],
+           "line": check["line"]}
+    if check["check"] == "convergence":
+        ok = convergence_ms is not None and convergence_ms < check["below_ms"]
+        out.update(ok=ok, detail=f"convergence {convergence_ms} ms (bound "
+                                 f"{check['below_ms']:g} ms)")
+        return out
+    if (check["from"], check["to"]) != (client, vm):
+        out.update(ok=False, detail=f"no probe flow from {check['from']} to {check['to']} "
+                                    f"(the analysed flow is {client} to {vm})")
+        return out
+    t1 = check["time"]
+    paths = Counter(p for ts, p in per_probe if t1 - check["window"] <= ts < t1)
+    if not paths:
+        out.update(ok=False, detail=f"no probe captured in the {check['window']:g} s before "
+                                    f"t={check['at']:g} s")
+        return out
+    path, n = paths.most_common(1)[0]
+    ok = list(path) == check["expect"]
+    out.update(ok=ok, detail=(f"{n} of {sum(paths.values())} probes crossed "
+                              f"{' > '.join(path)}" + ("" if ok else
+                                                       f"; expected {' > '.join(check['expect'])}")))
+    return out
 
 
 def _usable(cap: LinkCapture) -> bool:

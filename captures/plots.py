@@ -15,8 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 # The links of the story, drawn as lines: role -> (colour, line style).
-_ROLE_STYLE = {"client": ("0.4", ":"), "vm-dc1": ("tab:blue", "-"), "dci": ("tab:orange", "-"),
-               "vm-dc2": ("tab:green", "-")}
+_ROLE_STYLE = {"client": ("0.4", ":"), "vm-origin": ("tab:blue", "-"), "dci": ("tab:orange", "-"),
+               "vm-target": ("tab:green", "-")}
 
 
 def _save(fig: Figure, path: Path) -> Path:

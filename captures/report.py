@@ -275,7 +275,7 @@ class _LispProbes(FrameParser):
 
 def first_lisp_probe_time(mode_dir) -> float | None:
     """Capture time (unix s) of the first probe delivered to the VM through LISP: the first
-    client->VM probe captured on one of the VM's access links (roles vm-dc1, vm-dc2) that
+    client->VM probe captured on one of the VM's access links (roles vm-origin, vm-target) that
     was also captured LISP-encapsulated on a core link. None if there is none."""
     mode_dir = Path(mode_dir)
     meta = load_links(mode_dir)
@@ -288,7 +288,7 @@ def first_lisp_probe_time(mode_dir) -> float | None:
     for link in meta["links"]:
         if link.get("role") == "core":
             tunnelled |= probes(link, _LispProbes(meta.get("client"), meta["vm"])).keys()
-    arrivals = [ts for link in meta["links"] if link.get("role") in ("vm-dc1", "vm-dc2")
+    arrivals = [ts for link in meta["links"] if link.get("role") in ("vm-origin", "vm-target")
                 for key, ts in probes(link, FrameParser(meta.get("client"), meta["vm"])).items()
                 if key in tunnelled]
     return min(arrivals, default=None)

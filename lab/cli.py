@@ -1,4 +1,4 @@
-"""`lisp-lab`: the lab's command line. Subcommands arrive with the issues that need them."""
+"""`lisp-lab`: the lab's command line (run, cli, validate, list, demo, show, clean)."""
 import argparse
 import sys
 
@@ -20,6 +20,19 @@ def build_parser():
                        help="also run `mn -c` (touches every Mininet-looking interface)")
     clean.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_show_parser(sub)
+    run = sub.add_parser("run", help="play a scenario file: build its network, play its "
+                                     "timeline, capture, check, report (needs root)")
+    run.add_argument("file", metavar="FILE", help="a lab or scenario file (YAML)")
+    run.add_argument("--run-id", help="name of the run directory under captures/")
+    run.add_argument("--cold", type=float, default=0.0, metavar="SECONDS",
+                     help="make every move of the timeline a cold move of this many seconds")
+    validate = sub.add_parser("validate", help="check a lab or scenario file (no root needed)")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    sub.add_parser("list", help="the shipped labs and scenarios, one line each")
+    cli = sub.add_parser("cli", help="build a lab's network and open Mininet's CLI with LISP "
+                                     "commands (needs root)")
+    cli.add_argument("file", metavar="FILE", help="a lab or scenario file (YAML)")
+    cli.add_argument("--run-id", help="name of the run directory under captures/")
     demo = sub.add_parser("demo", help="play the VM move in every mode, capture, measure, "
                                        "report (needs root)")
     demo.add_argument("--modes", default=",".join(_modes()),
@@ -32,8 +45,91 @@ def build_parser():
 
 
 def _modes():
-    from topologies.dc import MODES
+    from lab.demo import MODES
     return MODES
+
+
+def _load(path, command):
+    """The model of a lab file, or None after printing its one-line problem."""
+    from topologies.model import LabFileError, load
+    try:
+        return load(path)
+    except LabFileError as e:
+        print(f"lisp-lab {command}: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_validate(args):
+    bad = 0
+    for f in args.files:
+        model = _load(f, "validate")
+        if model is None:
+            bad += 1
+            continue
+        print(f"{f}: ok ({model.name}: {len(model.node_names())} nodes, {len(model.links)} "
+              f"links, {len(model.sites)} sites, {len(model.timeline)} steps)")
+    return 1 if bad else 0
+
+
+def cmd_list(args):
+    from topologies.model import LabFileError, lab_files
+    rows = []
+    for path, model in lab_files():
+        if isinstance(model, LabFileError):
+            rows.append((path.name, "INVALID", str(model)))
+        else:
+            kind = "scenario" if model.timeline else "lab"
+            rows.append((path.name, kind, model.description or model.name))
+    w = max(len(r[0]) for r in rows)
+    for name, kind, text in rows:
+        print(f"{name.ljust(w)}  {kind:<8}  {text}")
+    return 0
+
+
+def _root(command):
+    import os
+    if os.geteuid() != 0:
+        print(f"lisp-lab {command}: needs root (it builds network namespaces): "
+              f"sudo .venv/bin/lisp-lab {command} ...", file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_run(args):
+    model = _load(args.file, "run")
+    if model is None:
+        return 2
+    if not model.timeline:
+        print(f"lisp-lab run: {args.file} has no timeline: nothing to play (try `lisp-lab cli "
+              f"{args.file}`, or a scenario that extends it)", file=sys.stderr)
+        return 2
+    if not _root("run"):
+        return 1
+    import json
+    import time
+
+    from captures.report import summary_table, write_report
+    from lab.demo import CAPTURES_DIR, Progress, run_scenario
+    run_dir = CAPTURES_DIR / (args.run_id or time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        result = run_scenario(args.file, run_dir, Progress(), cold_s=max(args.cold, 0.0))
+    except KeyboardInterrupt:
+        print("lisp-lab run: interrupted; everything it started has been removed",
+              file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        print(f"lisp-lab run: {e}", file=sys.stderr)
+        return 1
+    paths = write_report(run_dir, {model.name: result}, result.get("delay_emulation"))
+    print()
+    print(summary_table({model.name: result}))
+    failed = [c for c in result["checks"] if not c["ok"]]
+    print(f"\nchecks: {len(result['checks']) - len(failed)} of {len(result['checks'])} passed")
+    for c in failed:
+        print(f"  FAILED {c['file']}:{c['line']}: {c['step']}: {c['detail']}")
+    print(f"\nreport: {paths[0]}\ndata:   {paths[1]}\nplots:  {run_dir}/*.png")
+    json.loads(paths[1].read_text())          # the report is strict JSON
+    return 1 if failed else 0
 
 
 def cmd_demo(args):
@@ -81,6 +177,18 @@ def main(argv=None):
         return cmd_show(args)
     if args.command == "demo":
         return cmd_demo(args)
+    if args.command == "validate":
+        return cmd_validate(args)
+    if args.command == "list":
+        return cmd_list(args)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "cli":
+        from lab.shell import main as cli_main
+        model = _load(args.file, "cli")
+        if model is None:
+            return 2
+        return cli_main(model, args) if _root("cli") else 1
     return 0
 
 

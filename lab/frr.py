@@ -1,9 +1,9 @@
-"""FRR (zebra, staticd, ospfd) in the lab's namespaces: the real routing of host-route mode.
+"""FRR (zebra, staticd, ospfd) in the lab's namespaces: real OSPF for labs with `routing: ospf`.
 
     from lab import frr
-    frr.start(lab, D.frr_configs(), log_dir)        # every node's daemons, in its namespace
-    frr.wait_for_routes(lab, D.OSPF_NODES, D.ospf_prefixes())
-    frr.vtysh(lab, "xtr2", "configure terminal", "ip route 10.10.0.5/32 xtr2-lan")
+    frr.start(lab, model.frr_configs(), log_dir)    # every node's daemons, in its namespace
+    frr.wait_for_routes(lab, model.ospf_nodes(), model.ospf_prefixes())
+    frr.inject(lab, "xtr2", "10.10.0.5/32", "xtr2-lan", model.routers)
 
 Each node's daemons get a directory of their own, <run dir>/frr/<node>/ (lab.run_dir): the
 config files, the pid files, the vty sockets and zebra's socket (zserv.api), all passed on the
@@ -141,38 +141,29 @@ def wait_for_routes(lab, nodes, prefixes, timeout=START_TIMEOUT):
                        f"frr-<node>-ospfd.log)")
 
 
-# --- the host-route mode of topologies/dc.py ----------------------------------------------------
+# --- route health injection ------------------------------------------------------------
 
-def start_core_ospf(lab, log_dir=None, timeout=START_TIMEOUT):
-    """Start OSPF on the core and the sites' gateways of topologies/dc.py (host-route mode)
-    and wait until every node routes every announced prefix."""
-    from topologies import dc as D
-    procs = start(lab, D.frr_configs(), log_dir, timeout)
-    wait_for_routes(lab, D.OSPF_NODES, D.ospf_prefixes(), timeout)
-    return procs
+def inject(lab, node, prefix, lan, routers, timeout=5.0):
+    """Route health injection: `node` adds a static route for `prefix` toward its `lan`
+    interface through vtysh; ospfd redistributes it. Waits until it is an OSPF route on
+    every router of `routers` (the first of them is the one watched closely).
 
-
-def inject_host_route(lab, timeout=5.0):
-    """Route health injection after the move: DC2's gateway adds the VM's host route, OSPF
-    carries it into the core. Waits until it is an OSPF route on every core router.
-
-    Returns what changed: {"prefix", "node", "before" and "after" (r1's `ip route`),
-    "injected_at" and "configured_at" (unix times: vtysh started, vtysh done; vtysh itself
-    takes about 0.1 s to start), "on_r1_at" (first poll that saw it on r1 as an OSPF route),
-    "on_all_at" (the same on r1, r2 and r3)}."""
-    from topologies import dc as D
-    node, commands = D.host_route_injection()
-    before = routes(lab, "r1")
+    Returns what changed: {"prefix", "node", "before" and "after" (the first router's
+    `ip route`), "injected_at" and "configured_at" (unix times: vtysh started, vtysh done;
+    vtysh itself takes about 0.1 s to start), "on_r1_at" (first poll that saw it on the
+    first router as an OSPF route), "on_all_at" (the same on every router)}."""
+    first = routers[0]
+    before = routes(lab, first)
     injected_at = time.time()
-    vtysh(lab, node, *commands, daemon="staticd")
+    vtysh(lab, node, "configure terminal", f"ip route {prefix} {lan}", daemon="staticd")
     configured_at = time.time()
-    on_r1 = wait_for(lambda: D.HOST_ROUTE in ospf_routes(lab, "r1") and time.time(),
-                     timeout, 0.005)
-    on_all = wait_for(lambda: all(D.HOST_ROUTE in ospf_routes(lab, r) for r in D.ROUTERS)
+    on_first = wait_for(lambda: prefix in ospf_routes(lab, first) and time.time(),
+                        timeout, 0.005)
+    on_all = wait_for(lambda: all(prefix in ospf_routes(lab, r) for r in routers)
                       and time.time(), timeout, 0.02)
     if not on_all:
-        raise RuntimeError(f"the host route {D.HOST_ROUTE} injected on {node} did not reach "
+        raise RuntimeError(f"the host route {prefix} injected on {node} did not reach "
                            f"every core router as an OSPF route within {timeout} s")
-    return {"prefix": D.HOST_ROUTE, "node": node, "before": before, "after": routes(lab, "r1"),
-            "injected_at": injected_at, "configured_at": configured_at, "on_r1_at": on_r1,
-            "on_all_at": on_all}
+    return {"prefix": prefix, "node": node, "before": before, "after": routes(lab, first),
+            "injected_at": injected_at, "configured_at": configured_at,
+            "on_r1_at": on_first, "on_all_at": on_all}

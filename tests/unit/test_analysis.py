@@ -48,8 +48,8 @@ MAC_A, MAC_B = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
 LINKS = [("client-access", "client"), ("client-uplink", "core"), ("core-r1-r2", "core"),
          ("core-r1-r3", "core"), ("dc1-uplink", "core"), ("dc2-uplink", "core"),
-         ("msmr-link", "edge"), ("dci", "dci"), ("dc1-access", "vm-dc1"),
-         ("dc2-access", "vm-dc2")]
+         ("msmr-link", "edge"), ("dci", "dci"), ("dc1-access", "vm-origin"),
+         ("dc2-access", "vm-target")]
 TO_DC1 = ["client-access", "client-uplink", "core-r1-r2", "dc1-uplink", "dc1-access"]
 TO_DC2 = ["client-access", "client-uplink", "core-r1-r3", "dc2-uplink", "dc2-access"]
 TRIANGLE = TO_DC1 + ["dci", "dc2-access"]

@@ -1,0 +1,243 @@
+"""The Mininet backend: a lab model (topologies/model.py) applied to a running network.
+
+    with Network(model, out_dir) as net:        # built, addressed, routed, FHRP rules set
+        net.start_captures()
+        net.start_daemons()
+        net.move("vm", "dc2")
+        ...
+    # every namespace, link, process, capture and ebtables rule is gone here
+
+Nothing here knows about a particular lab: what differs between labs is in their files.
+The Lab (lab/emu.py) underneath guarantees the clean-up, also on Ctrl-C and after a crash
+(`lisp-lab clean`).
+"""
+import ipaddress
+import signal
+import sys
+import time
+from pathlib import Path
+
+from topologies.render import toml
+from topologies.topo import LabTopo
+
+from .emu import Lab, wait_for
+
+PY = sys.executable
+
+
+class Network:
+    """A model running in Mininet. `out_dir` receives configs, logs and captures."""
+
+    def __init__(self, model, out_dir, run_id=None, progress=None, delays=True):
+        self.model = model
+        self.out_dir = Path(out_dir)
+        self.run_id = run_id or f"lab-{model.name}-{int(time.time())}"
+        self.progress = progress or (lambda text: None)
+        self.delays = delays
+        self.lab = None
+        self.captures = {}                     # link name -> LabProcess (tcpdump)
+        self.daemons = {}                      # node -> LabProcess
+        self.daemon_paths = {}                 # node -> config path
+        self.where = {h.name: h.site for h in model.hosts.values()}   # host -> site now
+        self._rules = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.lab = Lab(LabTopo(lab=self.model, delays=self.delays), run_id=self.run_id)
+        self.lab.start()
+        try:
+            self.configure()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        for table, rule in self._rules:          # the bridges live in the root namespace
+            self.lab.run(None, ["ebtables", "-t", table, "-D", *rule.split()])
+        self._rules = []
+        if self.lab is not None:
+            self.lab.stop()
+
+    @property
+    def net(self):
+        return self.lab.net
+
+    @property
+    def run_dir(self):
+        return self.lab.run_dir
+
+    def sh(self, node, command):
+        """Run a shell command in `node` (Mininet's shell); raise naming it if it fails."""
+        out = self.net[node].cmd(command + " 2>&1; echo rc=$?")
+        if not out.strip().endswith("rc=0"):
+            raise RuntimeError(f"{node}: `{command}` failed: {out.strip()}")
+        return out
+
+    def configure(self):
+        m = self.model
+        for node, commands in m.node_commands().items():
+            for c in commands:
+                self.sh(node, c)
+        for table, rule in m.fhrp_isolation_rules():
+            r = self.lab.run(None, ["ebtables", "-t", table, "-A", *rule.split()])
+            if r.returncode != 0:
+                raise RuntimeError(f"ebtables -t {table} -A {rule}: {r.stderr.strip()}")
+            self._rules.append((table, rule))
+        if m.routing == "ospf":
+            from . import frr
+            frr.start(self.lab, m.frr_configs(), self.out_dir)
+            frr.wait_for_routes(self.lab, m.ospf_nodes(), m.ospf_prefixes())
+            self.progress("OSPF adjacencies up, routes in place")
+
+    # --- captures -----------------------------------------------------------------------
+
+    def start_captures(self, snaplen=200):
+        """tcpdump on every capture point of the model, with offloads off at both ends of
+        each captured link so that a capture sees what a wire carries (a veth hands over
+        super-packets of up to 64 KiB and unfinished checksums otherwise)."""
+        from .delay import offloads_off
+        points = self.model.captures()
+        problems = [p for node, intf in points.values()
+                    for p in offloads_off(self.net[node].intf(intf))]
+        if problems:
+            raise RuntimeError("cannot turn offloads off for wire-true captures: "
+                               + "; ".join(problems))
+        for name, (node, intf) in points.items():
+            self.captures[name] = self.lab.start_process(
+                node, ["tcpdump", "-n", "-U", "-s", str(snaplen), "-i", intf, "-w",
+                       self.out_dir / f"{name}.pcap"], self.out_dir / f"tcpdump-{name}.log",
+                name=f"tcpdump-{name}")
+        if not wait_for(lambda: all("listening on" in c.read_log()
+                                    for c in self.captures.values()), 5):
+            raise RuntimeError("tcpdump did not start on every link: see "
+                               f"{self.out_dir}/tcpdump-*.log")
+
+    def stop_captures(self):
+        for c in self.captures.values():
+            if c.alive:
+                c.stop(signal.SIGINT)          # tcpdump flushes its buffer on SIGINT
+
+    def capture_drops(self, name):
+        """Packets a link's tcpdump reported as dropped by the kernel (None: it did not say)."""
+        import re
+        c = self.captures.get(name)
+        found = re.search(r"(\d+) packets? dropped by kernel", c.read_log()) if c else None
+        return int(found.group(1)) if found else None
+
+    # --- LISP daemons -------------------------------------------------------------------
+
+    def start_daemons(self, timeout=15.0):
+        configs = self.model.daemon_configs(self.out_dir, self.run_dir)
+        for node, (_role, cfg) in configs.items():
+            path = self.out_dir / f"{node}.toml"
+            path.write_text(toml(cfg))
+            self.daemon_paths[node] = path
+            self.start_daemon(node)
+        if configs:
+            ok = wait_for(lambda: all(self.answers(n) for n in configs), timeout, 0.1)
+            self.progress(f"LISP daemons {'ready' if ok else 'NOT ready'}")
+            if not ok:
+                late = [n for n in configs if not self.answers(n)]
+                raise RuntimeError(f"LISP daemons did not answer within {timeout:g} s: "
+                                   f"{', '.join(late)} (logs in {self.out_dir})")
+
+    def start_daemon(self, node):
+        if node in self.daemons and self.daemons[node].alive:
+            raise RuntimeError(f"{node}: its daemon runs already")
+        self.daemons[node] = self.lab.start_process(
+            node, [PY, "-m", "nodes.daemon", self.daemon_paths[node]],
+            self.out_dir / f"{node}.log", name=f"lisp-{node}")
+
+    def stop_daemon(self, node, kill=False):
+        proc = self.daemons.get(node)
+        if proc is None or not proc.alive:
+            raise RuntimeError(f"{node}: no daemon runs there")
+        proc.stop(signal.SIGKILL if kill else signal.SIGTERM)
+
+    def socket(self, node):
+        return str(Path(self.run_dir) / f"{node}.sock")
+
+    def query(self, node, what, timeout=2.0):
+        from nodes.control import query
+        return query(self.socket(node), {"show": what}, timeout=timeout, node=node)["data"]
+
+    def answers(self, node):
+        from nodes.control import ControlError
+        try:
+            self.query(node, "config")
+            return True
+        except ControlError:
+            return False
+
+    # --- hosts and traffic --------------------------------------------------------------
+
+    def host_ip(self, host, version=4):
+        return self.model.hosts[host].ip(version)
+
+    def announce(self, host):
+        """As a hypervisor does after a migration: the VM's gratuitous ARP and unsolicited
+        neighbour advertisement."""
+        h = self.model.hosts[host]
+        argv = [PY, "-m", "lab.traffic", "announce", "--iface", h.intf(), "--ip", h.ip(4)]
+        if h.ip(6):
+            argv += ["--ip6", h.ip(6)]
+        self.lab.run(host, argv, timeout=10)
+
+    def gateway_ping(self, host):
+        """As a booting VM does: resolve and use its gateway."""
+        site = self.model.sites[self.where[host]]
+        gw = site.anycast[0] if site.anycast else str(
+            next(a.ip for a in site.lan if a.version == 4))
+        self.lab.run(host, ["ping", "-c", "1", "-W", "1", gw], timeout=5)
+
+    def ping(self, src, dst, timeout=1):
+        ip = self.host_ip(dst)
+        return self.lab.run(src, ["ping", "-c", "1", "-W", str(timeout), ip],
+                            timeout=timeout + 5).returncode == 0
+
+    # --- changes a timeline makes -------------------------------------------------------
+
+    def move(self, host, to_site, cold_s=0.0):
+        """Re-attach the VM's switch-side interface to `to_site`'s switch (a live move:
+        namespace, addresses and TCP state stay); a cold move takes the link down first."""
+        h = self.model.hosts[host]
+        port = f"{self.model.sites[h.site].switch}-{host}"
+        switch = self.model.sites[to_site].switch
+        if cold_s:
+            self.lab.run(None, ["ip", "link", "set", "dev", port, "down"], timeout=5)
+            time.sleep(cold_s)
+        r = self.lab.run(None, ["ip", "link", "set", "dev", port, "master", switch], timeout=5)
+        if r.returncode != 0:
+            raise RuntimeError(f"move {host} to {to_site}: {r.stderr.strip()}")
+        if cold_s:
+            self.lab.run(None, ["ip", "link", "set", "dev", port, "up"], timeout=5)
+        self.where[host] = to_site
+        self.announce(host)
+
+    def set_link(self, name, up):
+        """Both ends of a routed link (or the DCI's ports) up or down."""
+        state = "up" if up else "down"
+        if name == "dci":
+            for port in self.model.dci_ports():
+                self.lab.run(None, ["ip", "link", "set", "dev", port, state], timeout=5)
+            return
+        x = self.model.links[name]
+        for end in x.ends():
+            self.sh(end, f"ip link set dev {x.intf(end)} {state}")
+
+    def inject_host_route(self, host, timeout=5.0):
+        """Route health injection: the gateway of the site where `host` is now adds a static
+        host route toward its LAN (vtysh), OSPF carries it to every core router. Returns
+        what changed (see frr.inject)."""
+        from . import frr
+        site = self.model.sites[self.where[host]]
+        prefix = f"{ipaddress.ip_address(self.host_ip(host))}/32"
+        return frr.inject(self.lab, site.gateway, prefix, site.lan_intf(self.model),
+                          self.model.routers, timeout)

@@ -1,0 +1,287 @@
+"""Playing a scenario: a lab model's timeline on a running network, with its checks.
+
+    result = play(load("topologies/labs/demo-lisp-across-subnet.yaml"), out_dir, progress)
+
+Before the timeline's t=0 the network is made ready, the same way for every lab: captures
+on every capture point, the LISP daemons (labs with LISP), an echo server on every host
+traffic goes to, each VM announces itself and uses its gateway (as a booting VM does), the
+VMs' registrations (with LISP), and a first answer from each traffic destination. Then the
+steps run at their times (a step that takes time, such as a cold move, delays the later
+ones). Live checks (reachable, registered, map_cache, counter) retry for `window` seconds
+(default 3) and fail with one line; path and convergence checks are read from the captures
+after the run. The result is the links.json the analysis reads, with the checks' results.
+"""
+import ipaddress
+import json
+import time
+
+from .backend import PY, Network
+from .emu import wait_for
+
+WINDOW_S = 3.0
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def _check_line(step, ok, detail):
+    return {"step": step.describe(), "at": step.at, "file": step.where[0],
+            "line": step.where[1], "ok": ok, "detail": detail}
+
+
+def _eid(model, host):
+    ip = ipaddress.ip_address(model.hosts[host].ip(4))
+    return ip, f"{ip}/32"
+
+
+def live_check(net, step):
+    """(ok, detail) of a check that asks the running network."""
+    a, model = step.args, net.model
+    window = float(a.get("window", WINDOW_S))
+    c = a["check"]
+    if c in ("reachable", "unreachable"):
+        want = c == "reachable"
+        got = wait_for(lambda: net.ping(a["from"], a["to"]) == want, window, 0.1)
+        return bool(got), (f"{a['from']} {'reaches' if want else 'does not reach'} {a['to']}"
+                           if got else f"{a['from']} {'cannot reach' if want else 'reaches'} "
+                                       f"{a['to']} ({net.host_ip(a['to'])}) within {window:g} s")
+    if c == "registered":
+        ip, eid = _eid(model, a["eid"])
+        by = model.rloc(a["by"]) if "by" in a else None
+        seen = {}
+
+        def registered():
+            for m in model.map_servers:
+                try:
+                    rows = net.query(m, "registrations")
+                except Exception as e:              # noqa: BLE001 (a dead node: retry)
+                    seen["error"] = str(e)
+                    continue
+                for r in rows:
+                    if r["eid"] == eid:
+                        rlocs = [x["address"] for g in r["registrants"] for x in g["rlocs"]]
+                        seen["rlocs"] = rlocs
+                        if by is None or by in rlocs:
+                            return True
+            return False
+
+        ok = wait_for(registered, window, 0.1)
+        return bool(ok), (f"{eid} registered" + (f" by {a['by']}" if by else "") if ok else
+                          f"{eid} not registered" + (f" by {a['by']} ({by})" if by else "")
+                          + f" within {window:g} s; seen: {seen or 'nothing'}")
+    if c == "map_cache":
+        ip, _ = _eid(model, a["eid"])
+        want = model.rloc(a["rloc"]) if "rloc" in a else None
+        seen = {}
+
+        def cached():
+            try:
+                rows = net.query(a["node"], "map-cache")
+            except Exception as e:                  # noqa: BLE001
+                seen["error"] = str(e)
+                return False
+            for r in rows:
+                if not r["negative"] and ip in ipaddress.ip_network(r["eid"]):
+                    rlocs = [x["address"] for x in r["rlocs"]]
+                    seen[r["eid"]] = rlocs
+                    if want is None or (rlocs and rlocs[0] == want) or want in rlocs[:1]:
+                        return True
+            return False
+
+        ok = wait_for(cached, window, 0.1)
+        return bool(ok), (f"{a['node']} maps {ip}" + (f" to {a['rloc']}" if want else "")
+                          if ok else f"{a['node']}'s map-cache has no entry for {ip}"
+                          + (f" toward {a['rloc']} ({want})" if want else "")
+                          + f" within {window:g} s; seen: {seen or 'nothing'}")
+    if c == "counter":
+        counters = net.query(a["node"], "counters")
+        value = counters.get(a["name"], 0)
+        lo, hi = a.get("min"), a.get("max")
+        ok = (lo is None or value >= lo) and (hi is None or value <= hi)
+        return ok, f"{a['node']} {a['name']} = {value} (wanted {lo}..{hi})"
+    raise ValueError(c)
+
+
+def _run_step(net, step, state):
+    a, model = step.args, net.model
+    kind = step.kind
+    if kind == "traffic":
+        t = a["traffic"]
+        name = a.get("name") or f"{t}-{a['from']}-{a['to']}"
+        dst, duration = net.host_ip(a["to"]), str(a.get("duration", 10))
+        out = net.out_dir / f"{name}.json"
+        if t == "probes":
+            argv = [PY, "-m", "lab.traffic", "probe", "--dst", dst, "--rate",
+                    str(a.get("rate", 100)), "--duration", duration, "--out", out]
+        elif t == "tcp":
+            argv = [PY, "-m", "lab.traffic", "tcp", "--dst", dst, "--duration", duration,
+                    "--out", out]
+        else:
+            argv = ["iperf3", "-c", dst, "-t", duration, "-J", "--logfile", out] + (
+                ["-b", str(a["bandwidth"])] if "bandwidth" in a else [])
+        state["traffic"].append(net.lab.start_process(a["from"], argv,
+                                                      net.out_dir / f"{name}.log", name=name))
+        if t == "probes" and state.get("probe") is None:
+            state["probe"] = (a["from"], a["to"])
+    elif kind == "move":
+        cold = float(state.get("cold_override", a.get("cold", 0)) or 0)
+        net.progress(f"moving {a['move']} to {a['to']}" + (f" (cold, {cold:g} s down)"
+                                                            if cold else ""))
+        t0 = time.time()
+        net.move(a["move"], a["to"], cold)
+        state["moves"].append({"host": a["move"], "to": a["to"], "time": t0,
+                               "done": time.time(), "cold_s": cold})
+    elif kind == "host_route":
+        routes = net.inject_host_route(a["host_route"])
+        move_t = state["moves"][-1]["time"] if state["moves"] else routes["injected_at"]
+        routes["on_r1_ms"] = round((routes["on_r1_at"] - move_t) * 1000.0, 1)
+        state["host_routes"].append(routes)
+        net.progress(f"host route {routes['prefix']} on {model.routers[0]} (OSPF) "
+                     f"{routes['on_r1_ms']} ms after the move")
+    elif kind == "link":
+        net.set_link(a["link"], a["state"] == "up")
+    elif kind == "daemon":
+        if a["action"] == "start":
+            net.start_daemon(a["daemon"])
+        else:
+            net.stop_daemon(a["daemon"], kill=a["action"] == "kill")
+    elif kind == "capture":
+        (net.start_captures if a["capture"] == "start" else net.stop_captures)()
+    elif kind == "check":
+        if a["check"] in ("path", "convergence"):    # read from the captures afterwards
+            state["deferred"].append((step, time.time()))
+        else:
+            ok, detail = live_check(net, step)
+            state["checks"].append(_check_line(step, ok, detail))
+            net.progress(f"check {'ok' if ok else 'FAILED'}: {detail}")
+    # "wait" does nothing but hold the timeline until its time
+
+
+def prepare(net):
+    """Make the network ready for t=0 (see the module's docstring)."""
+    model = net.model
+    net.start_captures()
+    net.start_daemons()
+    targets = sorted({s.args["to"] for s in model.timeline if s.kind == "traffic"})
+    for host in targets:
+        net.lab.start_process(host, [PY, "-m", "lab.traffic", "echo"],
+                              net.out_dir / f"echo-{host}.log", name=f"echo-{host}")
+    for vm in model.vms():
+        net.announce(vm.name)
+        net.gateway_ping(vm.name)
+    if model.lisp:
+        for vm in model.vms():
+            eid = f"{vm.ip(4)}/32"
+            ok = wait_for(lambda: _registered(net, eid), 10, 0.1)
+            net.progress(f"{vm.name} registered by {model.sites[vm.site].gateway}" if ok else
+                         f"{vm.name} NOT registered (see {net.out_dir}/"
+                         f"{model.sites[vm.site].gateway}.log)")
+    pairs = sorted({(s.args["from"], s.args["to"]) for s in model.timeline
+                    if s.kind == "traffic"})
+    for src, dst in pairs:                   # warm the path: start from a working state
+        wait_for(lambda: net.ping(src, dst), 10)
+
+
+def _registered(net, eid):
+    for m in net.model.map_servers:
+        try:
+            if any(r["eid"] == eid for r in net.query(m, "registrations")):
+                return True
+        except Exception:                   # noqa: BLE001 (not up yet)
+            pass
+    return False
+
+
+def play(model, out_dir, progress=None, run_id=None, cold_s=None, delays=True):
+    """Build `model`'s network, play its timeline, stop; returns the links.json dict (also
+    written to out_dir/links.json) with "checks" (live ones; the analysis adds the rest)."""
+    progress = progress or (lambda text: None)
+    state = {"traffic": [], "moves": [], "host_routes": [], "checks": [], "deferred": []}
+    if cold_s:
+        state["cold_override"] = cold_s
+    with Network(model, out_dir, run_id=run_id, progress=progress, delays=delays) as net:
+        prepare(net)
+        progress(f"{model.name}: ready; playing {len(model.timeline)} steps")
+        t0 = time.monotonic()
+        shift = 0.0                          # time taken by steps that take time
+        start_wall = time.time()
+        for step in model.timeline:
+            delay = t0 + step.at + shift - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            _run_step(net, step, state)
+            if step.kind == "move":              # a cold move holds the later steps
+                shift += float(state["moves"][-1]["cold_s"])
+        for p in state["traffic"]:
+            try:
+                p.wait(30)
+            except Exception:                # noqa: BLE001 (stopped with the Lab)
+                pass
+        net.stop_captures()
+        from .delay import delay_emulation
+        meta = links_json(net, state, start_wall)
+        meta["delay_emulation"] = delay_emulation(net.lab)
+    (out_dir / "links.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def links_json(net, state, start_wall):
+    """What the analysis needs: links with roles, the probe flow's ends, the moves, the
+    expected paths and the checks."""
+    model = net.model
+    src, dst = state.get("probe") or (None, None)
+    first = next((m for m in state["moves"] if m["host"] == dst), None) \
+        if dst else None
+    roles = {}
+    if src:
+        roles[model.sites[model.hosts[src].site].access_link()] = "client"
+    if model.dci is not None:
+        roles["dci"] = "dci"
+    origin = model.hosts[dst].site if dst else None
+    if first:
+        roles[model.sites[origin].access_link()] = "vm-origin"
+        roles[model.sites[first["to"]].access_link()] = "vm-target"
+    host_route = bool(state["host_routes"])
+    meta = {"mode": model.name, "scenario": model.file,
+            "links": [{"name": n, "role": roles.get(n, "core"),
+                       "capture_drops": net.capture_drops(n)} for n in model.captures()],
+            "client": net.host_ip(src) if src else None,
+            "vm": net.host_ip(dst) if dst else None,
+            "timeline_start": start_wall,
+            "move_time": first["time"] if first else start_wall,   # no move: t=0
+            "move_done": first["done"] if first else None,
+            "moves": state["moves"],
+            "expected_path_before": (model.expected_path(src, dst, origin)
+                                     if src else None),
+            "expected_path_after": (model.expected_path(src, dst, first["to"], host_route)
+                                    if first else None),
+            "core_routes": state["host_routes"][0] if state["host_routes"] else None,
+            "core_routing": model.routing,
+            "checks": state["checks"],
+            "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]]}
+    if first:
+        meta["move"] = (f"cold ({first['cold_s']:g} s down)" if first["cold_s"] else "live")
+    return meta
+
+
+def _deferred(model, step, wall):
+    """A path or convergence check for the analysis: with its expected path (the model's,
+    for where the host is at that time), and the wall-clock time it was reached."""
+    a = step.args
+    out = {"check": a["check"], "at": step.at, "time": wall, "file": step.where[0],
+           "line": step.where[1], "step": step.describe(),
+           "window": float(a.get("window", 1.0))}
+    if a["check"] == "path":
+        out.update({"from": model.hosts[a["from"]].ip(4), "to": model.hosts[a["to"]].ip(4)})
+        if a.get("path", "expected") == "expected":
+            host_route = any(s.kind == "host_route" and s.args["host_route"] == a["to"]
+                             and s.at <= step.at for s in model.timeline)
+            out["expect"] = model.expected_path(a["from"], a["to"],
+                                                model.host_site_at(a["to"], step.at + 1e-9),
+                                                host_route)
+        else:
+            out["expect"] = list(a["path"])
+    else:
+        out["below_ms"] = float(a["below_ms"])
+    return out
