@@ -2,7 +2,8 @@
 
 Registration: every `register_interval` the ETR sends each Map-Server a signed Map-Register
 with its configured EID prefixes and the host EIDs it has detected, and it answers the
-Map-Requests for them with Map-Replies.
+Map-Requests for them with Map-Replies. Map-Register nonces increase (RFC 9301 section 5.6;
+replay.py), so the Map-Server can refuse a replayed registration.
 
 Mobility: a host seen on the LAN with a source inside a configured dynamic-EID range becomes
 a local host EID (a /32 or /128), registered at once. Anything outside those ranges is
@@ -10,7 +11,10 @@ ignored and counted. When a Map-Notify says that a host EID we registered now li
 other RLOCs, we drop it, keep an "away" entry with the new RLOCs, acknowledge with a
 Map-Notify-Ack, and from then on answer data that still arrives for it with a rate-limited
 Solicit-Map-Request to the ITR that sent it, while re-encapsulating that data to the new
-RLOCs so nothing is lost during the move.
+RLOCs so nothing is lost during the move. A Map-Notify is checked for replay: one that
+confirms a Map-Register must match a Map-Register still unconfirmed, and a move notification
+must carry a nonce above the last one from that Map-Server (the same nonce again is a
+retransmission: acknowledged again, not applied again).
 """
 import ipaddress
 from dataclasses import dataclass, replace
@@ -22,6 +26,7 @@ from .common import Core, reply_rloc, requested_prefix
 from .mapcache import MapCache
 from .messages import (ALG_HMAC_SHA256_128, EidRecord, MapNotifyAck, MapRegister, MapReply,
                        MapRequest, RequestRecord)
+from .replay import NonceMemory, next_nonce
 
 
 @dataclass
@@ -30,6 +35,9 @@ class MapServerConfig:
     key: object
     key_id: int = 0
     alg_id: int = ALG_HMAC_SHA256_128
+    # How this Map-Server numbers its move notifications: "increasing" (ours), "seen"
+    # (random nonces, as other implementations send) or "off" (replay.py).
+    replay_protection: str = "increasing"
 
 
 @dataclass
@@ -65,6 +73,9 @@ class Etr(Core):
         self.smr_last = {}                       # (itr, iid, ip) -> time
         self.next_register = 0.0
         self.outstanding = {}                    # Map-Register nonce -> time sent
+        self.confirmed = {}                      # Map-Register nonce -> time confirmed
+        self.last_register_nonce = 0
+        self.notify_nonces = NonceMemory(max_keys=1024)   # per Map-Server
 
     # --- registration ------------------------------------------------------------------
 
@@ -84,8 +95,9 @@ class Etr(Core):
             return out
         for ms in self.map_servers:
             for start in range(0, len(records), 32):
-                msg = MapRegister(self.nonce(), records[start:start + 32], ms.key_id,
-                                  ms.alg_id, proxy_reply=self.proxy_reply,
+                self.last_register_nonce = next_nonce(self.last_register_nonce, now)
+                msg = MapRegister(self.last_register_nonce, records[start:start + 32],
+                                  ms.key_id, ms.alg_id, proxy_reply=self.proxy_reply,
                                   want_map_notify=self.want_map_notify)
                 self.outstanding[msg.nonce] = now
                 self.counters["map_register_sent"] += 1
@@ -98,6 +110,8 @@ class Etr(Core):
             self.next_register = now + self.register_interval
             self.outstanding = {n: t for n, t in self.outstanding.items()
                                 if now - t < 3 * self.register_interval}
+            self.confirmed = {n: t for n, t in self.confirmed.items()
+                              if now - t < 100 * self.register_interval}
             out += self.register(now)
         for entry in self.away.expire(now):
             out.append(RouteDel(entry.iid, entry.prefix, "away"))
@@ -157,9 +171,24 @@ class Etr(Core):
             return out
         self.counters["map_notify_received"] += 1
         if self.outstanding.pop(notify.nonce, None) is not None:
+            self.confirmed[notify.nonce] = now
             out.append(Event("registration_confirmed", {"from": str(src),
                                                         "records": len(notify.records)}))
             return out
+        verdict = "old" if notify.nonce in self.confirmed else self.notify_nonces.check(
+            ms.replay_protection, ms.address, notify.nonce, now)
+        if verdict == "old":
+            self.counters["map_notify_replayed"] += 1
+            self.counters["map_notify_rejected"] += 1
+            out.append(Event("notify_rejected", {"from": str(src), "reason": (
+                f"replay: nonce {notify.nonce:#x} is older than the last one accepted")}))
+            return out
+        if verdict == "repeat":
+            # A retransmission (our Map-Notify-Ack was lost) or a replay of the last one:
+            # acknowledge it again, but do not act on it again (the host may be back).
+            self.counters["map_notify_repeated"] += 1
+            return out + [self._ack(notify, ms)]
+        self.notify_nonces.commit(ms.replay_protection, ms.address, notify.nonce, now)
         for rec in notify.records:
             try:
                 iid, prefix = eid_prefix(rec.eid, rec.mask_len)
@@ -176,11 +205,14 @@ class Etr(Core):
                 out.append(RouteAdd(iid, prefix, "away"))
                 out.append(Event("eid_away", {"eid": f"[{iid}]{ip}",
                                               "rlocs": [str(a) for a in new_rlocs]}))
+        out.append(self._ack(notify, ms))
+        return out
+
+    def _ack(self, notify, ms):
         ack = MapNotifyAck(notify.nonce, notify.records, notify.key_id, notify.alg_id,
                            xtr_id=notify.xtr_id, site_id=notify.site_id)
         self.counters["map_notify_ack_sent"] += 1
-        out.append(SendControl(src, sign(ack, ms.key)))
-        return out
+        return SendControl(ms.address, sign(ack, ms.key))
 
     def in_dynamic_range(self, iid, ip):
         return any(r_iid == iid and r.version == ip.version and ip in r

@@ -4,8 +4,14 @@ For each packet from the site the daemon asks `route()`: a map-cache hit gives t
 encapsulate to (chosen per flow by priority, then weight); a miss sends an Encapsulated
 Map-Request to the Map-Resolver, retransmitted with exponential backoff, and the packet is
 dropped or sent to the proxy ETR. A Map-Reply is accepted only when its nonce matches an
-outstanding request. A Solicit-Map-Request (an ETR telling us our mapping is stale) makes us
-ask again with the SMR-invoked bit set. Entries that are about to expire are refreshed.
+outstanding request, and of its records only those that answer the question are installed
+(see `receive_reply`). A Solicit-Map-Request (an ETR telling us our mapping is stale) makes
+us ask again with the SMR-invoked bit set. Entries that are about to expire are refreshed.
+
+Limits (RFC 9301 section 5.3: an ITR rate-limits its Map-Requests): at most one Map-Request
+per destination EID per `request_interval` and `map_request_rate` a second in all (a token
+bucket); a request over a limit waits in the pending table (bounded by `max_pending`) and
+goes when the limit allows, so a burst of new destinations is spread out, not lost.
 """
 from dataclasses import dataclass
 
@@ -14,11 +20,16 @@ from .address import IPv4Address, IPv6Address, InstanceId, eid_prefix
 from .common import Core
 from .ipudp import IpUdp
 from .mapcache import MapCache
+from .ratelimit import TokenBucket
 from .messages import (ACT_DROP, ACT_DROP_AUTH_FAILURE, ACT_DROP_POLICY_DENIED,
                        ACT_NATIVELY_FORWARD, ACT_SEND_MAP_REQUEST, EncapsulatedControl,
                        MapRequest, RequestRecord)
 
 _UNSPECIFIED = {4: IPv4Address("0.0.0.0"), 6: IPv6Address("::")}
+# The shortest EID-prefix a Map-Reply with locators may install, per family: a site's
+# prefix is never /0-/7 in IPv4 (/0-/15 in IPv6), and a positive /0 would take every
+# destination. Negative replies may be as broad as the hole they describe.
+MIN_MAPPING_PREFIX = {4: 8, 6: 16}
 
 
 @dataclass
@@ -26,15 +37,16 @@ class Pending:
     iid: int
     eid: object
     nonce: int
-    attempts: int
-    next_time: float
+    attempts: int          # Map-Requests sent so far (0: waiting for the rate limit)
+    next_time: float       # when to send (attempts 0) or retransmit / give up
     smr_invoked: bool
 
 
 class Itr(Core):
     def __init__(self, rlocs, map_resolvers, name="itr", petr=None, miss_policy="drop",
                  request_timeout=1.0, max_attempts=4, cache_size=100_000,
-                 refresh_before=0.1, pitr=False, rng=None):
+                 refresh_before=0.1, pitr=False, max_pending=1000, map_request_rate=50.0,
+                 request_interval=1.0, min_mapping_prefix=None, rng=None):
         super().__init__(name, rng)
         if miss_policy not in ("drop", "petr"):
             raise ValueError("miss_policy is 'drop' or 'petr'")
@@ -51,6 +63,11 @@ class Itr(Core):
         self.cache = MapCache(max_entries=cache_size)
         self.pending = {}        # (iid, eid) -> Pending
         self.by_nonce = {}       # nonce -> (iid, eid)
+        self.max_pending = max_pending
+        self.rate = TokenBucket(map_request_rate)
+        self.request_interval = request_interval
+        self.last_request = {}   # (iid, eid) -> when its last Map-Request went
+        self.min_mapping_prefix = {**MIN_MAPPING_PREFIX, **(min_mapping_prefix or {})}
 
     # --- data packets ----------------------------------------------------------------
 
@@ -95,14 +112,37 @@ class Itr(Core):
     # --- Map-Requests ----------------------------------------------------------------
 
     def request(self, iid, eid, now, smr_invoked=False):
-        """Send a Map-Request for `eid` unless one is outstanding already."""
+        """Send a Map-Request for `eid` unless one is outstanding already; over a rate limit
+        it waits in the pending table (sent by `tick`)."""
         key = (iid, eid)
         if key in self.pending:
             return []
-        p = Pending(iid, eid, self.nonce(), 1, now + self.request_timeout, smr_invoked)
+        if len(self.pending) >= self.max_pending:
+            self.counters["map_request_pending_full"] += 1
+            return []
+        p = Pending(iid, eid, self.nonce(), 0, now, smr_invoked)
         self.pending[key] = p
         self.by_nonce[p.nonce] = key
-        return self._send_request(p)
+        return self._try_send(p, now)
+
+    def _try_send(self, p, now):
+        """Send (or retransmit) `p` if the per-destination and global limits allow, else
+        leave it pending until they do."""
+        key = (p.iid, p.eid)
+        last = self.last_request.get(key)
+        if last is not None and now - last < self.request_interval:
+            p.next_time = last + self.request_interval
+        elif not self.rate.take(now):
+            p.next_time = self.rate.next_token(now)
+        else:
+            if p.attempts:
+                self.counters["map_request_retransmitted"] += 1
+            p.attempts += 1
+            p.next_time = now + self.request_timeout * (2 ** (p.attempts - 1))
+            self.last_request[key] = now
+            return self._send_request(p)
+        self.counters["map_request_deferred"] += 1
+        return []
 
     def _send_request(self, p):
         if not self.map_resolvers:
@@ -133,12 +173,7 @@ class Itr(Core):
         self.pending.pop(key, None)
         self.counters["map_reply_received"] += 1
         out = []
-        for rec in reply.records:
-            try:
-                iid, prefix = eid_prefix(rec.eid, rec.mask_len)
-            except ValueError:
-                self.counters["map_reply_bad_eid"] += 1
-                continue
+        for iid, prefix, rec in self._answering_records(reply, key, src, out):
             if rec.ttl == 0:
                 if self.cache.remove(iid, prefix):
                     out.append(RouteDel(iid, prefix, "lisp"))
@@ -152,6 +187,52 @@ class Itr(Core):
                 "eid": f"[{iid}]{prefix}", "rlocs": [str(x.address) for x in rec.locators],
                 "ttl_min": rec.ttl, "action": rec.action, "from": str(src)}))
         return out
+
+    def _answering_records(self, reply, key, src, out):
+        """The records of `reply` that answer the request for EID `key` (iid, address):
+
+        - a record whose EID-prefix contains the requested EID (RFC 9301 section 5.4: the
+          reply carries the EID-prefix the requested EID belongs to), and, for a record
+          with locators, no shorter than `min_mapping_prefix` (without LISP-SEC, RFC 9303,
+          an ITR cannot check how broad a site's prefix really is; this floor keeps one
+          reply from taking every destination);
+        - a record more specific than such a covering record, inside it (RFC 9301 section
+          5.5: an ETR with overlapping prefixes returns the more-specifics too, so that the
+          covering prefix is not used for them).
+        The others (another site's prefix, a default route) are dropped and counted."""
+        iid, eid = key
+        parsed = []
+        for rec in reply.records:
+            try:
+                r_iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+            except ValueError:
+                self.counters["map_reply_bad_eid"] += 1
+                continue
+            parsed.append((r_iid, prefix, rec))
+        covering = []
+        for r_iid, prefix, rec in parsed:
+            if r_iid == iid and prefix.version == eid.version and eid in prefix:
+                if rec.locators and prefix.prefixlen < self.min_mapping_prefix[eid.version]:
+                    self._drop_record(out, "map_reply_record_too_broad", r_iid, prefix, src)
+                else:
+                    covering.append(prefix)
+        for r_iid, prefix, rec in parsed:
+            if r_iid == iid and prefix in covering:
+                yield r_iid, prefix, rec
+            elif r_iid == iid and any(prefix.version == c.version and prefix.subnet_of(c)
+                                      for c in covering):
+                yield r_iid, prefix, rec
+            elif not (r_iid == iid and prefix.version == eid.version and eid in prefix):
+                self._drop_record(out, "map_reply_record_not_covering", r_iid, prefix, src)
+
+    def _drop_record(self, out, counter, iid, prefix, src):
+        self.counters[counter] += 1
+        self.counters["map_reply_record_dropped"] += 1
+        out.append(Event("map_reply_record_dropped", {
+            "eid": f"[{iid}]{prefix}", "from": str(src),
+            "reason": "less specific than a mapping may be"
+            if counter == "map_reply_record_too_broad"
+            else "does not cover the requested EID"}))
 
     def receive_smr(self, smr, src, now):
         """An ETR says the mapping we use for an EID changed: ask the mapping system again
@@ -184,10 +265,10 @@ class Itr(Core):
                 self.counters["map_request_timeout"] += 1
                 out.append(Event("map_request_timeout", {"eid": f"[{p.iid}]{p.eid}"}))
                 continue
-            p.attempts += 1
-            p.next_time = now + self.request_timeout * (2 ** (p.attempts - 1))
-            self.counters["map_request_retransmitted"] += 1
-            out += self._send_request(p)
+            out += self._try_send(p, now)
+        if len(self.last_request) > self.max_pending:
+            self.last_request = {k: t for k, t in self.last_request.items()
+                                 if now - t < self.request_interval}
         for entry in self.cache.expire(now):
             out.append(RouteDel(entry.iid, entry.prefix, "lisp"))
             out.append(Event("map_cache_expired", {"eid": f"[{entry.iid}]{entry.prefix}"}))

@@ -2,9 +2,11 @@
 
 Map-Server: holds the registrations of configured sites. A site has authentication keys
 (by Key ID) and the EID prefixes it may register; with `accept_more_specifics` it may also
-register more-specific prefixes inside them (dynamic EIDs: hosts that move). A Map-Register
-with a wrong key, from an unknown site, or for a prefix outside its site is rejected and
-counted, and nothing of it is stored.
+register more-specific prefixes inside them (dynamic EIDs: hosts that move), and when the
+site lists its dynamic-EID ranges, only inside those. A Map-Register with a wrong key, from
+an unknown site, for a prefix outside its site, or that replays an earlier one (its nonce not
+above the last one accepted from that registrant: see replay.py) is rejected and counted,
+and nothing of it is stored.
 
 Registrations of a configured prefix from several ETRs of the site are merged (a multi-homed
 site). A more-specific registration is a host that moved: the newest registrant owns it, and
@@ -12,7 +14,9 @@ the ETRs that registered it before receive a Map-Notify with the new RLOC set, r
 until they answer with a Map-Notify-Ack.
 
 Map-Requests reaching the Map-Server are answered by proxy (when the registration asked for
-it with the P bit) or forwarded, still encapsulated, to a registered ETR.
+it with the P bit) or forwarded, still encapsulated, to a registered ETR. Map-Requests are
+rate-limited per source and in all (ratelimit.RequestLimiter) before they are even decoded;
+Map-Registers are not, so a flood of requests cannot starve registrations in the core.
 
 Map-Resolver: takes Encapsulated Map-Requests, forwards them to the Map-Server that owns the
 EID (or hands them to the co-located one), and answers requests for EIDs outside every
@@ -26,8 +30,17 @@ from .auth import notify_for_register, sign, verify
 from .common import Core, reply_rloc, requested_prefix, unwrap_request
 from .ipudp import IpUdp
 from .mapcache import MapCache, largest_hole
-from .messages import (ACT_NATIVELY_FORWARD, EidRecord, EncapsulatedControl, Locator,
-                       MapNotify, MapNotifyAck, MapRegister, MapReply)
+from .messages import (ACT_NATIVELY_FORWARD, ECM, MAP_REQUEST, EidRecord,
+                       EncapsulatedControl, Locator, MapNotify, MapNotifyAck, MapRegister,
+                       MapReply)
+from .ratelimit import RequestLimiter
+from .replay import MODES as REPLAY_MODES, NonceMemory, next_nonce
+
+
+def is_map_request(raw):
+    """True for a datagram that is a Map-Request or an ECM (what the rate limit counts),
+    read from its type field alone."""
+    return bool(raw) and raw[0] >> 4 in (MAP_REQUEST, ECM)
 
 
 @dataclass
@@ -36,6 +49,20 @@ class Site:
     keys: dict                     # key_id -> shared secret
     prefixes: list                 # [(iid, ipaddress network)]
     accept_more_specifics: bool = False
+    # Where more-specifics may be (the site's dynamic-EID ranges, [(iid, network)]); empty:
+    # anywhere inside the site's prefixes.
+    dynamic_ranges: list = field(default_factory=list)
+    # "increasing" (RFC 9301 section 5.6), "seen" (random nonces, e.g. pre-RFC 9301 xTRs
+    # such as Open Overlay Router 1.3) or "off": see replay.py.
+    replay_protection: str = "increasing"
+
+    def __post_init__(self):
+        if self.replay_protection not in REPLAY_MODES:
+            raise ValueError(f"replay_protection is one of {', '.join(REPLAY_MODES)}")
+
+    def in_dynamic_range(self, iid, prefix):
+        return any(r_iid == iid and r.version == prefix.version and prefix.subnet_of(r)
+                   for r_iid, r in self.dynamic_ranges)
 
 
 @dataclass(slots=True)
@@ -87,9 +114,25 @@ class PendingNotify:
     next_time: float
 
 
+def registrant_id(msg, src, placed):
+    """Whose nonce sequence a Map-Register belongs to. With an xTR-ID, that xTR's (RFC 9301
+    section 5.6 keeps the last nonce per xTR-ID and key). Without one, the RLOCs it
+    registers and the EID-prefixes it carries: not the packet's source address, which the
+    HMAC does not cover (a replay from another address must meet the same memory); and the
+    prefixes too, because RFC 9301 does not say what identifies a registrant without an
+    xTR-ID, and an xTR that sends one prefix per Map-Register, or several ETRs of a site
+    that share one RLOC set, then keep their own sequences. A replayed message always has
+    the identity, and so meets the nonce, of the message it copies."""
+    if msg.xtr_id is not None:
+        return ("xtr-id", msg.xtr_id)
+    rlocs = frozenset(loc.address for rec in msg.records for loc in rec.locators)
+    return ("rlocs", rlocs or src, frozenset((iid, prefix) for iid, prefix, *_ in placed))
+
+
 class MapServer(Core):
     def __init__(self, sites, name="ms", registration_timeout=180.0, notify_interval=1.0,
-                 notify_retries=3, move_holddown=2.0, rng=None):
+                 notify_retries=3, move_holddown=2.0, map_request_rate=1000.0,
+                 map_request_rate_per_source=100.0, replay_window=3600.0, rng=None):
         super().__init__(name, rng)
         # After a host moved from ETR A to ETR B, A's registrations of it are ignored this
         # long: a periodic Map-Register A sent just before it learnt of the move would
@@ -103,6 +146,9 @@ class MapServer(Core):
         self.registrations = {}                          # (iid, prefix) -> Registration
         self.pending_notifies = {}                       # nonce -> PendingNotify
         self._site_cache = {}                            # (iid, prefix) -> site_for()
+        self.limiter = RequestLimiter(map_request_rate, map_request_rate_per_source)
+        self.nonces = NonceMemory(window=replay_window)  # registrant -> nonces accepted
+        self.last_notify_nonce = 0                       # our Map-Notifies count up too
 
     # --- configuration look-ups ---------------------------------------------------
 
@@ -149,6 +195,8 @@ class MapServer(Core):
 
     def receive(self, raw, src, now):
         out = []
+        if is_map_request(raw) and not self.limiter.allow(src, now, self.counters):
+            return out
         msg = self.decode(raw, src, out)
         if msg is None:
             return out
@@ -187,6 +235,10 @@ class MapServer(Core):
             if rec_site is None:
                 return self._reject(out, "register_unknown_site", src, more,
                                     eid=f"[{iid}]{prefix}")
+            if more and rec_site.dynamic_ranges and not rec_site.in_dynamic_range(iid, prefix):
+                return self._reject(out, "register_outside_dynamic_eid", src,
+                                    f"outside the dynamic-EID ranges of site {rec_site.name}",
+                                    eid=f"[{iid}]{prefix}")
             if site is not None and rec_site is not site:
                 return self._reject(out, "register_mixed_sites", src,
                                     "records of different sites in one Map-Register")
@@ -198,6 +250,18 @@ class MapServer(Core):
             return self._reject(out, "register_auth_failed", src,
                                 "unknown key id" if key is None else "authentication failed",
                                 site=site.name)
+        # Only an authenticated Map-Register reaches the nonce memory: a forged one must not
+        # be able to raise the registrant's last nonce and lock it out.
+        registrant = (site.name, msg.key_id, registrant_id(msg, src, placed))
+        mode = site.replay_protection
+        verdict = self.nonces.check(mode, registrant, msg.nonce, now)
+        if verdict != "new":
+            return self._reject(out, "register_replayed", src,
+                                f"replay: nonce {msg.nonce:#x} is not above the last one "
+                                f"accepted from this registrant" if verdict == "old"
+                                else f"replay: nonce {msg.nonce:#x} was accepted before",
+                                site=site.name)
+        self.nonces.commit(mode, registrant, msg.nonce, now)
         self.counters["registrations_accepted"] += 1
         expires = now + self.registration_timeout
         ignored = 0
@@ -250,7 +314,9 @@ class MapServer(Core):
     def _send_notify(self, dst, reg, site, key_id, alg_id, now, out):
         """An unsolicited Map-Notify telling `dst` the new RLOC set of `reg`."""
         key = site.keys[key_id]
-        notify = sign(MapNotify(self.nonce(), [reg.record()], key_id, alg_id), key)
+        # An increasing nonce, so that the ETR can refuse a replayed move (etr.py).
+        self.last_notify_nonce = next_nonce(self.last_notify_nonce, now)
+        notify = sign(MapNotify(self.last_notify_nonce, [reg.record()], key_id, alg_id), key)
         self.pending_notifies[notify.nonce] = PendingNotify(
             dst, notify, key, self.notify_retries, now + self.notify_interval)
         self.counters["map_notify_sent"] += 1
@@ -338,9 +404,13 @@ class MapResolver(Core):
     `map_servers` is a list of (iid, prefix, ms_rloc). With `local_ms`, requests for the
     prefixes of that Map-Server are handed to it directly (a combined MS/MR node)."""
 
-    def __init__(self, map_servers=(), local_ms=None, name="mr", negative_ttl=15, rng=None):
+    def __init__(self, map_servers=(), local_ms=None, name="mr", negative_ttl=15,
+                 map_request_rate=1000.0, map_request_rate_per_source=100.0, rng=None):
         super().__init__(name, rng)
         self.local_ms = local_ms
+        # A combined node has one budget: the co-located Map-Server's limiter.
+        self.limiter = (local_ms.limiter if local_ms is not None
+                        else RequestLimiter(map_request_rate, map_request_rate_per_source))
         self.routes = MapCache(max_entries=100_000)
         self.space = []
         for iid, prefix, rloc in map_servers:
@@ -356,6 +426,8 @@ class MapResolver(Core):
 
     def receive(self, raw, src, now):
         out = []
+        if is_map_request(raw) and not self.limiter.allow(src, now, self.counters):
+            return out
         msg = self.decode(raw, src, out)
         if msg is not None:
             self.handle(msg, src, now, out)
@@ -406,15 +478,9 @@ class MapServerResolver:
         return self.ms.counters + self.mr.counters
 
     def receive(self, raw, src, now):
-        out = []
-        msg = self.ms.decode(raw, src, out)
-        if msg is None:
-            return out
-        if isinstance(msg, EncapsulatedControl):
-            self.mr.handle(msg, src, now, out)
-        else:
-            out.extend(self.ms.receive(raw, src, now))
-        return out
+        if raw and raw[0] >> 4 == ECM:
+            return self.mr.receive(raw, src, now)
+        return self.ms.receive(raw, src, now)
 
     def tick(self, now):
         return self.ms.tick(now)

@@ -1,5 +1,6 @@
 """Unit tests of the ITR, ETR, Map-Server and Map-Resolver state machines (no I/O)."""
 import ipaddress
+import itertools
 import random
 
 from nodes.lisp.actions import Decision, Event, RouteAdd, RouteDel, SendControl
@@ -134,8 +135,12 @@ SITE = Site("dc", {1: "k1"}, [(0, net("10.1.0.0/24")), (7, net("2001:db8:1::/48"
             accept_more_specifics=False)
 
 
+_NONCES = itertools.count(1)     # a registrant's nonces increase (RFC 9301 section 5.6)
+
+
 def register(prefix, key="k1", key_id=1, rloc="192.0.2.1", iid=None, notify=True,
-             proxy=False, nonce=1):
+             proxy=False, nonce=None):
+    nonce = next(_NONCES) if nonce is None else nonce
     eid, mask = make_eid(prefix, iid)
     rec = EidRecord(eid, mask, [Locator(ip(rloc), local=True)])
     return encode(sign(MapRegister(nonce, [rec], key_id, 2, proxy_reply=proxy,
@@ -144,7 +149,7 @@ def register(prefix, key="k1", key_id=1, rloc="192.0.2.1", iid=None, notify=True
 
 def test_ms_accepts_and_notifies_and_rejects_what_it_must():
     ms = MapServer([SITE], rng=random.Random(1))
-    out = ms.receive(register("10.1.0.0/24"), ip("192.0.2.1"), 0.0)
+    out = ms.receive(register("10.1.0.0/24", nonce=1), ip("192.0.2.1"), 0.0)
     [notify] = sends(out)
     assert isinstance(notify.message, MapNotify) and notify.message.nonce == 1
     assert ms.lookup(0, ip("10.1.0.9"), 0.0) is not None
@@ -283,7 +288,7 @@ def test_ms_notify_built_from_register_bytes_equals_the_encoded_message():
         eid, mask = make_eid("10.1.0.0/24")
         rec = EidRecord(eid, mask, [Locator(ip("192.0.2.1"), local=True),
                                     Locator(ip("2001:db8::1"), priority=2)])
-        raw = encode(sign(MapRegister(9, [rec], 1, alg, want_map_notify=True,
+        raw = encode(sign(MapRegister(9 + alg, [rec], 1, alg, want_map_notify=True,
                                       xtr_id=0xABC, site_id=7), "k1"))
         [notify] = sends(ms.receive(raw, ip("192.0.2.1"), 0.0))
         assert notify.data == encode(notify.message)
