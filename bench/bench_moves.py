@@ -1,7 +1,7 @@
 """Convergence and probe loss per mode over repeated moves (root; not part of `make bench`
 by default because it takes about a minute per round: `python -m bench.bench_moves N`).
 
-For each of N rounds, every mode plays the demo's move (lab.demo.run_mode) in the demo's
+For each of N rounds, every mode plays the demo's move (its scenario file, lab.demo.run_scenario) in the demo's
 order and the capture analysis measures it. Reports median and max of convergence_ms and
 probes_lost per mode, and the time to the first probe delivered through LISP (as
 report.json's demo_start_to_first_lisp_probe_s: the first probe on a VM access link that was
@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from captures.analysis import analyze_mode
-from lab.demo import Progress, run_mode
-from topologies import dc as D
+from lab.demo import MODES, Progress, mode_file, run_scenario
+from topologies.model import load
+
+LISP_MODES = [m for m in MODES if load(mode_file(m)).lisp]
 
 
 def run(rounds=10, out=sys.stderr):
@@ -25,7 +26,7 @@ def run(rounds=10, out=sys.stderr):
     so a round's start stands for the demo's start."""
     from captures.report import first_lisp_probe_time
     progress = Progress(out)
-    per_mode = {m: {"convergence_ms": [], "probes_lost": []} for m in D.MODES}
+    per_mode = {m: {"convergence_ms": [], "probes_lost": []} for m in MODES}
     demo_start_to_first_lisp = []      # round start -> first probe delivered through LISP
     mode_start_to_first_lisp = []      # the first LISP mode's start -> that probe
     work = Path(tempfile.mkdtemp(prefix="bench-moves-"))
@@ -33,14 +34,13 @@ def run(rounds=10, out=sys.stderr):
         for i in range(rounds):
             round_start = time.time()
             first = None
-            for mode in D.MODES:
+            for mode in MODES:
                 mode_dir = work / f"{i}" / mode
                 t0 = time.time()
-                run_mode(mode, mode_dir, progress)
-                r = analyze_mode(mode_dir)
+                r = run_scenario(mode_file(mode), work / f"{i}", progress, mode)
                 per_mode[mode]["convergence_ms"].append(r["convergence_ms"])
                 per_mode[mode]["probes_lost"].append(r["probes_lost"])
-                if mode in D.LISP_MODES and first is None:
+                if mode in LISP_MODES and first is None:
                     first = first_lisp_probe_time(mode_dir)
                     demo_start_to_first_lisp.append(
                         None if first is None else round(first - round_start, 2))

@@ -954,6 +954,7 @@ def build(data, path="?"):
 
 def _timeline(seq, lab):
     steps, last = [], 0.0
+    lab.timeline = steps                 # the steps so far: where a VM is when a move comes
     for i, m in enumerate(seq):
         if not isinstance(m, Map):
             raise seq.error(i, "a timeline step is a mapping: {at: SECONDS, KIND: ...}")

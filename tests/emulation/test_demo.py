@@ -9,12 +9,23 @@ import time
 
 import pytest
 
-from lab.demo import run_demo
-from topologies import dc as D
+from lab.demo import MODES, mode_file, run_demo
+from topologies.model import load
 
-VM = D.VM["addr"].split("/")[0]
-VM6 = D.VM["addr6"].split("/")[0]
-CLIENT = D.CLIENT["addr"].split("/")[0]
+MODELS = {m: load(mode_file(m)) for m in MODES}
+LISP_MODES = [m for m in MODES if MODELS[m].lisp]
+LAB = MODELS["lisp-across-subnet"]
+VM = LAB.hosts["vm"].ip(4)
+VM6 = LAB.hosts["vm"].ip(6)
+CLIENT = LAB.hosts["c1"].ip(4)
+
+
+def expected_path(mode, phase):
+    """The model's path from the client to the VM, before the move (in DC1) or after it."""
+    m = MODELS[mode]
+    after = phase == "after"
+    return m.expected_path("c1", "vm", "dc2" if after else "dc1",
+                           host_route=after and any(s.kind == "host_route" for s in m.timeline))
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +60,16 @@ def client_to_vm(move_time=None):
 
 def test_report_has_every_mode_and_the_documented_keys(demo):
     run_dir, results, report = demo
-    assert set(report["modes"]) == set(D.MODES)
+    assert set(report["modes"]) == set(MODES)
     assert report["delay_emulation"]
     for mode, r in report["modes"].items():
         for key in ("path_before", "path_after", "dci_packets_after_move",
                     "dci_bytes_after_move", "convergence_ms", "probes_sent", "probes_lost",
                     "tcp_survived"):
             assert key in r, (mode, key)
-        assert r["path_before"] == D.expected_path(mode, "before"), mode
-        assert r["path_after"] == D.expected_path(mode, "after"), mode
-    for png in ["comparison.png"] + [f"{m}-timeline.png" for m in D.MODES]:
+        assert r["path_before"] == expected_path(mode, "before"), mode
+        assert r["path_after"] == expected_path(mode, "after"), mode
+    for png in ["comparison.png"] + [f"{m}-timeline.png" for m in MODES]:
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| " in (run_dir / "report.md").read_text()
 
@@ -78,7 +89,7 @@ def test_l2_extension_hairpins_over_the_dci(demo):
     assert r["path_after"][-1] == "dci"
 
 
-@pytest.mark.parametrize("mode", D.LISP_MODES)
+@pytest.mark.parametrize("mode", LISP_MODES)
 def test_lisp_converges_under_a_second_and_leaves_the_dci(demo, mode):
     r = demo[2]["modes"][mode]
     assert r["convergence_ms"] is not None and r["convergence_ms"] < 1000
@@ -115,12 +126,12 @@ def test_host_route_changes_the_core_routing_table_through_ospf(demo, tshark):
                                f"frame.time_epoch >= {meta['move_time']!r} && ospf.msg == 4")[0]
                   for x in meta["links"])
     assert updates == recount
-    for mode in D.MODES:
+    for mode in MODES:
         if mode != "host-route":     # no FRR there
             assert report["modes"][mode]["core_routing_updates_after_move"] is None, mode
 
 
-@pytest.mark.parametrize("mode", D.MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_report_numbers_equal_a_tshark_recount(demo, tshark, mode):
     run_dir, _, report = demo
     r = report["modes"][mode]
@@ -142,7 +153,7 @@ VM_NA = (f"icmpv6.type == 136 && icmpv6.nd.na.flag.o == 1 && icmpv6.nd.na.flag.s
          f"icmpv6.nd.na.target_address == {VM6}")
 
 
-@pytest.mark.parametrize("mode", D.MODES)
+@pytest.mark.parametrize("mode", MODES)
 def test_the_moved_vm_announces_its_ipv6_address_in_dc2(demo, tshark, mode):
     """After the move the VM announces itself over IPv6 too, as a hypervisor does after a
     migration: DC2's access link carries its unsolicited neighbour advertisement."""
@@ -159,7 +170,7 @@ def test_across_subnets_the_advertisement_makes_dc2_register_the_vms_ipv6_host(d
     mode_dir = demo[0] / "lisp-across-subnet"
     meta = json.loads((mode_dir / "links.json").read_text())
     registers = tshark_times(tshark, mode_dir / "dc2-uplink.pcap",
-                             f"ip.src == {D.rloc('xtr2')} && lisp.type == 3 && "
+                             f"ip.src == {LAB.rloc('xtr2')} && lisp.type == 3 && "
                              f"lisp.mapping.eid.ipv6 == {VM6} && "
                              f"lisp.mapping.eid.masklen == 128")
     adverts = [t for t in tshark_times(tshark, mode_dir / "dc2-access.pcap", VM_NA)
@@ -171,11 +182,10 @@ def test_across_subnets_the_advertisement_makes_dc2_register_the_vms_ipv6_host(d
 def test_cold_move_in_lisp_mode(tmp_path):
     """A cold move: the VM's link is down 1.5 s before it comes up in DC2. LISP still
     converges; the probes of the down time are lost; the TCP session rides it out."""
-    from captures.analysis import analyze_mode
-    from lab.demo import Progress, run_mode
-    mode_dir = tmp_path / "lisp-across-subnet"
-    meta, _ = run_mode("lisp-across-subnet", mode_dir, Progress(), cold_s=1.5)
-    r = analyze_mode(mode_dir)
+    from lab.demo import Progress, run_scenario
+    r = run_scenario(mode_file("lisp-across-subnet"), tmp_path, Progress(), cold_s=1.5,
+                     run_id=f"pytest-emu-cold-{int(time.time())}")
+    meta = json.loads((tmp_path / "lisp-across-subnet" / "links.json").read_text())
     assert meta["move"].startswith("cold")
     assert r["convergence_ms"] is not None and r["convergence_ms"] >= 1500
     assert r["probes_lost"] >= 1400                  # 1.5 s at 1000 probes/s

@@ -1,11 +1,17 @@
-"""The FRR configs of host-route mode, generated from topologies/dc.py's plan (no root)."""
+"""The FRR configs of the host-route scenario, derived from its lab file (no root)."""
 import ipaddress
 
 import pytest
 
-from topologies import dc as D
+from lab.demo import mode_file
+from topologies.model import load
 
-CONFIGS = D.frr_configs()
+LAB = load(mode_file("host-route"))
+CONFIGS = LAB.frr_configs()
+OSPF_NODES = LAB.ospf_nodes()
+# Links with OSPF on both ends (core links and the sites' uplinks).
+CORE = [x for x in LAB.links.values() if set(x.ends()) <= set(OSPF_NODES)]
+VM = LAB.hosts["vm"].addresses[0]
 
 
 def ospf_interfaces(text):
@@ -30,13 +36,13 @@ def router_ospf(text):
 
 def announced(node):
     """The networks `node` puts into OSPF (from its config and the plan's addresses)."""
-    addrs = {intf: addr for intf, addr, _ in D.ospf_interfaces(node)}
+    addrs = {intf: addr for intf, addr, _ in LAB.ospf_interfaces(node)}
     return {ipaddress.ip_interface(addrs[i]).network
             for i in ospf_interfaces(CONFIGS[node]["ospfd"])}
 
 
 def test_every_ospf_node_has_its_three_daemons():
-    assert set(CONFIGS) == set(D.OSPF_NODES) == set(D.ROUTERS) | {"xtr1", "xtr2", "xtrc"}
+    assert set(CONFIGS) == set(OSPF_NODES) == set(LAB.routers) | {"xtr1", "xtr2", "xtrc"}
     for node, texts in CONFIGS.items():
         assert set(texts) == {"zebra", "staticd", "ospfd"}
         for text in texts.values():
@@ -45,7 +51,7 @@ def test_every_ospf_node_has_its_three_daemons():
 
 def test_every_core_and_uplink_interface_runs_ospf_on_exactly_one_node():
     by_node = {n: ospf_interfaces(t["ospfd"]) for n, t in CONFIGS.items()}
-    core = [x for x in D.P2P_LINKS if x.kind == "core"]
+    core = CORE
     assert {x.name for x in core} >= {"core-r1-r2", "core-r1-r3", "core-r2-r3",
                                       "dc1-uplink", "dc2-uplink", "client-uplink"}
     for x in core:
@@ -56,44 +62,44 @@ def test_every_core_and_uplink_interface_runs_ospf_on_exactly_one_node():
             lines = by_node[node][intf]
             assert "ip ospf area 0" in lines
             assert "ip ospf network point-to-point" in lines
-            assert f"ip ospf hello-interval {D.OSPF_HELLO_S}" in lines
-            assert f"ip ospf dead-interval {D.OSPF_DEAD_S}" in lines
+            assert "ip ospf hello-interval 1" in lines
+            assert "ip ospf dead-interval 3" in lines
             assert "ip ospf passive" not in lines
 
 
 def test_only_core_links_send_hellos():
     """Passive everywhere else: no OSPF packet on a LAN, an edge link or the DCI."""
-    core = {x.intf(n) for x in D.P2P_LINKS if x.kind == "core" for n in (x.a, x.b)}
+    core = {x.intf(n) for x in CORE for n in (x.a, x.b)}
     for node, texts in CONFIGS.items():
         for intf, lines in ospf_interfaces(texts["ospfd"]).items():
             assert ("ip ospf passive" in lines) == (intf not in core), (node, intf)
 
 
 def test_the_vm_subnet_is_announced_by_dc1_only_and_the_client_subnet_by_xtrc():
-    vm_subnet = ipaddress.ip_interface(D.VM["addr"]).network
-    client = ipaddress.ip_network(D.CLIENT["prefix"])
-    assert [n for n in D.OSPF_NODES if vm_subnet in announced(n)] == ["xtr1"]
-    assert [n for n in D.OSPF_NODES if client in announced(n)] == ["xtrc"]
+    vm_subnet = VM.network
+    client = LAB.sites["client"].eid_prefixes[0]
+    assert [n for n in OSPF_NODES if vm_subnet in announced(n)] == ["xtr1"]
+    assert [n for n in OSPF_NODES if client in announced(n)] == ["xtrc"]
     xtr2 = CONFIGS["xtr2"]["ospfd"]
     assert not any(i.startswith("xtr2-lan") or i.startswith("xtr2-gw")
                    for i in ospf_interfaces(xtr2))
     assert "redistribute static" in router_ospf(xtr2)
     assert not any("connected" in x for x in router_ospf(xtr2))
-    for node in D.OSPF_NODES:
-        if node != D.RHI_NODE:
+    for node in OSPF_NODES:
+        if node not in LAB.host_route_nodes():
             assert not any(x.startswith("redistribute") for x in router_ospf(
                 CONFIGS[node]["ospfd"])), node
 
 
 def test_every_subnet_of_the_plan_is_announced_once():
-    subnets = [ipaddress.ip_network(x.subnet) for x in D.P2P_LINKS]
-    subnets.append(ipaddress.ip_interface(D.NON_LISP["gw"]).network)
+    subnets = [x.subnet for x in LAB.links.values()]
+    subnets.append(LAB.sites["internet"].lan[0].network)
     for s in subnets:
-        owners = [n for n in D.OSPF_NODES if s in announced(n)]
-        expected = sorted(set(n for x in D.P2P_LINKS if ipaddress.ip_network(x.subnet) == s
-                              for n in (x.a, x.b)) & set(D.OSPF_NODES)) or ["r1"]
+        owners = [n for n in OSPF_NODES if s in announced(n)]
+        expected = sorted(set(n for x in LAB.links.values() if x.subnet == s
+                              for n in (x.a, x.b)) & set(OSPF_NODES)) or ["r1"]
         assert sorted(owners) == expected, (s, owners)
-    assert set(D.ospf_prefixes()) == {str(n) for node in D.OSPF_NODES
+    assert set(LAB.ospf_prefixes()) == {str(n) for node in OSPF_NODES
                                       for n in announced(node)}
 
 
@@ -102,7 +108,7 @@ def test_router_ids_are_unique_addresses_of_their_node():
     for node, texts in CONFIGS.items():
         rid = next(x.split()[-1] for x in router_ospf(texts["ospfd"])
                    if x.startswith("ospf router-id"))
-        own = {str(ipaddress.ip_interface(a).ip) for _, a, _ in D.ospf_interfaces(node)}
+        own = {str(ipaddress.ip_interface(a).ip) for _, a, _ in LAB.ospf_interfaces(node)}
         assert rid in own
         ids[rid] = node
     assert len(ids) == len(CONFIGS)
@@ -111,57 +117,33 @@ def test_router_ids_are_unique_addresses_of_their_node():
 def test_fast_spf_and_lsa_timers():
     for texts in CONFIGS.values():
         lines = router_ospf(texts["ospfd"])
-        delay, hold, max_hold = D.SPF_THROTTLE_MS
+        delay, hold, max_hold = (0, 50, 500)
         assert f"timers throttle spf {delay} {hold} {max_hold}" in lines
         assert max_hold <= 1000
         assert "timers throttle lsa all 0" in lines
         assert "timers lsa min-arrival 0" in lines
 
 
-def test_host_route_injection_is_the_vms_host_route_on_dc2s_lan():
-    node, commands = D.host_route_injection()
-    assert node == "xtr2" == D.CAPTURES["dc2-access"][0]
-    vm = ipaddress.ip_interface(D.VM["addr"]).ip
-    assert commands == ["configure terminal",
-                        f"ip route {vm}/32 {D.CAPTURES['dc2-access'][1]}"]
-
-
-class FakeNode:
-    def __init__(self, log, name):
-        self.log, self.name = log, name
-
-    def cmd(self, command):
-        self.log.append((self.name, command.split(" 2>&1")[0]))
-        return "rc=0"
-
-
-class FakeNet(dict):
-    """Records the commands configure() runs on each node."""
-
-    def __init__(self):
-        super().__init__()
-        self.log = []
-
-    def __missing__(self, name):
-        return FakeNode(self.log, name)
+def test_the_node_that_injects_the_host_route_is_dc2s_gateway():
+    assert LAB.host_route_nodes() == ["xtr2"] == [LAB.captures()["dc2-access"][0]]
 
 
 def routes_set(mode):
-    net = FakeNet()
-    D.configure(net, mode)
-    return [(n, c) for n, c in net.log if c.startswith("ip route")]
+    """(node, command) of every route the lab's configuration sets."""
+    cmds = load(mode_file(mode)).node_commands()
+    return [(n, c) for n, cs in cmds.items() for c in cs if c.startswith("ip route")]
 
 
 def test_host_route_mode_leaves_the_routing_of_ospf_nodes_to_ospf():
     static = routes_set("host-route")
-    assert [n for n, _ in static if n in D.OSPF_NODES] == []
+    assert [n for n, _ in static if n in OSPF_NODES] == []
     assert {n for n, _ in static} == {"msmr", "pxtr", "c1", "n1", "vm"}    # default routes
 
 
 @pytest.mark.parametrize("mode", ["l2-extension", "lisp-extended-subnet"])
 def test_other_modes_keep_their_static_core(mode):
     static = routes_set(mode)
-    for r in D.ROUTERS:
+    for r in LAB.routers:
         assert any(n == r for n, _ in static), r
     to_vm = [c for n, c in static if n == "r1" and "10.10.0.0/24" in c]
     assert bool(to_vm) == (mode == "l2-extension")
