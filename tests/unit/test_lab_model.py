@@ -1,0 +1,200 @@
+"""The lab model without root: every kind of bad file gets one line naming file, line and
+problem; the shipped files validate; derivations (routes, paths, configs) are right."""
+import ipaddress
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from topologies.model import LabFileError, lab_files, load
+from topologies.render import toml
+
+LABS = Path(__file__).resolve().parents[2] / "topologies" / "labs"
+
+GOOD = """\
+lab: tiny
+routers: [r1]
+links:
+  a-up: {ends: [xa, r1], subnet: 172.16.1.0/30}
+  b-up: {ends: [xb, r1], subnet: 172.16.2.0/30}
+  ms-link: {ends: [ms, r1], subnet: 172.16.9.0/30}
+sites:
+  sa: {kind: client, gateway: xa, lan: 10.1.0.1/24, eid_prefixes: [10.1.0.0/24]}
+  sb: {kind: client, gateway: xb, lan: 10.2.0.1/24, eid_prefixes: [10.2.0.0/24]}
+mapping_system: {map_servers: [ms], key: k}
+hosts:
+  ha: {site: sa, address: 10.1.0.10/24}
+  hb: {site: sb, address: 10.2.0.10/24}
+timeline:
+  - {at: 0, traffic: probes, from: ha, to: hb}
+  - {at: 1, check: reachable, from: ha, to: hb}
+"""
+
+
+def write(tmp_path, text, name="lab.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def error_of(tmp_path, text):
+    p = write(tmp_path, text)
+    with pytest.raises(LabFileError) as e:
+        load(p)
+    return e.value
+
+
+def test_a_good_file_loads(tmp_path):
+    lab = load(write(tmp_path, GOOD))
+    assert lab.name == "tiny" and set(lab.hosts) == {"ha", "hb"}
+    assert [s.kind for s in lab.timeline] == ["traffic", "check"]
+
+
+# (what is wrong, the edit that makes it wrong, the line reported, words in the message)
+BAD = [
+    ("unknown key", ("routers: [r1]", "routers: [r1]\nrouterz: [r2]"), 3, "unknown key 'routerz'"),
+    ("unknown site key, with a hint",
+     ("eid_prefixes: [10.1.0.0/24]}", "eid_prefix: [10.1.0.0/24]}"), 8, "did you mean"),
+    ("unknown step", ("{at: 1, check: reachable, from: ha, to: hb}",
+                      "{at: 1, teleport: ha}"), 16, "unknown step 'teleport'"),
+    ("unknown check", ("check: reachable", "check: teleported"), 16, "unknown check"),
+    ("unknown node in a link", ("ends: [xb, r1]", "ends: [xb, r9]"), 5, "unknown node 'r9'"),
+    ("unknown host in a step", ("from: ha, to: hb}\n  - {at: 1", "from: hz, to: hb}\n  - {at: 1"),
+     15, "unknown host 'hz'"),
+    ("address outside its subnet", ("address: 10.1.0.10/24", "address: 10.7.0.10/24"), 12,
+     "outside site sa's LAN"),
+    ("duplicate name", ("  hb: {site: sb", "  ms: {site: sb"), 13, "duplicate name 'ms'"),
+    ("duplicate key", ("  hb: {site: sb", "  ha: {site: sb"), 13, "duplicate key 'ha'"),
+    ("time going backwards", ("{at: 0, traffic", "{at: 2, traffic"), 16, "time goes backwards"),
+    ("missing key", ("  sb: {kind: client, gateway: xb, ", "  sb: {gateway: xb, "), 9,
+     "needs the key 'kind'"),
+    ("a link subnet too large", ("172.16.2.0/30", "172.16.2.0/24"), 5, "must be a /30 or /31"),
+    ("overlapping subnets", ("172.16.2.0/30", "172.16.1.0/30"), 5, "overlaps link a-up"),
+    ("not YAML", ("lab: tiny", "lab: [tiny"), 2, "not valid YAML"),
+    ("an address without its length", ("address: 10.2.0.10/24", "address: 10.2.0.10"), 13,
+     "with its prefix length"),
+    ("a bad prefix", ("eid_prefixes: [10.2.0.0/24]", "eid_prefixes: [10.2.0.1/24]"), 9,
+     "not a valid prefix"),
+]
+
+
+@pytest.mark.parametrize("what,edit,line,words", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_file_gets_one_line_naming_file_line_and_problem(tmp_path, what, edit, line,
+                                                                words):
+    old, new = edit
+    assert old in GOOD
+    e = error_of(tmp_path, GOOD.replace(old, new, 1))
+    text = str(e)
+    assert "\n" not in text
+    assert text.startswith(f"{tmp_path / 'lab.yaml'}:{line}: "), text
+    assert words in text, text
+
+
+def test_an_error_in_an_extended_file_names_that_file(tmp_path):
+    write(tmp_path, GOOD.replace("address: 10.2.0.10/24", "address: 10.9.0.10/24"),
+          "base.yaml")
+    p = write(tmp_path, "extends: base.yaml\nlab: over\n")
+    with pytest.raises(LabFileError) as e:
+        load(p)
+    assert str(e.value).startswith(f"{tmp_path / 'base.yaml'}:13: ")
+
+
+def test_extends_merges_mappings_replaces_lists_and_null_removes(tmp_path):
+    write(tmp_path, GOOD, "base.yaml")
+    p = write(tmp_path, "extends: base.yaml\nlab: over\nsites:\n  sb: {lan: 10.3.0.1/24}\n"
+                        "hosts:\n  hb: {address: 10.3.0.10/24}\ntimeline: null\n")
+    lab = load(p)
+    assert lab.name == "over" and lab.timeline == []
+    assert str(lab.sites["sb"].lan[0]) == "10.3.0.1/24"
+    assert lab.sites["sb"].eid_prefixes == [ipaddress.ip_network("10.2.0.0/24")]   # kept
+    loop = write(tmp_path, "extends: loop.yaml\nlab: x\n", "loop.yaml")
+    with pytest.raises(LabFileError, match="loop"):
+        load(loop)
+
+
+def test_yaml_1_1_surprises_are_not_made(tmp_path):
+    """on/off/yes stay strings, a MAC is never a base-60 number: a wrong value is named."""
+    e = error_of(tmp_path, GOOD.replace("routers: [r1]", "lisp: on\nrouters: [r1]"))
+    assert "lisp 'on' must be true or false" in str(e)
+
+
+def test_every_shipped_file_validates():
+    files = lab_files(LABS)
+    assert len(files) >= 6
+    bad = [(p.name, str(m)) for p, m in files if isinstance(m, LabFileError)]
+    assert bad == []
+
+
+def test_validate_command_without_root(tmp_path):
+    """`lisp-lab validate`: ok lines and exit 0, or the one-line problem and exit 1; never
+    a traceback."""
+    good = write(tmp_path, GOOD, "good.yaml")
+    bad = write(tmp_path, GOOD.replace("ends: [xb, r1]", "ends: [xb, r9]"), "bad.yaml")
+    cmd = [sys.executable, "-m", "lab.cli", "validate"]
+    r = subprocess.run(cmd + [str(good)], capture_output=True, text=True)
+    assert r.returncode == 0 and "ok (tiny" in r.stdout
+    r = subprocess.run(cmd + [str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and f"{bad}:5:" in r.stderr
+
+
+# --- derivations ---------------------------------------------------------------------------
+
+def demo(mode):
+    return load(LABS / f"demo-{mode}.yaml")
+
+
+def test_static_routes_follow_shortest_paths_and_reach_every_link():
+    lab = demo("lisp-extended-subnet")
+    routes = lab.static_routes()
+    r2 = dict((str(p), via) for p, via in routes["r2"])
+    assert r2["172.16.3.0/30"] == "172.16.23.2"          # DC2's uplink: straight to r3
+    assert r2["172.16.10.0/30"] == "172.16.12.1"         # the client's: through r1
+    assert r2["10.0.0.0/8"] == "172.16.12.1"             # the EID space: to the proxy xTR
+    for r in lab.routers:
+        known = {str(p) for p, _ in routes[r]} | {str(x.subnet) for x in lab.links.values()
+                                                   if r in x.ends()}
+        assert {str(x.subnet) for x in lab.links.values()} <= known, r
+    assert "10.10.0.0/24" not in r2                      # with LISP the core knows no EID
+    l2 = dict((str(p), via) for p, via in demo("l2-extension").static_routes()["r1"])
+    assert l2["10.10.0.0/24"] == "172.16.12.2"           # without it: toward DC1 via r2
+
+
+def test_expected_paths_per_mode():
+    head = ["client-access", "client-uplink"]
+    dc1 = head + ["core-r1-r2", "dc1-uplink", "dc1-access"]
+    dc2 = head + ["core-r1-r3", "dc2-uplink", "dc2-access"]
+    assert demo("l2-extension").expected_path("c1", "vm", "dc2") == dc1 + ["dci"]
+    assert demo("host-route").expected_path("c1", "vm", "dc2", host_route=True) == dc2
+    for mode in ("lisp-extended-subnet", "lisp-across-subnet"):
+        assert demo(mode).expected_path("c1", "vm", "dc1") == dc1
+        assert demo(mode).expected_path("c1", "vm", "dc2") == dc2
+
+
+def test_daemon_configs_are_valid_configs_of_the_daemon(tmp_path):
+    """Every derived config renders to TOML that nodes/config.py accepts."""
+    from nodes.config import load_config
+    for mode in ("lisp-extended-subnet", "lisp-across-subnet"):
+        for node, (role, cfg) in demo(mode).daemon_configs(tmp_path, tmp_path).items():
+            path = tmp_path / f"{mode}-{node}.toml"
+            path.write_text(toml(cfg))
+            assert tomllib.loads(path.read_text()) == cfg
+            assert load_config(path).role == role, (mode, node)
+
+
+def test_across_subnets_dc2_has_its_own_lan_and_no_dci():
+    lab = demo("lisp-across-subnet")
+    assert lab.dci is None and "dci" not in lab.captures()
+    cmds = lab.node_commands()["xtr2"]
+    assert "ip addr add 10.20.0.1/24 dev xtr2-lan" in cmds
+    assert "ip addr add 10.10.0.1/32 dev xtr2-gw" in cmds      # the VM's old gateway
+    assert lab.fhrp_isolation_rules() == []
+    assert len(demo("lisp-extended-subnet").fhrp_isolation_rules()) == 8
+
+
+def test_toml_rendering_escapes_strings():
+    text = toml({"node": {"name": 'a"b\\c'}, "rloc": [{"address": "1.2.3.4", "weight": 5}]})
+    assert tomllib.loads(text) == {"node": {"name": 'a"b\\c'},
+                                   "rloc": [{"address": "1.2.3.4", "weight": 5}]}
