@@ -599,6 +599,7 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
         "client": meta.get("client"),
         "vm": meta["vm"],
         "delay_emulation": meta.get("delay_emulation"),
+        "scenario": meta.get("scenario"),
         "link_roles": {"client": client_name, "dci": dci_name,
                        "vm-origin": _pick(links, "vm-origin"), "vm-target": target_name},
         "warnings": warnings,

@@ -250,6 +250,16 @@ def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: lis
         out += ["## Capture warnings", ""]
         out += [f"- `{m}`: {w}" for m, w in warnings]
         out.append("")
+    checked = [m for m in modes if results[m].get("checks")]
+    if checked:
+        out += ["## Checks", "",
+                "Each scenario's checks, from its timeline (file:line is the step).", ""]
+        for m in checked:
+            for c in results[m]["checks"]:
+                where = f"{Path(c['file']).name}:{c['line']}"
+                out.append(f"- `{m}` {'ok' if c['ok'] else '**FAILED**'} ({where}, "
+                           f"{c['step']}): {c['detail']}")
+        out.append("")
     out += ["## LISP control messages around the move", "",
             "Captured on every link from 1 s before the move (the same message appears once "
             "per link it crosses).", ""]

@@ -47,7 +47,6 @@ def run_scenario(path, run_dir, progress, name=None, cold_s=0.0, run_id=None):
     play(model, mode_dir, say, run_id=run_id or f"lab-{name}-{int(time.time())}",
          cold_s=cold_s or None)
     result = analyze_mode(mode_dir)
-    result["scenario"] = str(path)
     failed = [c for c in result["checks"] if not c["ok"]]
     for c in result["checks"]:
         if c in failed:
