@@ -43,7 +43,24 @@ class Network:
 
     # --- lifecycle ----------------------------------------------------------------------
 
+    def root_names(self):
+        """The interfaces this lab creates in the root namespace: its bridges and their
+        ports (Mininet's switches live there, so two labs cannot share a switch name)."""
+        m = self.model
+        names = list(m.switches()) + list(m.dci_ports())
+        for site in m.sites.values():
+            if site.switch:
+                names.append(f"{site.switch}-{site.gateway}")
+                names += [f"{site.switch}-{h.name}" for h in m.hosts.values()
+                          if h.site == site.name]
+        return names
+
     def __enter__(self):
+        taken = [n for n in self.root_names() if Path("/sys/class/net", n).exists()]
+        if taken:
+            raise RuntimeError(f"the interfaces {', '.join(taken)} exist already: another "
+                               f"lab with the same switch names is running (or a crashed run "
+                               f"left them: sudo .venv/bin/lisp-lab clean)")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.lab = Lab(LabTopo(lab=self.model, delays=self.delays), run_id=self.run_id)
         self.lab.start()

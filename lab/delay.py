@@ -67,6 +67,8 @@ from pathlib import Path
 from mininet.link import TCIntf, TCLink
 from mininet.node import Host
 
+from .netem import netem_available
+
 __all__ = ["RelayHost", "delayed_link", "relayed_link", "wants_relay", "start_relays",
            "delay_emulation", "relay_stats", "relay_names", "relays", "parse_delay_ms",
            "RELAY_SCRIPT", "NETEM", "RELAY"]
@@ -219,7 +221,6 @@ def delayed_link(topo, a, b, delay_ms, *, emulation=None, name=None, limit=DEFAU
     docstring). Returns the relay's name, or None for a plain link."""
     delay_ms = parse_delay_ms(delay_ms)
     if emulation is None:
-        from .emu import netem_available
         emulation = "netem" if netem_available() else "relay"
     if emulation not in ("netem", "relay"):
         raise ValueError(f"emulation must be 'netem' or 'relay', not {emulation!r}")

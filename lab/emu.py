@@ -37,7 +37,6 @@ import atexit
 import ctypes
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import time
 from pathlib import Path
 
 from . import cleanup as registry
+from .netem import NETEM_NOTICE, netem_available, netem_status
 
 __all__ = ["Lab", "LabProcess", "wait_for", "netem_available", "netem_status", "link_class",
            "NETEM_NOTICE"]
@@ -53,7 +53,6 @@ __all__ = ["Lab", "LabProcess", "wait_for", "netem_available", "netem_status", "
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 _setns = _libc.setns
-_unshare = _libc.unshare
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -62,19 +61,8 @@ CLONE_NEWNET = 0x40000000
 TC_PARAMS = ("bw", "delay", "jitter", "loss", "max_queue_size", "speedup", "use_hfsc",
              "use_tbf", "latency_ms", "enable_ecn", "enable_red")
 
-NETEM_NOTICE = ("netem is not available on this kernel: link delays are emulated by a "
-                "userspace relay (AF_PACKET) on each delayed link; loss and bandwidth limits "
-                "are not (load the sch_netem module, e.g. from linux-modules-extra on Ubuntu, "
-                "to have them)")
-
 STOP_TIMEOUT = 2.0
 _active_runs = set()       # run ids of the Labs of this process that are started
-
-
-# --- netem ---------------------------------------------------------------------------------
-
-_netem = None           # (available, detail) once probed in this process
-_netem_lock = threading.Lock()
 
 
 def wait_for(predicate, timeout, step=0.05):
@@ -83,44 +71,6 @@ def wait_for(predicate, timeout, step=0.05):
     while not (value := predicate()) and time.monotonic() < deadline:
         time.sleep(step)
     return value
-
-
-def _probe_netem():
-    """Try to add a netem qdisc to the loopback of a throwaway network namespace. That is
-    what a TCLink with a delay needs, it loads sch_netem on demand where it is a module,
-    and it changes nothing on the machine (the namespace dies with the command)."""
-
-    def enter_new_netns():
-        if _unshare(CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"unshare(CLONE_NEWNET): {os.strerror(e)}")
-
-    try:
-        tc = shutil.which("tc") or "/sbin/tc"
-        proc = subprocess.run([tc, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-                              preexec_fn=enter_new_netns, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=20)
-    except (OSError, subprocess.SubprocessError) as e:
-        return False, f"could not run the probe: {e}"
-    detail = proc.stderr.decode(errors="replace").strip()
-    return proc.returncode == 0, detail or "tc accepted a netem qdisc"
-
-
-def netem_status():
-    """(available, detail) for netem, probed once per process. The first probe that finds
-    no netem prints NETEM_NOTICE (one line, on stderr)."""
-    global _netem
-    with _netem_lock:
-        if _netem is None:
-            _netem = _probe_netem()
-            if not _netem[0]:
-                print(NETEM_NOTICE, file=sys.stderr, flush=True)
-        return _netem
-
-
-def netem_available():
-    """True when the kernel can emulate link delays with netem (probed once per process)."""
-    return netem_status()[0]
 
 
 def link_class():
