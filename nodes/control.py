@@ -36,8 +36,8 @@ import time
 from enum import Enum
 
 __all__ = ["ControlClient", "ControlError", "ControlServer", "DEFAULT_DIR", "MAX_REPLY",
-           "MAX_REQUEST", "action_name", "jsonable", "map_cache_rows", "query",
-           "registration_rows", "socket_path", "start_control_server"]
+           "MAX_REQUEST", "action_name", "health_counters", "jsonable", "map_cache_rows",
+           "query", "registration_rows", "socket_path", "start_control_server"]
 
 DEFAULT_DIR = "/run/lisp-lab"
 MAX_REQUEST = 64 * 1024          # bytes per request line, newline excluded
@@ -464,3 +464,9 @@ def registration_rows(map_server, now):
             } for r in reg.registrants.values()],
         })
     return rows
+
+
+def health_counters(health):
+    """The data plane's health (DataPlane.health()) as lines of `show counters`:
+    {"dataplane_encap": "alive" | "dead", "dataplane_decap": ...}."""
+    return {f"dataplane_{k}": "alive" if up else "dead" for k, up in sorted(health.items())}

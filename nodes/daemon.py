@@ -36,7 +36,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import ConfigError, build_core, load_config
-from .control import map_cache_rows, registration_rows, start_control_server
+from .control import health_counters, map_cache_rows, registration_rows, start_control_server
 from .eventlog import EventLog
 from .lisp.actions import Decision, Event, RouteAdd, RouteDel, SendControl
 from .lisp.errors import LispEncodeError
@@ -659,7 +659,10 @@ class Daemon:
             c.update(self.dataplane.counters)
         # per-datagram events the bounded event log did not write (nodes/eventlog.py)
         c["event_log_not_logged"] = self.log.not_logged_total
-        return dict(sorted(c.items()))
+        out = dict(sorted(c.items()))
+        if self.dataplane is not None:       # is each direction alive (issue 9)
+            out.update(health_counters(self.dataplane.health()))
+        return out
 
     def handle_request(self, request):
         what = request.get("show")
@@ -696,7 +699,8 @@ class Daemon:
                cfg.eid_space[0][0] if cfg.eid_space else 0)
         self.dataplane = DataPlane(cfg.tun, [r.address for r in cfg.rlocs], iid, self,
                                    self.lock, Counter(), cfg.mtu,
-                                   self.known_rlocs if cfg.decap_known_rlocs_only else None)
+                                   self.known_rlocs if cfg.decap_known_rlocs_only else None,
+                                   log=self.log.write)
         self.routes = Routes()
         self.routes.call(self._setup_routes)
         self.dataplane.start()
@@ -745,6 +749,8 @@ class Daemon:
             self.log.write("started", role=self.cfg.role, pid=os.getpid())
             while not self.stopping.is_set():
                 self.tick()
+                if self.dataplane is not None:
+                    self.dataplane.check()    # a dead data-plane thread: exit, saying so
                 try:
                     await asyncio.wait_for(self.stopping.wait(), 0.1)
                 except asyncio.TimeoutError:

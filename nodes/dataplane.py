@@ -23,15 +23,19 @@ segments to fit, and full-size transfers keep working.
 The decision for a flow is computed by the sans-I/O core under `core_lock` and cached per
 flow; the cache is flushed whenever the control plane changes a mapping (generation count).
 """
+import collections
 import errno
 import fcntl
 import ipaddress
+import json
 import os
 import select
 import socket
 import struct
 import sys
 import threading
+import time
+import traceback
 import zlib
 
 from .offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET, VNET_LEN, Coalescer,
@@ -59,6 +63,16 @@ _OUTER4 = struct.Struct("!BBHHHBBH4s4sHHHHII")   # outer IPv4 + UDP + LISP heade
 _LISP = struct.Struct("!II")
 _FAST = struct.Struct("!BBHHHBB2x12s")  # IPv4 header to the addresses, then the ports
 _KEY = struct.Struct("!B2x12s")          # from the protocol byte: protocol, addresses, ports
+MAX_RESTARTS = 5                   # a data-plane loop that fails more often in a minute stops
+
+
+class DataPlaneError(Exception):
+    """A data-plane thread has stopped: the node forwards nothing in that direction."""
+
+
+def log_to_stderr(event, /, **fields):
+    """The default `log` of a DataPlane: one JSON line on stderr (the node's log file)."""
+    print(json.dumps({"event": event, **fields}, default=str), file=sys.stderr, flush=True)
 
 
 def _fast_key(pkt):
@@ -92,6 +106,42 @@ def open_tun(name):
         os.close(fd)
         raise
     return fd
+
+
+def _where(exc):
+    """"file:line" where exception `exc` was raised."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    return f"{os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else "?"
+
+
+def open_devices(tun_name, rlocs):
+    """(TUN fd, raw IPv4 socket for sending, UDP IPv6 socket for sending or None, one UDP
+    socket on port 4341 per RLOC for receiving) of a data plane."""
+    tun_fd = open_tun(tun_name)
+    raw4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw4.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    rloc6 = next((r for r in rlocs if r.version == 6), None)
+    udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) if rloc6 else None
+    if udp6:
+        udp6.bind((str(rloc6), 0))
+    rx = []
+    for r in rlocs:
+        fam = socket.AF_INET if r.version == 4 else socket.AF_INET6
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        if r.version == 4:
+            s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        else:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        try:
+            s.setsockopt(SOL_UDP, UDP_GRO, 1)
+        except OSError:
+            pass                       # an old kernel: one datagram per receive
+        s.bind((str(r), DATA_PORT))
+        s.setblocking(False)
+        rx.append(s)
+    return tun_fd, raw4, udp6, rx
 
 
 def flow_of(pkt):
@@ -150,7 +200,10 @@ class DataPlane:
     """
 
     def __init__(self, tun_name, rlocs, iid, decide, core_lock, counters, mtu=1500,
-                 known_rlocs=None):
+                 known_rlocs=None, log=None, devices=None):
+        """`log(event, **fields)` reports what goes wrong in the threads (default: a JSON
+        line on stderr). `devices` = (TUN fd, raw IPv4 socket, UDP IPv6 socket or None,
+        [UDP sockets on port 4341]) replaces the ones opened here (tests, without root)."""
         self.tun_name = tun_name
         self.rlocs = [ipaddress.ip_address(r) for r in rlocs]
         self.rloc4 = next((r for r in self.rlocs if r.version == 4), None)
@@ -162,6 +215,7 @@ class DataPlane:
         self.counters = counters
         self.mtu = mtu
         self.known_rlocs = known_rlocs     # callable -> set of addresses, or None
+        self.log = log or log_to_stderr
         self.generation = 0                # bumped by the control plane on mapping changes
         self._flows = {}                   # encapsulation: flow key -> entry tuple
         self._dflows = {}                  # decapsulation: flow key -> Decision
@@ -171,44 +225,28 @@ class DataPlane:
         self._lisp_flags = 0xC8000000 if iid is not None else 0xC0000000
         self._lisp_word2 = ((iid & 0xFFFFFF) << 8 | 1) if iid is not None else 1
         self._stop = threading.Event()
-        self.tun_fd = open_tun(tun_name)
-        self.raw4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        self.raw4.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-        self.udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) if self.rloc6 else None
-        if self.udp6:
-            self.udp6.bind((str(self.rloc6), 0))
-        self.rx = []
-        for r in self.rlocs:
-            fam = socket.AF_INET if r.version == 4 else socket.AF_INET6
-            s = socket.socket(fam, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            if r.version == 4:
-                s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-            else:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
-            try:
-                s.setsockopt(SOL_UDP, UDP_GRO, 1)
-            except OSError:
-                pass                       # an old kernel: one datagram per receive
-            s.bind((str(r), DATA_PORT))
-            s.setblocking(False)
-            self.rx.append(s)
         self.nonce = int.from_bytes(os.urandom(3), "big") | 1
         self.threads = []
+        self._reported = set()             # kinds of per-packet errors already logged
+        self._died = {}                    # thread -> why it stopped for good
         self._gso_socks = {}               # outer source port -> UDP socket (GSO sends)
         self._rloc_addrs = {}
         self._batch = []                   # encapsulation: packets for one GSO send
         self._batch_entry = self._batch_ttl = self._batch_tos = None
         self._batch_size = self._batch_max = 0
         self._gso_ok = True
+        if devices is None:
+            self.tun_fd, self.raw4, self.udp6, self.rx = open_devices(tun_name, self.rlocs)
+        else:
+            self.tun_fd, self.raw4, self.udp6, self.rx = devices
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self):
-        self.threads = [threading.Thread(target=self._encap_loop, name="encap", daemon=True)]
-        self.threads += [threading.Thread(target=self._decap_loop, args=(s,), name="decap",
-                                          daemon=True) for s in self.rx]
+        self.threads = [threading.Thread(target=self._supervise, args=(self._encap_loop,),
+                                         name="encap", daemon=True)]
+        self.threads += [threading.Thread(target=self._supervise, args=(self._decap_loop, s),
+                                          name="decap", daemon=True) for s in self.rx]
         for t in self.threads:
             t.start()
 
@@ -223,6 +261,69 @@ class DataPlane:
             os.close(self.tun_fd)          # a non-persistent TUN disappears with its fd
         except OSError:
             pass
+
+    # --- health ----------------------------------------------------------------------------
+
+    def _supervise(self, loop, *args):
+        """Run a data-plane loop (the body of a thread). The loops catch what goes wrong
+        with one packet; should a loop itself fail, it is logged and started again, up to
+        MAX_RESTARTS times a minute; beyond that the thread ends, health() says so and
+        check() raises, so the daemon does not go on looking healthy."""
+        name = threading.current_thread().name
+        failures = collections.deque()
+        while not self._stop.is_set():
+            try:
+                loop(*args)
+                return                                 # stopped
+            except Exception as e:
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                failures.append(now)
+                while now - failures[0] > 60:
+                    failures.popleft()
+                self.counters[f"{name}_thread_restarts"] += 1
+                gave_up = len(failures) > MAX_RESTARTS
+                self.log("dataplane_thread_failed", thread=name,
+                         error=f"{type(e).__name__}: {e}", at=_where(e),
+                         action="stopped" if gave_up else "restarted")
+                if gave_up:
+                    self._died[threading.current_thread()] = \
+                        f"{len(failures)} failures in a minute, the last {type(e).__name__}: {e}"
+                    return
+                self._batch = []                       # (what the failed loop held)
+                self._stop.wait(0.05)
+
+    def health(self):
+        """{"encap": alive, "decap": alive}: whether the encapsulation thread and every
+        decapsulation thread (one per RLOC) are running."""
+        def alive(name):
+            mine = [t for t in self.threads if t.name == name]
+            return bool(mine) and all(t.is_alive() for t in mine) and not self._stop.is_set()
+        return {"encap": alive("encap"), "decap": alive("decap")}
+
+    def check(self):
+        """Raise DataPlaneError when a data-plane thread has stopped while the data plane
+        runs (the daemon calls this on every tick, and exits with the message)."""
+        if self._stop.is_set() or not self.threads:
+            return
+        for t in self.threads:
+            if not t.is_alive():
+                why = self._died.get(t, "it ended")
+                self.log("dataplane_thread_dead", thread=t.name, reason=why)
+                raise DataPlaneError(f"data plane: the {t.name} thread stopped ({why}); "
+                                     f"the node cannot forward, exiting")
+
+    def _error(self, where, exc):
+        """An unexpected exception while handling one packet: counted under
+        WHERE_errors, logged once per kind (thread, exception type and place), and the
+        loop goes on with the next packet."""
+        self.counters[f"{where}_errors"] += 1
+        kind = (where, type(exc).__name__, _where(exc))
+        if kind not in self._reported and len(self._reported) < 64:
+            self._reported.add(kind)
+            self.log("dataplane_error", thread=where, error=f"{type(exc).__name__}: {exc}",
+                     at=kind[2], note=f"logged once; every one is counted in {where}_errors")
 
     def invalidate(self):
         self.generation += 1
@@ -242,23 +343,31 @@ class DataPlane:
                 n = os.readv(self.tun_fd, [buf])
             except BlockingIOError:
                 if self._batch:
-                    self._flush_batch()          # the queue is empty: send what waits
+                    try:
+                        self._flush_batch()      # the queue is empty: send what waits
+                    except Exception as e:
+                        self._batch = []
+                        self._error("encap", e)
                 poller.poll(200)
                 continue
             except OSError:
                 continue
             if n <= VNET_LEN:
                 continue
-            flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = \
-                VNET.unpack_from(buf)
-            pkt = view[VNET_LEN:n]
-            if gso_type == GSO_NONE:
-                if flags & F_NEEDS_CSUM:
-                    complete_checksum(pkt, csum_start, csum_offset)
-                self.encapsulate(pkt)
-            else:
-                self.counters["tun_super_packets_read"] += 1
-                self.encapsulate_super(pkt, gso_type & ~GSO_ECN, gso_size)
+            try:
+                flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = \
+                    VNET.unpack_from(buf)
+                pkt = view[VNET_LEN:n]
+                if gso_type == GSO_NONE:
+                    if flags & F_NEEDS_CSUM:
+                        complete_checksum(pkt, csum_start, csum_offset)
+                    self.encapsulate(pkt)
+                else:
+                    self.counters["tun_super_packets_read"] += 1
+                    self.encapsulate_super(pkt, gso_type & ~GSO_ECN, gso_size)
+            except Exception as e:               # one packet's problem, not the thread's
+                self._batch = []
+                self._error("encap", e)
 
     def encapsulate_super(self, pkt, gso_type, mss):
         """A TCP super-packet from the TUN: cut into segments, each in its own LISP packet;
@@ -485,22 +594,37 @@ class DataPlane:
                 if self._stop.is_set():
                     return
                 continue
+            if n == 0:                               # an empty datagram: not even a
+                self.counters["malformed_data"] += 1   # LISP header (issue 9)
+                continue
             outer_ttl, seg = 255, n
             for level, kind, data in ancdata:
                 if level == SOL_UDP and kind == UDP_GRO:
                     seg = int.from_bytes(data[:4], sys.byteorder) or n
                 elif kind in (IP_TTL, socket.IPV6_HOPLIMIT):
                     outer_ttl = int.from_bytes(data[:4], sys.byteorder)
-            if self.known_rlocs is not None and not self._known_rloc(addr[0]):
-                self.counters["drop_unknown_rloc"] += n // seg + (n % seg > 0)
+            try:
+                if self.known_rlocs is not None and not self._known_rloc(addr[0]):
+                    self.counters["drop_unknown_rloc"] += n // seg + (n % seg > 0)
+                    continue
+            except Exception as e:
+                self._error("decap", e)
                 continue
             # Several LISP packets when the kernel coalesced them (UDP_GRO), each `seg`
             # bytes but the last; their inner packets go to the TUN through `out`.
             if seg < n:
                 self.counters["udp_gro_batches"] += 1
             for at in range(0, n, seg):
-                self.decapsulate(buf, view, at, min(at + seg, n), addr[0], outer_ttl, out)
-            out.flush()
+                try:
+                    self.decapsulate(buf, view, at, min(at + seg, n), addr[0], outer_ttl,
+                                     out)
+                except Exception as e:           # one packet's problem, not the thread's
+                    self._error("decap", e)
+            try:
+                out.flush()
+            except Exception as e:
+                out.pending = []                 # (views of `buf`, about to be reused)
+                self._error("decap", e)
 
     def _tun_write(self, buffers):
         try:

@@ -1,0 +1,199 @@
+"""The data plane's threads survive what arrives (nodes/dataplane.py, issue 9), without root:
+the loops run on real file descriptors, the TUN replaced by a datagram socket pair and the
+LISP port by a UDP socket on 127.0.0.1.
+
+- an empty datagram to port 4341 is counted and decapsulation goes on;
+- an exception while handling one packet (in either direction) is counted, logged once per
+  kind, and the next packet goes through;
+- a loop that fails is restarted; one that keeps failing stops, health() and check() say so;
+- `show counters` carries the health of both directions.
+"""
+import ipaddress
+import socket
+import threading
+import time
+from collections import Counter
+
+import pytest
+from scapy.layers.inet import IP, UDP
+
+from nodes import control
+from nodes.dataplane import DataPlane, DataPlaneError
+from nodes.lisp.actions import Decision
+from nodes.offload import VNET_LEN
+
+LISP_IID7 = bytes.fromhex("c8000001 00000701")          # N, I; nonce 1; instance ID 7
+RLOC = ipaddress.ip_address("192.0.2.2")
+
+
+class Core:
+    """The decisions: deliver what is decapsulated, encapsulate to RLOC; `fail` names
+    destinations whose decision raises (a bug somewhere in the core)."""
+
+    def __init__(self, fail=()):
+        self.fail = set(fail)
+
+    def _check(self, dst):
+        if str(dst) in self.fail:
+            raise KeyError(f"no decision for {dst}")
+
+    def decapsulated(self, iid, dst, outer_src, key):
+        self._check(dst)
+        return Decision("deliver")
+
+    def route(self, iid, dst, key):
+        self._check(dst)
+        return Decision("encap", rloc=RLOC)
+
+
+class RawSock:
+    """Stands for the raw IPv4 socket: records what is sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def sendmsg(self, buffers, cmsg=(), flags=0, addr=None):
+        self.sent.append(b"".join(bytes(b) for b in buffers))
+        return len(self.sent[-1])
+
+    def close(self):
+        pass
+
+
+class Plane:
+    """A DataPlane on socket pairs: `tun` is the far end of its TUN, `send(datagram)`
+    reaches its port 4341, `log` lists what it logged."""
+
+    def __init__(self, core, known_rlocs=None):
+        self.tun, tun_fd = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.bind(("127.0.0.1", 0))
+        self.rx.setblocking(False)
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.raw = RawSock()
+        self.log = []
+        self._tun_fd = tun_fd
+        self.dp = DataPlane("lisp-test", ["192.0.2.1"], 7, core, threading.Lock(), Counter(),
+                            known_rlocs=known_rlocs,
+                            log=lambda event, **f: self.log.append((event, f)),
+                            devices=(tun_fd.detach(), self.raw, None, [self.rx]))
+        self.tun.settimeout(2)
+
+    def send(self, datagram):
+        self.tx.sendto(datagram, self.rx.getsockname())
+
+    def from_tun(self):
+        """The next packet the data plane wrote to its TUN (without the vnet header)."""
+        return self.tun.recv(70000)[VNET_LEN:]
+
+    def to_tun(self, pkt):
+        self.tun.send(bytes(VNET_LEN) + pkt)
+
+    def close(self):
+        self.dp.stop()
+        for s in (self.tun, self.tx):
+            s.close()
+
+
+@pytest.fixture
+def plane():
+    made = []
+
+    def make(core=None, known_rlocs=None):
+        p = Plane(core or Core(), known_rlocs)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.close()
+
+
+def inner(dst="10.2.0.10", n=20):
+    return bytes(IP(src="10.1.0.10", dst=dst, ttl=64) / UDP(sport=1234, dport=7)
+                 / (b"x" * n))
+
+
+def wait(cond, timeout=2.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@pytest.mark.parametrize("known", [None, lambda: {"127.0.0.1"}],
+                         ids=["any-source", "known-rlocs-only"])
+def test_an_empty_datagram_is_counted_and_decapsulation_goes_on(plane, known):
+    p = plane(known_rlocs=known)
+    p.dp.start()
+    p.send(b"")
+    p.send(LISP_IID7 + inner())
+    assert p.from_tun() == inner()          # the thread is still decapsulating
+    assert p.dp.counters["malformed_data"] == 1
+    assert p.dp.health() == {"encap": True, "decap": True}
+    p.dp.check()                            # raises nothing
+
+
+def test_an_exception_while_decapsulating_is_counted_logged_once_and_the_loop_goes_on(plane):
+    p = plane(Core(fail={"10.2.0.66"}))
+    p.dp.start()
+    for _ in range(3):
+        p.send(LISP_IID7 + inner("10.2.0.66"))
+    p.send(LISP_IID7 + inner())
+    assert p.from_tun() == inner()
+    assert p.dp.counters["decap_errors"] == 3
+    errors = [f for e, f in p.log if e == "dataplane_error"]
+    assert len(errors) == 1 and errors[0]["thread"] == "decap" \
+        and errors[0]["error"].startswith("KeyError")
+    assert p.dp.health()["decap"]
+
+
+def test_an_exception_while_encapsulating_is_counted_logged_once_and_the_loop_goes_on(plane):
+    p = plane(Core(fail={"10.2.0.66"}))
+    p.dp.start()
+    for _ in range(3):
+        p.to_tun(inner("10.2.0.66"))
+    p.to_tun(inner())
+    assert wait(lambda: p.raw.sent), "the packet after the failures was not encapsulated"
+    assert p.raw.sent[0][36:] == inner()
+    assert p.dp.counters["encap_errors"] == 3
+    errors = [f for e, f in p.log if e == "dataplane_error"]
+    assert len(errors) == 1 and errors[0]["thread"] == "encap"
+    assert p.dp.health()["encap"]
+
+
+def test_a_failing_loop_is_restarted_and_one_that_keeps_failing_is_reported(plane):
+    p = plane()
+    runs = Counter()
+    real = p.dp._decap_loop
+
+    def flaky(sock):                        # fails outside per-packet handling
+        runs["decap"] += 1
+        if runs["decap"] <= 2:
+            raise MemoryError("the loop itself")
+        return real(sock)
+    p.dp._decap_loop = flaky
+    p.dp.start()
+    p.send(LISP_IID7 + inner())
+    assert p.from_tun() == inner()          # restarted, and decapsulating
+    assert p.dp.counters["decap_thread_restarts"] == 2
+    assert p.dp.health() == {"encap": True, "decap": True}
+
+    q = plane()
+    q.dp._decap_loop = lambda sock: 1 / 0   # always
+    q.dp.start()
+    assert wait(lambda: not q.dp.health()["decap"], 3)
+    assert q.dp.health() == {"encap": True, "decap": False}
+    with pytest.raises(DataPlaneError, match="decap thread stopped"):
+        q.dp.check()
+    assert [f["action"] for e, f in q.log if e == "dataplane_thread_failed"][-1] == "stopped"
+
+
+def test_show_counters_says_whether_each_direction_is_alive(plane):
+    p = plane()
+    assert control.health_counters(p.dp.health()) == {"dataplane_encap": "dead",
+                                                      "dataplane_decap": "dead"}
+    p.dp.start()
+    assert control.health_counters(p.dp.health()) == {"dataplane_encap": "alive",
+                                                      "dataplane_decap": "alive"}
