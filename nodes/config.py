@@ -31,6 +31,7 @@ from .lisp.etr import Etr, MapServerConfig
 from .lisp.itr import Itr
 from .lisp.mapserver import MapServerResolver, Site
 from .lisp.messages import Locator
+from .lisp.replay import MODES as REPLAY_MODES
 from .lisp.xtr import Xtr
 
 ROLES = ("xtr", "msmr", "pxtr")
@@ -61,17 +62,21 @@ KEYS = {
     "eid_prefix": ("prefix", "instance_id"),
     "dynamic_eid": ("prefix", "instance_id", "interface", "gateway", "gateway_mac", "detect",
                     "detect_mac"),
-    "map_server": ("address", "secret", "key_id", "algorithm"),
+    "map_server": ("address", "secret", "key_id", "algorithm", "replay_protection"),
     "map_resolver": ("address",),
     "eid_space": ("prefix", "instance_id"),
     "etr": ("register_interval", "record_ttl", "want_map_notify", "proxy_reply",
             "smr_interval", "decap_known_rlocs_only"),
-    "itr": ("miss_policy", "petr"),
+    "itr": ("miss_policy", "petr", "map_request_rate", "map_request_interval",
+            "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6"),
     "dataplane": ("tun", "lan_interfaces", "mtu", "proxy_arp"),
-    "msmr": ("registration_timeout",),
-    "site": ("name", "accept_more_specifics", "key", "prefix"),
+    "msmr": ("registration_timeout", "map_request_rate", "map_request_rate_per_source",
+             "replay_window"),
+    "site": ("name", "accept_more_specifics", "replay_protection", "key", "prefix",
+             "dynamic_eid"),
     "site.key": ("key_id", "secret", "algorithm"),
     "site.prefix": ("prefix", "instance_id"),
+    "site.dynamic_eid": ("prefix", "instance_id"),
 }
 
 
@@ -132,6 +137,15 @@ class NodeConfig:
     proxy_arp: bool = False                     # answer ARP on the LAN for routed addresses
     smr_interval: float = 1.0                   # seconds
     eid_space: list = field(default_factory=list)          # [(iid, network)], pxtr
+    # ITR limits (RFC 9301 section 5.3) and the Map-Reply check
+    map_request_rate: float = 50.0              # Map-Requests a second from the ITR (0: none)
+    map_request_interval: float = 1.0           # seconds between two for one destination
+    max_pending_requests: int = 1000
+    min_mapping_prefix: dict = field(default_factory=lambda: {4: 8, 6: 16})
+    # Map-Server / Map-Resolver limits on the Map-Requests answered (0: no limit)
+    ms_map_request_rate: float = 1000.0
+    ms_map_request_rate_per_source: float = 100.0
+    replay_window: float = 3600.0               # seconds a "seen" nonce is remembered
 
     def __post_init__(self):
         if not self.control_socket:
@@ -179,14 +193,20 @@ def build_core(cfg: NodeConfig, rng=None):
     `rng` (e.g. random.Random(1)) makes nonces reproducible in tests."""
     if cfg.role == "msmr":
         return MapServerResolver(cfg.sites, name=cfg.name, rng=rng,
-                                 registration_timeout=cfg.registration_timeout)
+                                 registration_timeout=cfg.registration_timeout,
+                                 map_request_rate=cfg.ms_map_request_rate,
+                                 map_request_rate_per_source=cfg.ms_map_request_rate_per_source,
+                                 replay_window=cfg.replay_window)
     if cfg.role not in ("xtr", "pxtr"):
         raise ConfigError(f"config of {cfg.name}: node.role: must be one of "
                           f"{', '.join(ROLES)}")
     proxy = cfg.role == "pxtr"
     locators = [Locator(r.address, r.priority, r.weight) for r in cfg.rlocs]
     itr = Itr([r.address for r in cfg.rlocs], cfg.map_resolvers, name=cfg.name,
-              petr=cfg.petr, miss_policy=cfg.miss_policy, pitr=proxy, rng=rng)
+              petr=cfg.petr, miss_policy=cfg.miss_policy, pitr=proxy,
+              max_pending=cfg.max_pending_requests, map_request_rate=cfg.map_request_rate,
+              request_interval=cfg.map_request_interval,
+              min_mapping_prefix=cfg.min_mapping_prefix, rng=rng)
     etr = Etr(locators,
               [] if proxy else cfg.eid_prefixes,
               [] if proxy else cfg.map_servers,
@@ -357,6 +377,15 @@ def _seconds(value, path):
         raise _Invalid(path, f"must be a finite number of seconds, not {value}")
     if value <= 0:
         raise _Invalid(path, f"must be > 0 seconds, not {value}")
+    return float(value)
+
+
+def _rate(value, path):
+    """Messages a second: a number >= 0, where 0 means no limit."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(path, f"must be a number of messages a second, not {_type_name(value)}")
+    if not math.isfinite(value) or value < 0:
+        raise _Invalid(path, f"must be a finite number >= 0 (0: no limit), not {value}")
     return float(value)
 
 
@@ -557,7 +586,8 @@ def _xtr(data, cfg):
             cfg.map_servers.append(MapServerConfig(
                 reachable(t.get("address", _address), t.path_of("address")),
                 t.get("secret", _nonempty), t.get("key_id", _byte, 0),
-                ALG_BY_NAME[t.get("algorithm", _choice(ALGORITHMS), DEFAULT_ALGORITHM)]))
+                ALG_BY_NAME[t.get("algorithm", _choice(ALGORITHMS), DEFAULT_ALGORITHM)],
+                t.get("replay_protection", _choice(REPLAY_MODES), "increasing")))
         _no_duplicates(cfg.map_servers, lambda m: m.address,
                        lambda i: f"map_server[{i}].address")
         if (cfg.eid_prefixes or cfg.dynamic_eids) and not cfg.map_servers:
@@ -588,6 +618,13 @@ def _xtr(data, cfg):
     if cfg.miss_policy == "petr" and cfg.petr is None:
         raise _Invalid("itr.petr", 'missing: itr.miss_policy "petr" needs the address of '
                                    'a proxy ETR')
+    cfg.map_request_rate = itr.get("map_request_rate", _rate, cfg.map_request_rate)
+    cfg.map_request_interval = itr.get("map_request_interval", _seconds,
+                                       cfg.map_request_interval)
+    cfg.max_pending_requests = itr.get("max_pending_requests", _integer(1, 1_000_000),
+                                       cfg.max_pending_requests)
+    cfg.min_mapping_prefix = {4: itr.get("min_mapping_prefix_ipv4", _integer(0, 32), 8),
+                              6: itr.get("min_mapping_prefix_ipv6", _integer(0, 128), 16)}
 
     dp = _table(data, "dataplane")
     cfg.tun = dp.get("tun", _ifname, cfg.tun)
@@ -656,6 +693,10 @@ def _msmr(data, cfg):
     ms = _table(data, "msmr")
     cfg.registration_timeout = ms.get("registration_timeout", _seconds,
                                       cfg.registration_timeout)
+    cfg.ms_map_request_rate = ms.get("map_request_rate", _rate, cfg.ms_map_request_rate)
+    cfg.ms_map_request_rate_per_source = ms.get("map_request_rate_per_source", _rate,
+                                                cfg.ms_map_request_rate_per_source)
+    cfg.replay_window = ms.get("replay_window", _seconds, cfg.replay_window)
     owner = {}                     # (iid, prefix) -> path of the first site prefix
     for t in _array(data, "site"):
         name = t.get("name", _name)
@@ -679,8 +720,24 @@ def _msmr(data, cfg):
             prefixes.append(entry)
         if not prefixes:
             raise _Invalid(t.path_of("prefix"), "a site needs at least one [[site.prefix]]")
-        cfg.sites.append(Site(name, keys, prefixes,
-                              t.get("accept_more_specifics", _boolean, False)))
+        more = t.get("accept_more_specifics", _boolean, False)
+        ranges = []
+        for rt in _array(t.data, "dynamic_eid", t.path):
+            iid, prefix = rt.get("instance_id", _iid, 0), rt.get("prefix", _prefix)
+            if not any(iid == p_iid and prefix.version == p.version and prefix.subnet_of(p)
+                       for p_iid, p in prefixes):
+                raise _Invalid(rt.path_of("prefix"), f"[{iid}]{prefix} is not inside a "
+                                                     f"[[site.prefix]] of site {_show(name)}")
+            if (iid, prefix) in ranges:
+                raise _Invalid(rt.path_of("prefix"), f"[{iid}]{prefix} is listed twice")
+            ranges.append((iid, prefix))
+        if ranges and not more:
+            raise _Invalid(t.path_of("dynamic_eid"), "needs accept_more_specifics = true "
+                                                     "(hosts in the ranges register more-"
+                                                     "specific prefixes)")
+        cfg.sites.append(Site(name, keys, prefixes, more, ranges,
+                              t.get("replay_protection", _choice(REPLAY_MODES),
+                                    "increasing")))
     if not cfg.sites:
         raise _Invalid("site", "role msmr needs at least one [[site]]")
     _no_duplicates(cfg.sites, lambda x: x.name, lambda i: f"site[{i}].name")

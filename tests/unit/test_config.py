@@ -253,6 +253,37 @@ def test_build_msmr_wires_sites_and_registration_timeout():
     assert set(core.mr.space) == {(0, net("10.1.0.0/24")), (5, net("10.1.0.0/24"))}
 
 
+def test_build_wires_the_hardening_keys():
+    """Issue 9: replay protection, Map-Request rate limits, the Map-Reply floor and the
+    Map-Server's dynamic-EID ranges go from the file into the core."""
+    text = sub(MSMR, "[msmr]", "[msmr]\nmap_request_rate = 300\n"
+                                "map_request_rate_per_source = 0\nreplay_window = 60")
+    text = sub(text, 'name = "dc1"', 'name = "dc1"\nreplay_protection = "seen"')
+    text += '[[site.dynamic_eid]]\nprefix = "10.1.0.128/25"\n'
+    core = build_core(parse_config(text))
+    [site] = core.ms.sites
+    assert (site.replay_protection, site.dynamic_ranges) == ("seen",
+                                                              [(0, net("10.1.0.128/25"))])
+    assert core.ms.limiter.total.rate == 300.0 and core.ms.limiter.sources.rate == 0.0
+    assert core.mr.limiter is core.ms.limiter and core.ms.nonces.window == 60.0
+    default = build_core(parse_config(MSMR))
+    assert default.ms.sites[0].replay_protection == "increasing"
+    assert default.ms.sites[0].dynamic_ranges == []
+    assert (default.ms.limiter.total.rate, default.ms.limiter.sources.rate) == (1000.0, 100.0)
+    xtr = MINIMAL_XTR.replace('secret = "k"', 'secret = "k"\nreplay_protection = "off"')
+    xtr += ("[itr]\nmap_request_rate = 5\nmap_request_interval = 2.5\n"
+            "max_pending_requests = 7\nmin_mapping_prefix_ipv4 = 16\n"
+            "min_mapping_prefix_ipv6 = 32\n")
+    core = build_core(parse_config(xtr))
+    assert core.etr.map_servers[0].replay_protection == "off"
+    itr = core.itr
+    assert (itr.rate.rate, itr.request_interval, itr.max_pending) == (5.0, 2.5, 7)
+    assert itr.min_mapping_prefix == {4: 16, 6: 32}
+    itr = build_core(parse_config(MINIMAL_XTR)).itr
+    assert (itr.rate.rate, itr.request_interval, itr.max_pending) == (50.0, 1.0, 1000)
+    assert itr.min_mapping_prefix == {4: 8, 6: 16}
+
+
 def test_build_core_rejects_a_role_it_cannot_build():
     with pytest.raises(ConfigError, match="node.role: must be one of xtr, msmr, pxtr"):
         build_core(NodeConfig("n", "router"))
@@ -725,6 +756,36 @@ BAD = [
     ('[node]\nname = "ms"\nrole = "msmr"\n', "site: role msmr needs at least one [[site]]"),
     (sub(MSMR, "[msmr]", "[msmr]\nregistration_timeout = 0"),
      "msmr.registration_timeout: must be > 0 seconds, not 0"),
+    # hardening (issue 9): replay protection, rate limits, dynamic-EID ranges
+    (sub(MSMR, 'name = "dc1"', 'name = "dc1"\nreplay_protection = "strict"'),
+     "site[0].replay_protection: must be one of increasing, seen, off"),
+    (MINIMAL_XTR.replace('secret = "k"', 'secret = "k"\nreplay_protection = 1'),
+     "map_server[0].replay_protection: must be one of increasing, seen, off"),
+    (sub(MSMR, "[msmr]", "[msmr]\nmap_request_rate = -1"),
+     "msmr.map_request_rate: must be a finite number >= 0 (0: no limit), not -1"),
+    (sub(MSMR, "[msmr]", '[msmr]\nmap_request_rate_per_source = "fast"'),
+     "msmr.map_request_rate_per_source: must be a number of messages a second, not a "
+     "string"),
+    (sub(MSMR, "[msmr]", "[msmr]\nreplay_window = 0"),
+     "msmr.replay_window: must be > 0 seconds, not 0"),
+    (MINIMAL_XTR + "[itr]\nmax_pending_requests = 0\n",
+     "itr.max_pending_requests: 0 is out of range 1-1000000"),
+    (MINIMAL_XTR + "[itr]\nmin_mapping_prefix_ipv4 = 33\n",
+     "itr.min_mapping_prefix_ipv4: 33 is out of range 0-32"),
+    (MINIMAL_XTR + "[itr]\nmap_request_interval = 0\n",
+     "itr.map_request_interval: must be > 0 seconds, not 0"),
+    (MSMR + '[[site.dynamic_eid]]\nprefix = "10.2.0.0/25"\n',
+     'site[0].dynamic_eid[0].prefix: [0]10.2.0.0/25 is not inside a [[site.prefix]] of '
+     'site "dc1"'),
+    (MSMR + '[[site.dynamic_eid]]\nprefix = "10.1.0.0/25"\n'
+            '[[site.dynamic_eid]]\nprefix = "10.1.0.0/25"\n',
+     "site[0].dynamic_eid[1].prefix: [0]10.1.0.0/25 is listed twice"),
+    (sub(MSMR, "accept_more_specifics = true", "accept_more_specifics = false")
+     + '[[site.dynamic_eid]]\nprefix = "10.1.0.0/25"\n',
+     "site[0].dynamic_eid: needs accept_more_specifics = true (hosts in the ranges register "
+     "more-specific prefixes)"),
+    (MSMR + '[[site.dynamic_eid]]\nrange = "10.1.0.0/25"\n',
+     "site[0].dynamic_eid[0].range: unknown key (expected one of: prefix, instance_id)"),
 ]
 
 
@@ -834,7 +895,7 @@ def test_any_mutation_of_an_example_loads_cleanly_or_raises_config_error(role, d
 def test_docs_describe_every_section_and_key():
     from nodes.config import ALL_SECTIONS, KEYS
     docs = (EXAMPLES.parents[1] / "docs" / "config.md").read_text()
-    assert set(KEYS) == set(ALL_SECTIONS) | {"site.key", "site.prefix"}
+    assert set(KEYS) == set(ALL_SECTIONS) | {"site.key", "site.prefix", "site.dynamic_eid"}
     for section, keys in KEYS.items():
         heading = re.search(rf"^#+ `\[\[?{re.escape(section)}\]\]?`.*?$(.*?)(?=^#+ |\Z)",
                             docs, re.M | re.S)
