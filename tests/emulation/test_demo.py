@@ -74,6 +74,21 @@ def test_report_has_every_mode_and_the_documented_keys(demo):
     assert "| " in (run_dir / "report.md").read_text()
 
 
+def test_every_mode_is_its_scenario_file_and_passes_its_checks(demo):
+    """The modes are played from their files; report.json keeps the file and the result of
+    each check of its timeline (live ones and those read from the captures)."""
+    report = demo[2]
+    for mode, r in report["modes"].items():
+        assert r["scenario"] == str(mode_file(mode)), mode
+        kinds = {c["step"].split()[2] for c in r["checks"]}
+        assert {"reachable", "path"} <= kinds, (mode, kinds)
+        if MODELS[mode].lisp:
+            assert {"registered", "map_cache", "convergence"} <= kinds, (mode, kinds)
+        failed = [c for c in r["checks"] if not c["ok"]]
+        assert failed == [], (mode, failed)
+        assert all(c["file"].endswith(".yaml") and c["line"] > 0 for c in r["checks"])
+
+
 def test_demo_start_to_first_lisp_probe_is_within_the_demo(demo):
     run_dir, _, report = demo
     first = report["demo_start_to_first_lisp_probe_s"]

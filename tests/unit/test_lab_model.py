@@ -198,3 +198,15 @@ def test_toml_rendering_escapes_strings():
     text = toml({"node": {"name": 'a"b\\c'}, "rloc": [{"address": "1.2.3.4", "weight": 5}]})
     assert tomllib.loads(text) == {"node": {"name": 'a"b\\c'},
                                    "rloc": [{"address": "1.2.3.4", "weight": 5}]}
+
+
+def test_run_of_a_bad_file_says_one_line_and_builds_nothing(tmp_path):
+    """`lisp-lab run` checks the file before it needs root or builds anything."""
+    from lab.cleanup import read_records
+    before = len(read_records())
+    bad = write(tmp_path, GOOD.replace("{at: 1, check", "{at: 1, chekc"), "bad.yaml")
+    r = subprocess.run([sys.executable, "-m", "lab.cli", "run", str(bad)], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and f"{bad}:16: unknown step 'chekc'" in r.stderr
+    assert len(read_records()) == before
