@@ -22,6 +22,12 @@ segments to fit, and full-size transfers keep working.
 
 The decision for a flow is computed by the sans-I/O core under `core_lock` and cached per
 flow; the cache is flushed whenever the control plane changes a mapping (generation count).
+
+Robustness (issue 9): whatever one packet does to the code handling it is counted and logged
+once per kind, and the thread goes on; a loop that fails is restarted, one that keeps
+failing ends, and health() / check() say so (the daemon then exits). Wire sizes (issue 10):
+a UDP GSO batch leaves as separate datagrams because the uplink's `tx-udp-segmentation` is
+turned off at start (segment_before_uplinks).
 """
 import collections
 import errno
@@ -39,7 +45,9 @@ import traceback
 import zlib
 
 from .offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET, VNET_LEN, Coalescer,
-                      complete_checksum, tso_segments)
+                      UDP_SEGMENTATION, complete_checksum, default_route_interfaces,
+                      ipv4_interfaces, tso_segments, udp_segmentation_off,
+                      udp_segmentation_on)
 
 
 TUNSETIFF = 0x400454CA
@@ -203,7 +211,8 @@ class DataPlane:
                  known_rlocs=None, log=None, devices=None):
         """`log(event, **fields)` reports what goes wrong in the threads (default: a JSON
         line on stderr). `devices` = (TUN fd, raw IPv4 socket, UDP IPv6 socket or None,
-        [UDP sockets on port 4341]) replaces the ones opened here (tests, without root)."""
+        [UDP sockets on port 4341]) replaces the ones opened here (tests, without root);
+        then the uplink's offloads are left alone too."""
         self.tun_name = tun_name
         self.rlocs = [ipaddress.ip_address(r) for r in rlocs]
         self.rloc4 = next((r for r in self.rlocs if r.version == 4), None)
@@ -235,8 +244,10 @@ class DataPlane:
         self._batch_entry = self._batch_ttl = self._batch_tos = None
         self._batch_size = self._batch_max = 0
         self._gso_ok = True
+        self._segmenting = []              # uplinks whose tx-udp-segmentation we turned off
         if devices is None:
             self.tun_fd, self.raw4, self.udp6, self.rx = open_devices(tun_name, self.rlocs)
+            self.segment_before_uplinks()
         else:
             self.tun_fd, self.raw4, self.udp6, self.rx = devices
 
@@ -261,6 +272,12 @@ class DataPlane:
             os.close(self.tun_fd)          # a non-persistent TUN disappears with its fd
         except OSError:
             pass
+        for name in self._segmenting:      # the uplink's offloads as we found them
+            try:
+                udp_segmentation_on(name)
+            except OSError:
+                pass
+        self._segmenting = []
 
     # --- health ----------------------------------------------------------------------------
 
@@ -324,6 +341,41 @@ class DataPlane:
             self._reported.add(kind)
             self.log("dataplane_error", thread=where, error=f"{type(exc).__name__}: {exc}",
                      at=kind[2], note=f"logged once; every one is counted in {where}_errors")
+
+    def segment_before_uplinks(self):
+        """What leaves the xTR must be wire-sized on every link (issue 10). A UDP GSO
+        batch stays one super-packet across veths and routers unless a device segments it,
+        so `tx-udp-segmentation` is turned off on the interfaces that hold the IPv4 RLOC
+        or carry the default route: the kernel then cuts each batch into datagrams before
+        the uplink. If it cannot be turned off (or checked), batches are not used: one
+        LISP packet per system call (counted in gso_off_uplink_offload)."""
+        if self.rloc4 is None:
+            return
+        try:
+            names = sorted({n for n, a in ipv4_interfaces() if a == str(self.rloc4)}
+                           | set(default_route_interfaces()))
+        except OSError as e:
+            names, problem = [], f"interfaces unknown: {e}"
+        else:
+            problem = None if names else f"no interface holds {self.rloc4}"
+        for name in names:
+            try:
+                was_on, now_off = udp_segmentation_off(name)
+            except OSError as e:
+                if e.errno is None:
+                    continue                   # no such feature: GSO is segmented anyway
+                was_on, now_off = True, False
+                problem = f"{name}: {e.strerror or e}"
+            if was_on and now_off:
+                self._segmenting.append(name)
+                self.counters["uplink_udp_segmentation_off"] += 1
+            elif not now_off:
+                problem = problem or f"{name}: {UDP_SEGMENTATION} stays on"
+        if problem:
+            self._gso_ok = False
+            self.counters["gso_off_uplink_offload"] += 1
+            self.log("udp_gso_disabled", reason=problem,
+                     note="LISP packets leave one per system call")
 
     def invalidate(self):
         self.generation += 1

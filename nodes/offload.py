@@ -15,6 +15,10 @@ packet, not per byte. This module is the per-byte part, without I/O:
                    receiving host handle one packet, not 45; the kernel's segmentation
                    gives back exactly the packets that arrived.
   complete_checksum()  a packet with only a partial checksum (offloaded by its sender).
+  udp_segmentation_off()  the one piece of I/O here (an ethtool ioctl): the ITR's uplink must
+                   not carry a UDP GSO batch as one super-packet, so its
+                   `tx-udp-segmentation` is turned off and the kernel cuts the batch into
+                   datagrams before the device (see the end of this file).
 
 Every segment on the wire between xTRs is an ordinary, fully checksummed IP packet inside an
 ordinary LISP packet; the offloads only change how many system calls carry them.
@@ -24,6 +28,9 @@ The virtio-net header (include/uapi/linux/virtio_net.h), 10 bytes, host byte ord
 Checksums use the Internet checksum's property that the one's complement sum of 16-bit
 words equals the number's value modulo 0xFFFF, which Python's integers compute quickly.
 """
+import ctypes
+import fcntl
+import socket
 import struct
 
 from .lisp.ipudp import internet_checksum
@@ -311,3 +318,119 @@ class Coalescer:
                 self.udp = False                 # this kernel takes no UDP super-packets
             for p in pending:
                 self.write([NO_VNET, p])
+
+
+# --- the uplink's UDP segmentation (ethtool) -------------------------------------------
+#
+# A UDP_SEGMENT send is one packet in the kernel until a device without the
+# NETIF_F_GSO_UDP_L4 feature has to transmit it. A veth, a bridge and a forwarding router
+# keep it whole, so with the default offloads a batch of LISP packets crosses the core as
+# one frame of several kilobytes, which a receiver reading raw frames decapsulates as one
+# packet (issue 10). Without `tx-udp-segmentation` on the uplink, the kernel segments the
+# batch in software before the uplink, and every frame on the wire is one LISP packet.
+
+SIOCETHTOOL = 0x8946
+SIOCGIFCONF = 0x8912
+ETHTOOL_GSTRINGS, ETHTOOL_GSSET_INFO = 0x1B, 0x37
+ETHTOOL_GFEATURES, ETHTOOL_SFEATURES = 0x3A, 0x3B
+ETH_SS_FEATURES = 4
+ETH_GSTRING_LEN = 32
+UDP_SEGMENTATION = "tx-udp-segmentation"
+
+
+def _ethtool(ifname, data):
+    """One SIOCETHTOOL ioctl on interface `ifname`; `data` (a ctypes buffer holding the
+    ethtool command) is read and written by the kernel."""
+    ifreq = struct.pack("16sP16x", ifname.encode(), ctypes.addressof(data))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, SIOCETHTOOL, ifreq)
+
+
+def _feature_names(ifname):
+    info = ctypes.create_string_buffer(struct.pack("=IIQI", ETHTOOL_GSSET_INFO, 0,
+                                                   1 << ETH_SS_FEATURES, 0))
+    _ethtool(ifname, info)
+    _cmd, _reserved, mask, count = struct.unpack_from("=IIQI", info)
+    if not mask & (1 << ETH_SS_FEATURES):
+        return []
+    names = ctypes.create_string_buffer(struct.pack("=III", ETHTOOL_GSTRINGS,
+                                                    ETH_SS_FEATURES, count)
+                                        + bytes(count * ETH_GSTRING_LEN))
+    _ethtool(ifname, names)
+    raw = names.raw[12:12 + count * ETH_GSTRING_LEN]
+    return [raw[i:i + ETH_GSTRING_LEN].split(b"\0", 1)[0].decode()
+            for i in range(0, len(raw), ETH_GSTRING_LEN)]
+
+
+def _features(ifname, blocks):
+    """[(available, requested, active, never_changed)] bit masks, 32 features a block."""
+    buf = ctypes.create_string_buffer(struct.pack("=II", ETHTOOL_GFEATURES, blocks)
+                                      + bytes(16 * blocks))
+    _ethtool(ifname, buf)
+    return [struct.unpack_from("=IIII", buf, 8 + 16 * i) for i in range(blocks)]
+
+
+def udp_segmentation(ifname, on=None):
+    """Whether `ifname` segments UDP GSO sends in its driver (`tx-udp-segmentation`, i.e.
+    passes them on whole), after setting it to `on` when that is not None. Returns
+    (active before, active after, changeable). Raises OSError when the interface has no
+    ethtool features (then it passes GSO packets on as they come, as a veth does)."""
+    names = _feature_names(ifname)
+    if UDP_SEGMENTATION not in names:
+        raise OSError(f"{ifname} has no {UDP_SEGMENTATION} feature")
+    bit = names.index(UDP_SEGMENTATION)
+    block, mask = bit // 32, 1 << (bit % 32)
+    blocks = (len(names) + 31) // 32
+    available, _req, active, fixed = _features(ifname, blocks)[block]
+    before = bool(active & mask)
+    changeable = bool(available & mask) and not fixed & mask
+    if on is not None and before != on and changeable:
+        sets = bytearray(struct.pack("=II", ETHTOOL_SFEATURES, blocks) + bytes(8 * blocks))
+        struct.pack_into("=II", sets, 8 + 8 * block, mask, mask if on else 0)
+        _ethtool(ifname, ctypes.create_string_buffer(bytes(sets)))
+        return before, bool(_features(ifname, blocks)[block][2] & mask), changeable
+    return before, before, changeable
+
+
+def udp_segmentation_off(ifname):
+    """Turn `tx-udp-segmentation` off on `ifname` and check that it took: returns
+    (it was on, it is off now)."""
+    before, after, _ = udp_segmentation(ifname, False)
+    return before, not after
+
+
+def udp_segmentation_on(ifname):
+    """Put `tx-udp-segmentation` back on (what udp_segmentation_off turned off)."""
+    return udp_segmentation(ifname, True)[1]
+
+
+def ipv4_interfaces():
+    """[(interface name, IPv4 address)] of this network namespace (SIOCGIFCONF: every
+    address, secondary ones under their label "dev:label", reported here as "dev")."""
+    size = 40                                            # struct ifreq
+    count = 64
+    while True:
+        buf = ctypes.create_string_buffer(size * count)
+        ifconf = bytearray(struct.pack("iP", size * count, ctypes.addressof(buf)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s, SIOCGIFCONF, ifconf)
+        used = struct.unpack_from("i", ifconf)[0]
+        if used < size * count:
+            break
+        count *= 4
+    out = []
+    for at in range(0, used, size):
+        name = buf.raw[at:at + 16].split(b"\0", 1)[0].decode().split(":", 1)[0]
+        out.append((name, socket.inet_ntoa(buf.raw[at + 20:at + 24])))
+    return out
+
+
+def default_route_interfaces():
+    """Names of the interfaces of the IPv4 default routes of the main table."""
+    try:
+        with open("/proc/net/route") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return []
+    return sorted({r[0] for r in rows if len(r) > 7 and r[1] == "00000000"
+                   and r[7] == "00000000"})

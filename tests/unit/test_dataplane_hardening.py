@@ -6,7 +6,9 @@ LISP port by a UDP socket on 127.0.0.1.
 - an exception while handling one packet (in either direction) is counted, logged once per
   kind, and the next packet goes through;
 - a loop that fails is restarted; one that keeps failing stops, health() and check() say so;
-- `show counters` carries the health of both directions.
+- `show counters` carries the health of both directions;
+- (issue 10) the uplink's `tx-udp-segmentation` is turned off at start and put back at stop;
+  where it stays on, the ITR sends one LISP packet per system call.
 """
 import ipaddress
 import socket
@@ -197,3 +199,56 @@ def test_show_counters_says_whether_each_direction_is_alive(plane):
     p.dp.start()
     assert control.health_counters(p.dp.health()) == {"dataplane_encap": "alive",
                                                       "dataplane_decap": "alive"}
+
+
+# --- the uplink's UDP segmentation (issue 10): what the data plane does with the answers ---
+
+class Uplinks:
+    """Stands for the ethtool calls: interfaces, and whether their UDP segmentation
+    turns off (`stuck` stay on)."""
+
+    def __init__(self, monkeypatch, stuck=()):
+        self.on = {"xtr-core": True, "lo": True}
+        self.stuck = set(stuck)
+        import nodes.dataplane as D
+        monkeypatch.setattr(D, "ipv4_interfaces",
+                            lambda: [("lo", "127.0.0.1"), ("xtr-core", "192.0.2.1")])
+        monkeypatch.setattr(D, "default_route_interfaces", lambda: ["xtr-core"])
+        monkeypatch.setattr(D, "udp_segmentation_off", self.off)
+        monkeypatch.setattr(D, "udp_segmentation_on", self.back_on)
+
+    def off(self, name):
+        was = self.on[name]
+        if name not in self.stuck:
+            self.on[name] = False
+        return was, not self.on[name]
+
+    def back_on(self, name):
+        self.on[name] = True
+        return True
+
+
+def test_udp_segmentation_is_turned_off_on_the_uplink_and_put_back_at_stop(plane,
+                                                                          monkeypatch):
+    links = Uplinks(monkeypatch)
+    p = plane()
+    p.dp.segment_before_uplinks()
+    assert links.on == {"xtr-core": False, "lo": True}       # the RLOC's interface only
+    assert p.dp._gso_ok and p.dp.counters["uplink_udp_segmentation_off"] == 1
+    p.dp.stop()
+    assert links.on["xtr-core"]
+
+
+def test_an_uplink_that_keeps_udp_segmentation_means_one_packet_per_send(plane, monkeypatch):
+    Uplinks(monkeypatch, stuck={"xtr-core"})
+    p = plane()
+    p.dp.segment_before_uplinks()
+    assert not p.dp._gso_ok and p.dp.counters["gso_off_uplink_offload"] == 1
+    assert [f["reason"] for e, f in p.log if e == "udp_gso_disabled"] == \
+        ["xtr-core: tx-udp-segmentation stays on"]
+    for _ in range(4):                     # back-to-back packets of one flow: no GSO send
+        p.dp.encapsulate(memoryview(bytearray(inner(n=100))))
+    if p.dp._batch:
+        p.dp._flush_batch()
+    assert len(p.raw.sent) == 4
+    assert p.dp.counters["udp_gso_sends"] == p.dp.counters["gso_send_refused"] == 0
