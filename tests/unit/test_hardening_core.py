@@ -338,3 +338,35 @@ def test_d_ms_refuses_a_host_outside_the_sites_dynamic_eid_ranges():
     etr.host_gone(0, VM, 1.5)
     assert events(ms.receive(registers(etr.tick(2.0))[0], DC1, 2.0), "registered")
     assert ms.lookup(0, inside, 2.0).prefix == net("10.1.0.200/32")
+
+
+# --- the pieces: nonce memory and token buckets -------------------------------------
+
+def test_nonce_memory_modes_window_and_bounds():
+    from nodes.lisp.replay import NonceMemory, next_nonce
+    mem = NonceMemory(window=10.0, max_keys=2, max_seen=3)
+    assert [mem.check("off", "k", n, 0.0) for n in (5, 5)] == ["new", "new"]
+    mem.commit("increasing", "a", 5, 0.0)
+    assert [mem.check("increasing", "a", n, 0.0) for n in (4, 5, 6)] == ["old", "repeat",
+                                                                         "new"]
+    mem.commit("seen", "s", 99, 0.0)
+    assert mem.check("seen", "s", 99, 5.0) == "repeat"
+    assert mem.check("seen", "s", 99, 10.5) == "new"            # out of the window
+    for n in (1, 2, 3, 4):
+        mem.commit("seen", "s", n, 11.0)
+    assert mem.check("seen", "s", 1, 11.0) == "new"             # at most 3 kept
+    mem.commit("increasing", "b", 1, 0.0)
+    mem.commit("increasing", "c", 1, 0.0)                        # at most 2 keys: "a" goes
+    assert mem.check("increasing", "a", 1, 0.0) == "new"
+    assert next_nonce(0, 0.0) == 1 and next_nonce(7, 0.0) == 8
+    assert next_nonce(7, 2.5) == 2_500_000
+
+
+def test_plain_map_requests_to_a_map_server_are_limited_too():
+    ms = MapServer([dc_site()], map_request_rate=0, map_request_rate_per_source=10.0,
+                   rng=random.Random(1))
+    e, mask = make_eid("10.1.0.9/32")
+    plain = encode(MapRequest(5, [RequestRecord(e, mask)], [ITR_RLOC]))
+    answered = sum(len(sends(ms.receive(plain, ATTACKER, 0.0))) for _ in range(50))
+    assert answered == 10 and ms.counters["map_request_rate_limited"] == 40
+    assert len(sends(ms.receive(plain, ATTACKER, 1.0))) == 1     # 10 a second come back
