@@ -18,8 +18,13 @@ It runs the sans-I/O core (nodes.lisp) behind real I/O:
     dynamic-EID range and counts it (dynamic_eid_rejected) otherwise;
   - a structured event log, one JSON object per line.
 
+One daemon per node: a second one started in the same network namespace stops with one
+line naming the first (pid and command line) before it touches anything. At exit a daemon
+removes only what it created (a route or rule that was there before it stays).
+
 SIGTERM or SIGINT: the daemon removes its routes, rules and TUN device, puts the LAN
-interfaces back as it found them (addresses, MAC, sysctls) and exits within a second. A bad config file stops it with one line naming the key and the reason.
+interfaces back as it found them (addresses, MAC, sysctls) and exits within a second.
+A bad config file stops it with one line naming the key and the reason.
 """
 import asyncio
 import ctypes
@@ -172,7 +177,8 @@ class Routes:
     def __init__(self):
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self.ipr = self.call(self._open)
-        self.routes = {}       # (table, dst) -> kwargs
+        self.routes = {}       # (table, dst) -> kwargs, of the routes we created
+        self.foreign = set()   # (table, dst) of routes that were there before us
         self.rules = []
         self.addresses = []    # kwargs of the addresses we added
         self.macs = {}         # ifindex -> the MAC it had before
@@ -198,14 +204,33 @@ class Routes:
         return found[0]
 
     def route(self, dst, dev, table=254):
+        """Route `dst` to `dev` in `table`. A route of ours is replaced; a route to the same
+        destination that was there before us is replaced too (the core decided), but it is
+        not ours: close() and unroute() leave it."""
+        from pyroute2.netlink.exceptions import NetlinkError
         dst = ipaddress.ip_network(dst)
         kw = dict(dst=str(dst), oif=self.ifindex(dev), table=table,
                   family=socket.AF_INET if dst.version == 4 else socket.AF_INET6)
-        self.ipr.route("replace", **kw)
-        self.routes[(table, dst)] = kw
+        key = (table, dst)
+        if key in self.routes or key in self.foreign:
+            self.ipr.route("replace", **kw)
+            if key in self.routes:
+                self.routes[key] = kw
+            return
+        try:
+            self.ipr.route("add", **kw)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+            self.ipr.route("replace", **kw)
+            self.foreign.add(key)
+            return
+        self.routes[key] = kw
 
     def unroute(self, dst, table=254):
-        kw = self.routes.pop((table, ipaddress.ip_network(dst)), None)
+        key = (table, ipaddress.ip_network(dst))
+        self.foreign.discard(key)
+        kw = self.routes.pop(key, None)
         if kw is not None:
             try:
                 self.ipr.route("del", **kw)
@@ -213,8 +238,17 @@ class Routes:
                 pass
 
     def rule(self, **kw):
-        self.ipr.rule("add", **kw)
+        """Add a rule; one that is there already (identical) is not ours and stays at
+        close. Returns True when we added it."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            self.ipr.rule("add", **kw)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+            return False
         self.rules.append(kw)
+        return True
 
     def set_sysctl(self, path, value):
         """Set /proc/sys/`path`, remembering the value it had (put back by close)."""
@@ -728,9 +762,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
         self.prepare_kernel()
+        # No SO_REUSEPORT: a second daemon in this namespace must not share our port
+        # (claim_namespace refuses it earlier anyway).
         t4, _ = await self.loop.create_datagram_endpoint(
-            lambda: ControlProtocol(self), local_addr=("0.0.0.0", CONTROL_PORT),
-            reuse_port=True)
+            lambda: ControlProtocol(self), local_addr=("0.0.0.0", CONTROL_PORT))
         self.transports[4] = t4
         try:
             s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -773,6 +808,61 @@ class Daemon:
 from .dataplane import ENCAP_OVERHEAD_V4, DataPlane  # noqa: E402  (after Daemon for reading order)
 
 
+# --- one daemon per node ------------------------------------------------------------------
+
+# An abstract Unix socket name belongs to the network namespace it is bound in, and the
+# kernel frees it when its process dies however it dies: a second daemon in the namespace
+# cannot bind it, and no stale lock is ever left (nothing on disk).
+INSTANCE_NAME = b"\0lisp-lab-node-daemon"
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds this network namespace."""
+
+
+def claim_namespace(name=INSTANCE_NAME):
+    """Be the only LISP daemon of this network namespace (of this node): returns the socket
+    that holds the claim (keep it open), or raises AlreadyRunning naming the holder. Called
+    before anything else is touched: kernel state, ports, control socket, event log."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(name)
+    except OSError as e:
+        sock.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+        raise AlreadyRunning("a LISP daemon is already running for this node (in this "
+                             f"network namespace): {_holder(name)}; stop it first") from None
+    return sock
+
+
+def _holder(name):
+    """'pid N (its command line)' of the process bound to abstract socket `name`, found
+    through /proc/net/unix (this namespace's sockets) and /proc/*/fd; or a fallback."""
+    want = "@" + name[1:].decode()
+    inode = None
+    try:
+        with open("/proc/net/unix") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 8 and parts[7] == want:
+                    inode = parts[6]
+    except OSError:
+        pass
+    if inode is not None:
+        target = f"socket:[{inode}]"
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+                if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    return f"pid {pid} ({cmd})"
+            except OSError:
+                continue
+    return "its process could not be identified"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
@@ -783,6 +873,11 @@ def main(argv=None):
     except ConfigError as e:
         print(f"lisp-node: {e}", file=sys.stderr)
         return 2
+    try:
+        claim = claim_namespace()
+    except AlreadyRunning as e:
+        print(f"lisp-node {cfg.name}: cannot start: {e}", file=sys.stderr)
+        return 1
     try:
         daemon = Daemon(cfg)
         asyncio.run(daemon.run())
@@ -795,6 +890,8 @@ def main(argv=None):
         print(f"lisp-node {cfg.name}: stopped by an internal error: "
               f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    finally:
+        claim.close()
     return 0
 
 
