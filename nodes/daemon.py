@@ -22,9 +22,12 @@ One daemon per node: a second one started in the same network namespace stops wi
 line naming the first (pid and command line) before it touches anything. At exit a daemon
 removes only what it created (a route or rule that was there before it stays).
 
+IPv4 or IPv6: the LISP table and rules are set up for the address families of the node's
+EIDs only; IPv6 EIDs where IPv6 is disabled are skipped with one line saying so.
+
 SIGTERM or SIGINT: the daemon removes its routes, rules and TUN device, puts the LAN
-interfaces back as it found them (addresses, MAC, sysctls) and exits within a second.
-A bad config file stops it with one line naming the key and the reason.
+interfaces back as it found them (addresses, MAC, sysctls) and exits within a second, also
+under a flood. A bad config file stops it with one line naming the key and the reason.
 """
 import asyncio
 import ctypes
@@ -63,6 +66,11 @@ def sysctl(path, value):
             f.write(str(value))
     except OSError:
         pass
+
+
+def ipv6_enabled():
+    """False when this network namespace has IPv6 off (or no IPv6 at all)."""
+    return read_sysctl("net/ipv6/conf/all/disable_ipv6") not in ("1", None)
 
 
 def read_sysctl(path):
@@ -306,12 +314,18 @@ class Routes:
         return out
 
     def _close(self):
+        try:
+            devices = {link["index"] for link in self.ipr.get_links()}
+        except Exception:
+            devices = None
         for kw in reversed(self.rules):
             try:
                 self.ipr.rule("del", **kw)
             except Exception:
                 pass
         for kw in list(self.routes.values()):
+            if devices is not None and kw["oif"] not in devices:
+                continue    # the kernel removed it with its device (the TUN): no call each
             try:
                 self.ipr.route("del", **kw)
             except Exception:
@@ -362,6 +376,7 @@ class Daemon:
         self.routes = None
         self.dataplane = None
         self.stopping = None
+        self.signalled = None            # the signal that asked us to stop
         self.started = time.monotonic()
         self.lan_sockets = []            # (socket, interface, family or "frames")
         self.detect_gateway = set()      # interfaces in detect = "gateway" mode
@@ -418,6 +433,8 @@ class Daemon:
         self.routes.submit(self._program, a)
 
     def _program(self, a):
+        if self.is_stopping():
+            return           # route changes still queued at stop: the clean-up follows
         try:
             if isinstance(a, RouteAdd):
                 if a.kind == "lisp":
@@ -745,9 +762,22 @@ class Daemon:
         r.ipr.link("set", index=idx, state="up", mtu=cfg.mtu - ENCAP_OVERHEAD_V4)
         sysctl(f"net/ipv4/conf/{cfg.tun}/rp_filter", 0)
         # Traffic from the LAN: main table without its default route, then the LISP
-        # table whose default route leads into the TUN (map-cache misses included).
-        for fam, default in ((socket.AF_INET, "0.0.0.0/0"), (socket.AF_INET6, "::/0")):
-            r.route(default, cfg.tun, LISP_TABLE)
+        # table whose default route leads into the TUN (map-cache misses included); only
+        # for the address families of our EIDs (an IPv4-only xTR runs where IPv6 is off).
+        for version in sorted(self.families()):
+            fam, default = ((socket.AF_INET, "0.0.0.0/0") if version == 4 else
+                            (socket.AF_INET6, "::/0"))
+            if version == 6 and not ipv6_enabled():
+                self._no_ipv6("net.ipv6.conf.all.disable_ipv6 is 1")
+                continue
+            try:
+                r.route(default, cfg.tun, LISP_TABLE)
+            except Exception as e:
+                if version != 6 or getattr(e, "code", None) not in (errno.EACCES,
+                                                                    errno.EAFNOSUPPORT):
+                    raise
+                self._no_ipv6(f"the kernel refuses IPv6 routes ({e})")
+                continue
             for lan in cfg.lan_interfaces:
                 # (pyroute2 drops suppress_prefixlength=0; the attribute name keeps it)
                 r.rule(family=fam, iifname=lan, table=254, FRA_SUPPRESS_PREFIXLEN=0,
@@ -756,11 +786,32 @@ class Daemon:
         for iid, prefix in cfg.eid_space:      # proxy ITR: EID space into the TUN
             r.route(prefix, cfg.tun)
 
+    def families(self):
+        """The IP versions of the EIDs this node serves (EID prefixes, dynamic-EID ranges,
+        proxy EID space); both when it names none."""
+        cfg = self.cfg
+        found = ({p.version for _, p in cfg.eid_prefixes}
+                 | {d.prefix.version for d in cfg.dynamic_eids}
+                 | {p.version for _, p in cfg.eid_space})
+        return found or {4, 6}
+
+    def _no_ipv6(self, why):
+        """IPv6 EIDs are configured but this namespace has no IPv6: serve IPv4, say so."""
+        self.io_counters["ipv6_unavailable"] = 1
+        self.log.write("ipv6_unavailable", reason=why)
+        print(f"lisp-node {self.cfg.name}: IPv6 is not available here ({why}): "
+              f"serving IPv4 EIDs only", file=sys.stderr, flush=True)
+
     async def run(self):
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, self.stopping.set)
+        # Not loop.add_signal_handler: asyncio learns of a signal through a byte in its
+        # self-pipe, which the data plane's call_soon_threadsafe calls fill under load,
+        # and then the signal is lost ("BlockingIOError" in _sighandler_noop) and the
+        # daemon never stops. A plain handler sets a flag the main loop reads every
+        # 100 ms, and wakes the loop if it can.
+        old_handlers = {sig: signal.signal(sig, self._on_signal)
+                        for sig in (signal.SIGTERM, signal.SIGINT)}
         self.prepare_kernel()
         # No SO_REUSEPORT: a second daemon in this namespace must not share our port
         # (claim_namespace refuses it earlier anyway).
@@ -782,7 +833,7 @@ class Daemon:
                 self.start_dataplane()
                 self.start_lan()
             self.log.write("started", role=self.cfg.role, pid=os.getpid())
-            while not self.stopping.is_set():
+            while not (self.stopping.is_set() or self.signalled):
                 self.tick()
                 if self.dataplane is not None:
                     self.dataplane.check()    # a dead data-plane thread: exit, saying so
@@ -803,6 +854,19 @@ class Daemon:
             await server.wait_closed()
             self.log.write("stopped", counters=self.counters())
             self.log.close()
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame):
+        """(main thread, between two bytecodes) SIGTERM or SIGINT: stop."""
+        self.signalled = signum
+        try:
+            self.loop.call_soon_threadsafe(self.stopping.set)
+        except RuntimeError:
+            pass                                  # the loop is closing already
+
+    def is_stopping(self):
+        return bool(self.signalled) or (self.stopping is not None and self.stopping.is_set())
 
 
 from .dataplane import ENCAP_OVERHEAD_V4, DataPlane  # noqa: E402  (after Daemon for reading order)

@@ -11,6 +11,8 @@ has IPv6 disabled. Each test starts the daemons it needs and stops them; node na
 with "dp" so that they collide with no other test's.
 """
 import ipaddress
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +35,27 @@ XTRS = {   # name: (core /30, LAN gateway addresses, host addresses, EID prefixe
 }
 NO_IPV6 = {"dpx3"}
 MS_CORE = "172.30.9.2/30"
+
+# A bounded UDP flood (at most `seconds`): random bytes to HOSTS (comma-separated):PORT, or,
+# with PORT 0, to a new destination every packet (10.99.x.y, port 9: each one a map-cache
+# miss at the ITR).
+FLOOD = r"""
+import os, random, socket, sys, time
+hosts, port, seconds = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    for i in range(100):
+        try:
+            if port:
+                s.sendto(os.urandom(random.randrange(0, 120)), (hosts[i % len(hosts)], port))
+            else:
+                s.sendto(b"x" * 100, ("10.99.%d.%d" % (random.randrange(256),
+                                                     random.randrange(1, 255)), 9))
+        except OSError:
+            pass
+"""
+
 
 def ip_of(cidr):
     return str(ipaddress.ip_interface(cidr).ip)
@@ -229,3 +252,82 @@ def test_kernel_state_that_was_there_before_the_daemon_is_left_at_exit(dp):
         assert "lisp0" not in dp.sh("dpx2", "ip -6 rule; ip -6 route show table 100").stdout
     finally:
         dp.sh("dpx2", f"ip rule del {rule}")
+
+
+# --- IPv4 only, IPv6 disabled ----------------------------------------------------------
+
+@pytest.mark.parametrize("eids", ["ipv4-only", "ipv4-and-ipv6"])
+def test_an_xtr_starts_where_ipv6_is_disabled_and_serves_ipv4(dp, eids):
+    """IPv4-only: no IPv6 set-up at all, nothing to say. With IPv6 EIDs too: IPv4 is
+    served and one line says why IPv6 is not (before: 'internal error: NetlinkError:
+    (13, 'Permission denied')' and no daemon)."""
+    assert dp.sh("dpx3", "cat /proc/sys/net/ipv6/conf/all/disable_ipv6").stdout.strip() == "1"
+    config = dp.configs["dpx3"]
+    if eids == "ipv4-and-ipv6":
+        config = dp.write("dpx3-dual", xtr_config("dpx3", dp.sockets, dp.workdir).replace(
+            "[[map_server]]", '[[eid_prefix]]\nprefix = "2001:db8:81:3::/64"\n'
+                              'instance_id = 0\n[[map_server]]'))
+    log = dp.workdir / f"dpx3-{eids}.log"
+    proc = dp.start("dpx3", config, log)
+    try:
+        dp.wait_up("dpx3", proc)
+        table = dp.kernel_state("dpx3")["table100"]
+        assert "default dev lisp0" in table and "::" not in table, table
+        assert "lisp0" in dp.sh("dpx3", "ip route get 10.99.7.5 from 10.81.3.10 "
+                                        "iif dpx3-lan").stdout
+        lines = log.read_text().strip().splitlines()
+        if eids == "ipv4-only":
+            assert lines == [], lines
+        else:
+            assert len(lines) == 1 and "IPv6 is not available" in lines[0], lines
+            assert dp.query("dpx3", "counters").get("ipv6_unavailable") == 1
+    finally:
+        assert dp.stop(proc) == 0, proc.read_log()
+    assert dp.kernel_state("dpx3")["table100"].strip() == ""
+
+
+# --- SIGTERM -----------------------------------------------------------------------------
+
+def test_several_daemons_each_exit_within_2s_of_sigterm_even_in_a_flood(dp):
+    """Five daemons, each flooded (control port, data port, and from its LAN new
+    destinations: the data plane then wakes the event loop for every packet, which filled
+    asyncio's self-pipe and lost the signal: the old daemon never stopped)."""
+    names = ["dpms", *XTRS]
+    procs = {n: dp.start(n) for n in names}
+    floods = []
+    try:
+        for n in XTRS:
+            dp.wait_up(n, procs[n])
+        assert wait_for(lambda: len(dp.query("dpms", "registrations")) == 5, 10), \
+            dp.query("dpms", "registrations")
+        rlocs = [ip_of(v[0]) for v in XTRS.values()]
+        for port, hosts in ((4342, rlocs + [ip_of(MS_CORE)]), (4341, rlocs)):
+            floods.append(dp.lab.start_process(
+                "dpr", [PY, "-c", FLOOD, ",".join(hosts), port, 8], name="flood"))
+        for n in (1, 2, 3):
+            floods.append(dp.lab.start_process(f"dph{n}", [PY, "-c", FLOOD, "-", 0, 8],
+                                               name="flood"))
+        time.sleep(2.0)
+        assert all(f.alive for f in floods)
+        sent = time.monotonic()
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        took = {}
+        for n, p in procs.items():
+            try:
+                p.wait(max(0.1, sent + 5 - time.monotonic()))
+                took[n] = round(time.monotonic() - sent, 2)
+            except subprocess.TimeoutExpired:
+                took[n] = "still running after 5 s"
+        print("seconds from SIGTERM to exit:", took)
+        assert all(isinstance(t, float) and t < 2.0 for t in took.values()), took
+        for n, p in procs.items():
+            assert p.returncode == 0, (n, p.read_log()[-2000:])
+    finally:
+        for p in procs.values():
+            if p.alive:
+                dp.stop(p)
+        for f in floods:
+            dp.stop(f)
+    for n in XTRS:
+        assert dp.kernel_state(n)["table100"].strip() == "", n
