@@ -8,11 +8,12 @@ traffic goes to, each VM announces itself and uses its gateway (as a booting VM 
 VMs' registrations (with LISP), and a first answer from each traffic destination. Then the
 steps run at their times (a step that takes time, such as a cold move, delays the later
 ones). Live checks (reachable, registered, map_cache, counter) retry for `window` seconds
-(default 3) and fail with one line; path and convergence checks are read from the captures
-after the run. The result is the links.json the analysis reads, with the checks' results.
+(default 3) beside the timeline, without holding it, and fail with one line; path and
+convergence checks are read from the captures after the run. The result is the links.json the analysis reads, with the checks' results.
 """
 import ipaddress
 import json
+import threading
 import time
 
 from .backend import PY, Network
@@ -47,7 +48,7 @@ def live_check(net, step):
                            if got else f"{a['from']} {'cannot reach' if want else 'reaches'} "
                                        f"{a['to']} ({net.host_ip(a['to'])}) within {window:g} s")
     if c == "registered":
-        ip, eid = _eid(model, a["eid"])
+        ip, _ = _eid(model, a["eid"])
         by = model.rloc(a["by"]) if "by" in a else None
         seen = {}
 
@@ -58,21 +59,27 @@ def live_check(net, step):
                 except Exception as e:              # noqa: BLE001 (a dead node: retry)
                     seen["error"] = str(e)
                     continue
-                for r in rows:
-                    if r["eid"] == eid:
-                        rlocs = [x["address"] for g in r["registrants"] for x in g["rlocs"]]
-                        seen["rlocs"] = rlocs
-                        if by is None or by in rlocs:
-                            return True
+                # the most specific registered prefix that covers the host's address
+                rows = [r for r in rows if r["registrants"]
+                        and ip in ipaddress.ip_network(r["eid"])]
+                for r in sorted(rows, key=lambda r: -ipaddress.ip_network(r["eid"]).prefixlen):
+                    rlocs = [x["address"] for g in r["registrants"] for x in g["rlocs"]]
+                    seen[r["eid"]] = rlocs
+                    if by is None or by in rlocs:
+                        return True
+                    break
             return False
 
         ok = wait_for(registered, window, 0.1)
-        return bool(ok), (f"{eid} registered" + (f" by {a['by']}" if by else "") if ok else
-                          f"{eid} not registered" + (f" by {a['by']} ({by})" if by else "")
+        return bool(ok), (f"{ip} registered" + (f" by {a['by']}" if by else "") if ok else
+                          f"{ip} not registered" + (f" by {a['by']} ({by})" if by else "")
                           + f" within {window:g} s; seen: {seen or 'nothing'}")
     if c == "map_cache":
         ip, _ = _eid(model, a["eid"])
-        want = model.rloc(a["rloc"]) if "rloc" in a else None
+        # the node's preferred RLOC first; with rlocs: all, its whole locator set
+        want = model.rlocs(a["rloc"])[0][1] if "rloc" in a else None
+        full = ({f"{addr} p{p}/w{w}" for _, addr, p, w in model.rlocs(a["rloc"])}
+                if a.get("rlocs") == "all" else None)
         seen = {}
 
         def cached():
@@ -84,15 +91,19 @@ def live_check(net, step):
             for r in rows:
                 if not r["negative"] and ip in ipaddress.ip_network(r["eid"]):
                     rlocs = [x["address"] for x in r["rlocs"]]
-                    seen[r["eid"]] = rlocs
-                    if want is None or (rlocs and rlocs[0] == want) or want in rlocs[:1]:
+                    got = {f"{x['address']} p{x['priority']}/w{x['weight']}" for x in r["rlocs"]}
+                    seen[r["eid"]] = sorted(got) if full else rlocs
+                    if (want is None or (rlocs and rlocs[0] == want) or want in rlocs[:1]) \
+                            and (full is None or got == full):
                         return True
             return False
 
         ok = wait_for(cached, window, 0.1)
         return bool(ok), (f"{a['node']} maps {ip}" + (f" to {a['rloc']}" if want else "")
+                          + (f" ({', '.join(sorted(full))})" if full else "")
                           if ok else f"{a['node']}'s map-cache has no entry for {ip}"
                           + (f" toward {a['rloc']} ({want})" if want else "")
+                          + (f" with {', '.join(sorted(full))}" if full else "")
                           + f" within {window:g} s; seen: {seen or 'nothing'}")
     if c == "counter":
         counters = net.query(a["node"], "counters")
@@ -150,11 +161,19 @@ def _run_step(net, step, state):
         (net.start_captures if a["capture"] == "start" else net.stop_captures)()
     elif kind == "check":
         if a["check"] in ("path", "convergence"):    # read from the captures afterwards
-            state["deferred"].append((step, time.time()))
+            state["deferred"].append((step, state["nominal"]))
         else:
-            ok, detail = live_check(net, step)
-            state["checks"].append(_check_line(step, ok, detail))
-            net.progress(f"check {'ok' if ok else 'FAILED'}: {detail}")
+            # A live check retries for its window beside the timeline, never holding it.
+            def run():
+                try:
+                    ok, detail = live_check(net, step)
+                except Exception as e:               # noqa: BLE001 (a result, not a crash)
+                    ok, detail = False, f"the check could not run: {e}"
+                state["checks"].append(_check_line(step, ok, detail))
+                net.progress(f"check {'ok' if ok else 'FAILED'}: {detail}")
+            t = threading.Thread(target=run, name=f"check-{step.where[1]}", daemon=True)
+            t.start()
+            state["threads"].append(t)
     # "wait" does nothing but hold the timeline until its time
 
 
@@ -197,7 +216,8 @@ def play(model, out_dir, progress=None, run_id=None, cold_s=None, delays=True):
     """Build `model`'s network, play its timeline, stop; returns the links.json dict (also
     written to out_dir/links.json) with "checks" (live ones; the analysis adds the rest)."""
     progress = progress or (lambda text: None)
-    state = {"traffic": [], "moves": [], "host_routes": [], "checks": [], "deferred": []}
+    state = {"traffic": [], "moves": [], "host_routes": [], "checks": [], "deferred": [],
+             "threads": []}
     if cold_s:
         state["cold_override"] = cold_s
     with Network(model, out_dir, run_id=run_id, progress=progress, delays=delays) as net:
@@ -210,9 +230,15 @@ def play(model, out_dir, progress=None, run_id=None, cold_s=None, delays=True):
             delay = t0 + step.at + shift - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            # a late step (a live check before it took its window) still counts from when
+            # it was due: a path check looks at the probes before its own time
+            state["nominal"] = start_wall + step.at + shift
             _run_step(net, step, state)
             if step.kind == "move":              # a cold move holds the later steps
                 shift += float(state["moves"][-1]["cold_s"])
+        for t in state["threads"]:
+            t.join()
+        state["checks"].sort(key=lambda c: (c["at"], c["line"]))
         for p in state["traffic"]:
             try:
                 p.wait(30)
@@ -267,7 +293,7 @@ def links_json(net, state, start_wall):
 
 def _deferred(model, step, wall):
     """A path or convergence check for the analysis: with its expected path (the model's,
-    for where the host is at that time), and the wall-clock time it was reached."""
+    for where the host is at that time), and the wall-clock time it was due."""
     a = step.args
     out = {"check": a["check"], "at": step.at, "time": wall, "file": step.where[0],
            "line": step.where[1], "step": step.describe(),

@@ -1,0 +1,21 @@
+"""Failures played as scenarios (topologies/labs/fail-*.yaml): each asserts its checks, and
+the run leaves nothing behind."""
+import time
+
+import pytest
+
+from lab.demo import LABS_DIR, Progress, run_scenario
+
+
+@pytest.mark.parametrize("name", ["fail-ms-restart"])
+def test_failure_scenario_passes_its_checks_and_leaves_nothing(name, tmp_path, emu):
+    before = emu.snapshot()[0]
+    r = run_scenario(LABS_DIR / f"{name}.yaml", tmp_path, Progress(),
+                     run_id=f"pytest-emu-{name}-{int(time.time())}")
+    failed = [c for c in r["checks"] if not c["ok"]]
+    assert failed == [], failed
+    assert len(r["checks"]) >= 5
+    assert set(emu.snapshot()[0]) - set(before) == set()      # (other runs' excluded)
+    from lab.cleanup import read_records
+    assert not [rec for _, rec in read_records()
+                if rec and str(rec.get("run_id", "")).startswith(f"pytest-emu-{name}")]
