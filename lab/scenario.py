@@ -31,9 +31,9 @@ def _check_line(step, ok, detail):
             "line": step.where[1], "ok": ok, "detail": detail}
 
 
-def _eid(model, host):
-    ip = ipaddress.ip_address(model.hosts[host].ip(4))
-    return ip, f"{ip}/32"
+def _eid(model, host, family=None):
+    ip = ipaddress.ip_address(model.hosts[host].addr(family))
+    return ip, f"{ip}/{ip.max_prefixlen}"
 
 
 def live_check(net, step):
@@ -43,12 +43,14 @@ def live_check(net, step):
     c = a["check"]
     if c in ("reachable", "unreachable"):
         want = c == "reachable"
-        got = wait_for(lambda: net.ping(a["from"], a["to"]) == want, window, 0.1)
+        got = wait_for(lambda: net.ping(a["from"], a["to"], family=a.get("family")) == want,
+                       window, 0.1)
         return bool(got), (f"{a['from']} {'reaches' if want else 'does not reach'} {a['to']}"
                            if got else f"{a['from']} {'cannot reach' if want else 'reaches'} "
-                                       f"{a['to']} ({net.host_ip(a['to'])}) within {window:g} s")
+                                       f"{a['to']} ({net.host_ip(a['to'], a.get('family'))}) "
+                                       f"within {window:g} s")
     if c == "registered":
-        ip, _ = _eid(model, a["eid"])
+        ip, _ = _eid(model, a["eid"], a.get("family"))
         by = model.rloc(a["by"]) if "by" in a else None
         seen = {}
 
@@ -75,7 +77,7 @@ def live_check(net, step):
                           f"{ip} not registered" + (f" by {a['by']} ({by})" if by else "")
                           + f" within {window:g} s; seen: {seen or 'nothing'}")
     if c == "map_cache":
-        ip, _ = _eid(model, a["eid"])
+        ip, _ = _eid(model, a["eid"], a.get("family"))
         # the node's preferred RLOC first; with rlocs: all, its whole locator set
         want = model.rlocs(a["rloc"])[0][1] if "rloc" in a else None
         full = ({f"{addr} p{p}/w{w}" for _, addr, p, w in model.rlocs(a["rloc"])}
@@ -120,7 +122,7 @@ def _run_step(net, step, state):
     if kind == "traffic":
         t = a["traffic"]
         name = a.get("name") or f"{t}-{a['from']}-{a['to']}"
-        dst, duration = net.host_ip(a["to"]), str(a.get("duration", 10))
+        dst, duration = net.host_ip(a["to"], a.get("family")), str(a.get("duration", 10))
         out = net.out_dir / f"{name}.json"
         if t == "probes":
             argv = [PY, "-m", "lab.traffic", "probe", "--dst", dst, "--rate",
@@ -135,6 +137,7 @@ def _run_step(net, step, state):
                                                       net.out_dir / f"{name}.log", name=name))
         if t == "probes" and state.get("probe") is None:
             state["probe"] = (a["from"], a["to"])
+            state["probe_family"] = a.get("family")
     elif kind == "move":
         cold = float(state.get("cold_override", a.get("cold", 0)) or 0)
         net.progress(f"moving {a['move']} to {a['to']}" + (f" (cold, {cold:g} s down)"
@@ -196,10 +199,16 @@ def prepare(net):
             net.progress(f"{vm.name} registered by {model.sites[vm.site].gateway}" if ok else
                          f"{vm.name} NOT registered (see {net.out_dir}/"
                          f"{model.sites[vm.site].gateway}.log)")
-    pairs = sorted({(s.args["from"], s.args["to"]) for s in model.timeline
-                    if s.kind == "traffic"})
-    for src, dst in pairs:                   # warm the path: start from a working state
-        wait_for(lambda: net.ping(src, dst), 10)
+        # the sites' own prefixes too: a Map-Request sent before they are registered
+        # would get a negative Map-Reply, cached for a minute
+        for site in model.lisp_sites():
+            for p in site.eid_prefixes:
+                if not wait_for(lambda: _registered(net, str(p)), 10, 0.1):
+                    net.progress(f"{p} NOT registered (see {net.out_dir}/{site.gateway}.log)")
+    pairs = sorted({(s.args["from"], s.args["to"], s.args.get("family") or 0)
+                    for s in model.timeline if s.kind == "traffic"})
+    for src, dst, fam in pairs:              # warm the path: start from a working state
+        wait_for(lambda: net.ping(src, dst, family=fam or None), 10)
 
 
 def _registered(net, eid):
@@ -272,8 +281,8 @@ def links_json(net, state, start_wall):
     meta = {"mode": model.name, "scenario": model.file,
             "links": [{"name": n, "role": roles.get(n, "core"),
                        "capture_drops": net.capture_drops(n)} for n in model.captures()],
-            "client": net.host_ip(src) if src else None,
-            "vm": net.host_ip(dst) if dst else None,
+            "client": net.host_ip(src, state.get("probe_family")) if src else None,
+            "vm": net.host_ip(dst, state.get("probe_family")) if dst else None,
             "timeline_start": start_wall,
             "move_time": first["time"] if first else start_wall,   # no move: t=0
             "move_done": first["done"] if first else None,
@@ -299,13 +308,15 @@ def _deferred(model, step, wall):
            "line": step.where[1], "step": step.describe(),
            "window": float(a.get("window", 1.0))}
     if a["check"] == "path":
-        out.update({"from": model.hosts[a["from"]].ip(4), "to": model.hosts[a["to"]].ip(4)})
+        fam = a.get("family")
+        out.update({"from": model.hosts[a["from"]].addr(fam),
+                    "to": model.hosts[a["to"]].addr(fam)})
         if a.get("path", "expected") == "expected":
             host_route = any(s.kind == "host_route" and s.args["host_route"] == a["to"]
                              and s.at <= step.at for s in model.timeline)
             out["expect"] = model.expected_path(a["from"], a["to"],
                                                 model.host_site_at(a["to"], step.at + 1e-9),
-                                                host_route)
+                                                host_route, model.links_down_at(step.at))
         else:
             out["expect"] = list(a["path"])
     else:

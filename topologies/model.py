@@ -95,6 +95,14 @@ class Host:
     def ip(self, version=4):
         return next((str(a.ip) for a in self.addresses if a.version == version), None)
 
+    def family(self, family=None):
+        """The address family traffic to this host uses: `family` (4 or 6) if given, else
+        IPv4 if the host has an IPv4 address, else IPv6."""
+        return int(family) if family else (4 if self.ip(4) else 6)
+
+    def addr(self, family=None):
+        return self.ip(self.family(family))
+
     def intf(self):
         return f"{self.name}-eth0"
 
@@ -121,7 +129,8 @@ class Step:
 
 STEP_KINDS = {
     # kind: (required keys, optional keys)
-    "traffic": (("traffic", "from", "to"), ("rate", "duration", "name", "bandwidth")),
+    "traffic": (("traffic", "from", "to"), ("rate", "duration", "name", "bandwidth",
+                                            "family")),
     "move": (("move", "to"), ("cold",)),
     "host_route": (("host_route",), ()),
     "link": (("link", "state"), ()),
@@ -129,7 +138,8 @@ STEP_KINDS = {
     "capture": (("capture",), ()),
     "wait": (("wait",), ()),
     "check": (("check",), ("from", "to", "node", "eid", "rloc", "name", "min", "max",
-                           "path", "below_ms", "by", "window", "expect")),
+                           "path", "below_ms", "by", "window", "expect", "rlocs",
+                           "family")),
 }
 TRAFFIC_KINDS = ("probes", "tcp", "iperf3")
 CHECK_KINDS = ("reachable", "unreachable", "map_cache", "registered", "counter", "path",
@@ -207,17 +217,19 @@ class Lab:
 
     # --- shortest paths in the core ------------------------------------------------------
 
-    def _router_graph(self):
+    def _router_graph(self, down=()):
         graph = {r: [] for r in self.routers}
         for x in self.core_links():
+            if x.name in down:
+                continue
             graph[x.a].append(x.b)
             graph[x.b].append(x.a)
         return {r: sorted(n) for r, n in graph.items()}
 
-    def router_path(self, src, dst):
+    def router_path(self, src, dst, down=()):
         """The routers from `src` to `dst` (both included): fewest hops, ties broken by
-        name, the same paths the static routes follow."""
-        graph = self._router_graph()
+        name, the same paths the static routes follow; `down`: links to leave out."""
+        graph = self._router_graph(down)
         prev, frontier, seen = {}, [src], {src}
         while frontier and dst not in seen:
             nxt = []
@@ -319,6 +331,13 @@ class Lab:
         if self.routing == "static":
             for r, routes in self.static_routes().items():
                 cmds[r] += [f"ip route replace {p} via {via}" for p, via in routes]
+        else:
+            # OSPF carries the links and LANs; what sits behind a node outside OSPF (the
+            # EID space behind a proxy xTR) is a static route on its router only.
+            for prefix, r, via in self.routed_prefixes():
+                if via is not None and r in self.routers and \
+                        not any(via == str(x.ip(n)) for n in ospf for x in self.uplinks(n)):
+                    cmds[r].append(f"ip route replace {prefix} via {via}")
         for site in self.sites.values():
             lan = site.lan_intf(self)
             own = site.lan
@@ -540,24 +559,36 @@ class Lab:
         site that announces a LAN holding its address."""
         if (self.lisp and self.sites[at_site].lisp) or host_route:
             return at_site
+        if not self.hosts[dst].ip(4):               # (the core routes IPv4 only)
+            return at_site
         ip = ipaddress.ip_address(self.hosts[dst].ip(4))
         for s in self.sites.values():
             if s.announce and any(ip in a.network for a in s.lan if a.version == 4):
                 return s.name
         return at_site
 
-    def expected_path(self, src, dst, dst_site, host_route=False):
+    def links_down_at(self, t):
+        """The links a timeline has taken down (and not up again) before time `t`."""
+        down = set()
+        for s in self.timeline:
+            if s.kind == "link" and s.at < t:
+                (down.add if s.args["state"] == "down" else down.discard)(s.args["link"])
+        return down
+
+    def expected_path(self, src, dst, dst_site, host_route=False, down=()):
         """The captured links a packet from host `src` to host `dst` (now at `dst_site`)
         crosses, in order: the source site's access link and uplink, the core's shortest
         path, the entry site's uplink and access link, and the DCI if the host is on the
-        other side of it."""
+        other side of it. `down`: core links that are down (with OSPF the core routes
+        around them; static routes do not, so then the path is the same, and lost)."""
         s_site = self.sites[self.hosts[src].site]
         entry = self.sites[self.entry_site(dst, dst_site, host_route)]
         path = [s_site.access_link()]
         s_up = self.uplinks(s_site.gateway)[0]
         e_up = self._ingress_uplink(entry)
         path.append(s_up.name)
-        routers = self.router_path(s_up.other(s_site.gateway), e_up.other(entry.gateway))
+        routers = self.router_path(s_up.other(s_site.gateway), e_up.other(entry.gateway),
+                                   down if self.routing == "ospf" else ())
         path += [self.link_between(a, b).name for a, b in zip(routers, routers[1:])]
         path += [e_up.name, entry.access_link()]
         if entry.name != dst_site and self.dci is not None:
@@ -994,7 +1025,25 @@ def _node(m, key, lab, lisp_only=False):
         raise m.error(key, f"{m[key]} runs no LISP daemon in this lab")
 
 
+def _family(m, lab):
+    """A step's `family:` (4 or 6): every host it names has an address of that family."""
+    fam = m.get("family")
+    if fam is not None and fam not in (4, 6):
+        raise m.error("family", f"family {fam!r}: 4 or 6")
+    for k in ("from", "to", "eid"):
+        if k in m and m[k] in lab.hosts:
+            h = lab.hosts[m[k]]
+            if fam is not None and not h.ip(fam):
+                raise m.error("family", f"host {h.name} has no IPv{fam} address")
+    ends = [lab.hosts[m[k]] for k in ("from", "to") if k in m and m[k] in lab.hosts]
+    if fam is None and len(ends) == 2 and not ends[0].ip(ends[1].family()):
+        raise m.error("to", f"{ends[1].name}'s IPv{ends[1].family()} address: {ends[0].name} "
+                            f"has none (family: 4 or 6)")
+
+
 def _check_step(m, kind, args, lab, at):
+    if kind in ("traffic", "check"):
+        _family(m, lab)
     if kind == "traffic":
         if args["traffic"] not in TRAFFIC_KINDS:
             raise m.error("traffic", f"traffic {args['traffic']!r}: one of "
@@ -1053,6 +1102,9 @@ def _check_step(m, kind, args, lab, at):
         for k in ("by", "rloc"):
             if k in m and m[k] not in lab.daemon_configs("", ""):
                 raise m.error(k, f"{k}: {m[k]!r} is not a LISP node of this lab")
+        if "rlocs" in m and (c != "map_cache" or m["rlocs"] != "all" or "rloc" not in m):
+            raise m.error("rlocs", "rlocs: all (a map_cache check with rloc: NODE: the entry "
+                                   "holds every RLOC of NODE, with its priority and weight)")
         if "path" in m and m["path"] != "expected":
             seq = m["path"]
             if not isinstance(seq, Seq):

@@ -210,3 +210,15 @@ def test_run_of_a_bad_file_says_one_line_and_builds_nothing(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and f"{bad}:16: unknown step 'chekc'" in r.stderr
     assert len(read_records()) == before
+
+
+def test_with_ospf_the_expected_path_goes_around_a_link_that_is_down():
+    lab = load(LABS / "fail-core-link.yaml")
+    assert lab.links_down_at(2) == set() and lab.links_down_at(3) == {"core-r1-r2"}
+    assert lab.links_down_at(6) == set()
+    around = lab.expected_path("c1", "vm", "dc1", down={"core-r1-r2"})
+    assert around[2:4] == ["core-r1-r3", "core-r2-r3"]
+    static = demo("lisp-across-subnet")      # static routes do not go around anything
+    assert static.expected_path("c1", "vm", "dc1", down={"core-r1-r2"})[2] == "core-r1-r2"
+    # with OSPF the EID space behind the proxy xTR is still a static route on its router
+    assert "ip route replace 10.0.0.0/8 via 172.16.101.1" in lab.node_commands()["r1"]
