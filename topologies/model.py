@@ -520,9 +520,15 @@ class Lab:
                                   "algorithm": "hmac-sha-256-128"}],
                          "prefix": [{"prefix": str(p), "instance_id": iid}
                                     for iid, p in prefixes]}
-                if any(s.dynamic_eids for s in members):
+                ranges = list(dict.fromkeys((s.instance_id, p) for s in members
+                                            for p, _ in s.dynamic_eids))
+                if ranges:
+                    # the Map-Server enforces the ranges too: a host /32 elsewhere in the
+                    # site's prefix is refused even with the site's key
                     entry = {"name": name, "accept_more_specifics": True,
-                             **{k: v for k, v in entry.items() if k != "name"}}
+                             **{k: v for k, v in entry.items() if k != "name"},
+                             "dynamic_eid": [{"prefix": str(p), "instance_id": iid}
+                                             for iid, p in ranges]}
                 cfg["site"].append(entry)
             out[m] = ("msmr", cfg)
         for p, spaces in self.proxies.items():
