@@ -71,6 +71,7 @@ _OUTER4 = struct.Struct("!BBHHHBBH4s4sHHHHII")   # outer IPv4 + UDP + LISP heade
 _LISP = struct.Struct("!II")
 _FAST = struct.Struct("!BBHHHBB2x12s")  # IPv4 header to the addresses, then the ports
 _KEY = struct.Struct("!B2x12s")          # from the protocol byte: protocol, addresses, ports
+DECAP_RING = 16                    # datagrams read before the TUN write must happen
 MAX_RESTARTS = 5                   # a data-plane loop that fails more often in a minute stops
 
 
@@ -630,16 +631,28 @@ class DataPlane:
     # --- decapsulation -----------------------------------------------------------------
 
     def _decap_loop(self, sock):
-        buf = bytearray(BUF)
-        view = memoryview(buf)
+        # The datagrams queued on the socket are read into a ring of DECAP_RING buffers
+        # before the Coalescer writes to the TUN: wire-sized LISP packets of one TCP flow
+        # (a veth does no GRO) still reach the TUN as one super-packet. Nothing waits: the
+        # Coalescer is flushed as soon as the socket has nothing more to read, and before
+        # a buffer it may still point into is reused.
+        bufs = [bytearray(BUF) for _ in range(DECAP_RING)]
+        views = [memoryview(b) for b in bufs]
+        slot = 0
         anc = socket.CMSG_SPACE(4) * 2
         out = Coalescer(self._tun_write)
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         while not self._stop.is_set():
+            if slot == DECAP_RING:
+                self._flush_decap(out)
+                slot = 0
+            buf, view = bufs[slot], views[slot]
             try:
                 n, ancdata, _flags, addr = sock.recvmsg_into([buf], anc)
             except BlockingIOError:
+                self._flush_decap(out)             # the queue is empty: write what waits
+                slot = 0
                 poller.poll(200)
                 continue
             except OSError:
@@ -662,6 +675,7 @@ class DataPlane:
             except Exception as e:
                 self._error("decap", e)
                 continue
+            slot += 1                                # `out` may point into buf from here
             # Several LISP packets when the kernel coalesced them (UDP_GRO), each `seg`
             # bytes but the last; their inner packets go to the TUN through `out`.
             if seg < n:
@@ -672,11 +686,13 @@ class DataPlane:
                                      out)
                 except Exception as e:           # one packet's problem, not the thread's
                     self._error("decap", e)
-            try:
-                out.flush()
-            except Exception as e:
-                out.pending = []                 # (views of `buf`, about to be reused)
-                self._error("decap", e)
+
+    def _flush_decap(self, out):
+        try:
+            out.flush()
+        except Exception as e:
+            out.pending = []                     # (views of buffers about to be reused)
+            self._error("decap", e)
 
     def _tun_write(self, buffers):
         try:

@@ -252,3 +252,28 @@ def test_an_uplink_that_keeps_udp_segmentation_means_one_packet_per_send(plane, 
         p.dp._flush_batch()
     assert len(p.raw.sent) == 4
     assert p.dp.counters["udp_gso_sends"] == p.dp.counters["gso_send_refused"] == 0
+
+
+def test_queued_wire_sized_segments_reach_the_tun_as_super_packets_intact(plane):
+    """Wire-sized LISP packets (no GRO on a veth) of one TCP flow, queued on the socket,
+    are written to the TUN as few super-packets, with every byte in order, although more
+    of them are queued than the decapsulation ring holds."""
+    from scapy.layers.inet import TCP
+    from nodes.offload import VNET
+    p = plane()
+    data = bytes(range(256)) * 160                       # 40 segments of 1024 bytes
+    for i in range(40):
+        seg = IP(src="10.1.0.10", dst="10.2.0.10", id=100 + i, flags="DF") / TCP(
+            sport=40000, dport=5001, seq=1 + 1024 * i, flags="A") / data[i * 1024:][:1024]
+        p.send(LISP_IID7 + bytes(seg))
+    time.sleep(0.1)                                      # all queued before the loop reads
+    p.dp.start()
+    got, writes = b"", 0
+    while len(got) < len(data):
+        pkt = p.tun.recv(70000)
+        _flags, gso, hdr_len, _size, _cs, _co = VNET.unpack_from(pkt)
+        body = pkt[VNET_LEN:]
+        got += body[hdr_len if gso else 40:]
+        writes += 1
+    assert got == data and p.dp.counters["packets_decapsulated"] == 40
+    assert writes <= 40 // 16 + 2, writes                # not one write per packet
