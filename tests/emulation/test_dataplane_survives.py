@@ -4,6 +4,8 @@ Here a host outside every site sends one to each xTR and the proxy xTR; pings be
 sites must still work afterwards, and `show counters` must count the datagram and report
 both directions alive."""
 import os
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -78,3 +80,9 @@ def test_a_zero_length_datagram_to_4341_does_not_stop_decapsulation(sites):
         assert c["dataplane_decap"] == "alive" and c["dataplane_encap"] == "alive", (n, c)
         assert c.get("decap_errors", 0) == 0 and c.get("decap_thread_restarts", 0) == 0, c
         assert sites.daemons[n].poll() is None, sites.logs()[n]
+    # and `lisp-lab show NODE counters` says so
+    r = subprocess.run([PY, "-m", "lab.cli", "show", "xtr2", "counters", "--socket",
+                        str(Path(sites.lab.run_dir) / "xtr2.sock")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and re.search(r"dataplane_decap +alive", r.stdout) \
+        and re.search(r"dataplane_encap +alive", r.stdout), r.stdout + r.stderr

@@ -30,9 +30,9 @@ MTU = 1500
 TRANSFER = 4 << 20
 LINKS = ("r0-xtr1", "r0-xtr2")           # xtr1's uplink and the far side's link, at r0
 
-# The raw-socket receiver: every frame of the LISP data flow from SRC, on each interface
-# given; per interface the frame sizes, the LISP data frames, the inner packets found by
-# walking the UDP payload (LISP header, inner packet, LISP header, ...: what a batch that
+# The raw-socket receiver, on each interface given: every frame from the xTR's RLOC (SRC),
+# its size; of those, the LISP data frames (UDP to 4341), the inner packets found by walking
+# each one's UDP payload (LISP header, inner packet, LISP header, ...: what a batch that
 # stayed one packet carries), and the inner TCP payload by sequence number.
 RECEIVER = r'''
 import json, signal, socket, struct, sys
@@ -55,25 +55,25 @@ while not stop:
             f = s.recv(1 << 17)
         except (socket.timeout, InterruptedError):
             continue
-        if len(f) < 14 + 20 + 8 + 8 or f[12:14] != b"\x08\x00" or f[14 + 9] != 17 \
-                or f[14 + 12:14 + 16] != src:
-            continue
-        ihl = (f[14] & 15) * 4
-        udp = 14 + ihl
-        if struct.unpack_from("!H", f, udp + 2)[0] != 4341:
-            continue
+        if len(f) < 14 + 20 or f[12:14] != b"\x08\x00" or f[26:30] != src:
+            continue                            # not IPv4 from the xTR's RLOC
         st = stats[name]
-        st["frames"] += 1
+        st["frames"] += 1                       # every frame the xTR sent, any protocol
         st["max_frame"] = max(st["max_frame"], len(f))
         st["over_mtu"] += len(f) > int(MTU) + 14
+        udp = 14 + (f[14] & 15) * 4
+        if f[23] != 17 or len(f) < udp + 16 or struct.unpack_from("!H", f, udp + 2)[0] != 4341:
+            continue
         st["lisp_frames"] += 1
         at, end = udp + 8, len(f)
         while at + 8 + 20 <= end:               # LISP header, then an inner packet
             i = at + 8
             if f[i] >> 4 == 4:
-                length, ihl2, proto = struct.unpack_from("!H", f, i + 2)[0], (f[i] & 15) * 4, f[i + 9]
+                length, ihl2 = struct.unpack_from("!H", f, i + 2)[0], (f[i] & 15) * 4
+                proto = f[i + 9]
             elif f[i] >> 4 == 6:
-                length, ihl2, proto = 40 + struct.unpack_from("!H", f, i + 4)[0], 40, f[i + 6]
+                length, ihl2 = 40 + struct.unpack_from("!H", f, i + 4)[0], 40
+                proto = f[i + 6]
             else:
                 break
             if length < 20:
