@@ -195,8 +195,9 @@ class Network:
 
     # --- hosts and traffic --------------------------------------------------------------
 
-    def host_ip(self, host, version=4):
-        return self.model.hosts[host].ip(version)
+    def host_ip(self, host, version=None):
+        """The host's address of `version` (4, 6; None: IPv4 if it has one, else IPv6)."""
+        return self.model.hosts[host].addr(version)
 
     def announce(self, host):
         """As a hypervisor does after a migration: the VM's gratuitous ARP and unsolicited
@@ -214,8 +215,8 @@ class Network:
             next(a.ip for a in site.lan if a.version == 4))
         self.lab.run(host, ["ping", "-c", "1", "-W", "1", gw], timeout=5)
 
-    def ping(self, src, dst, timeout=1):
-        ip = self.host_ip(dst)
+    def ping(self, src, dst, timeout=1, family=None):
+        ip = self.host_ip(dst, family)
         return self.lab.run(src, ["ping", "-c", "1", "-W", str(timeout), ip],
                             timeout=timeout + 5).returncode == 0
 

@@ -1,0 +1,88 @@
+"""The shipped labs beyond the demo, each played from its file with real daemons and real
+captures: three data centers, a multihomed site, IPv6 sites over the IPv4 core. Every
+check of each timeline must pass, and the probes' paths must be the model's."""
+import os
+import time
+
+from lab.demo import LABS_DIR, Progress, run_scenario
+from topologies.model import load
+
+
+def play(name, tmp_path):
+    path = LABS_DIR / f"{name}.yaml"
+    model = load(path)
+    started = time.monotonic()
+    result = run_scenario(path, tmp_path, Progress(), name=name,
+                          run_id=f"pytest-emu-{name}-{os.getpid()}-{int(time.time())}")
+    result["elapsed_s"] = time.monotonic() - started
+    return model, result
+
+
+def assert_every_check_passed(model, result):
+    """One result per check of the timeline, in the file's lines, all passed."""
+    wanted = sorted(s.where[1] for s in model.timeline if s.kind == "check")
+    assert sorted(c["line"] for c in result["checks"]) == wanted
+    failed = [f"line {c['line']}: {c['detail']}" for c in result["checks"] if not c["ok"]]
+    assert not failed, failed
+
+
+def path_checks(model, result):
+    """[(time, model's expected path, the check's detail)] of the timeline's path checks."""
+    details = {c["line"]: c["detail"] for c in result["checks"]}
+    out = []
+    for s in model.timeline:
+        if s.kind == "check" and s.args["check"] == "path":
+            site = model.host_site_at(s.args["to"], s.at + 1e-9)
+            out.append((s.at, model.expected_path(s.args["from"], s.args["to"], site),
+                        details[s.where[1]]))
+    return out
+
+
+def test_three_data_centers_the_vm_goes_round_and_every_phase_takes_its_direct_path(
+        tmp_path):
+    """DC1 -> DC2 -> DC3 -> DC1: after each move the new xTR registers the VM, the client's
+    ITR points at the new RLOC, the VM answers, and the probes of each phase enter the DC
+    where the VM is, straight from the client's router (no triangle)."""
+    model, r = play("three-dc", tmp_path)
+    assert_every_check_passed(model, r)
+    phases = path_checks(model, r)
+    assert [p[1][-1] for p in phases] == ["dc1-access", "dc2-access", "dc3-access",
+                                          "dc1-access"]
+    for _, expect, detail in phases:
+        assert detail.endswith("crossed " + " > ".join(expect)), detail
+    assert r["tcp_survived"], "the TCP session did not survive the three moves"
+    assert r["elapsed_s"] < 90
+
+
+def test_multihomed_site_itr_learns_both_rlocs_and_traffic_enters_by_the_preferred(tmp_path):
+    """The client's ITR holds both of the branch's RLOCs with their priorities and weights,
+    and the probes enter the branch by provider B (priority 1), not provider A, although
+    provider A's link is listed first."""
+    model, r = play("multihomed", tmp_path)
+    assert_every_check_passed(model, r)
+    rlocs = model.rlocs("xtrm")
+    assert [(up.name, p) for up, _, p, _ in rlocs] == [("provider-b", 1), ("provider-a", 2)]
+    mc = next(c for c in r["checks"] if c["step"].startswith("t=1s check map_cache"))
+    for _, addr, p, w in rlocs:
+        assert f"{addr} p{p}/w{w}" in mc["detail"], mc["detail"]
+    expect = model.expected_path("c1", "h1", "branch")
+    assert "provider-b" in expect and "provider-a" not in expect
+    assert r["path_after"] == expect
+    for _, want, detail in path_checks(model, r):
+        assert detail.endswith("crossed " + " > ".join(want)), detail
+    assert r["elapsed_s"] < 60
+
+
+def test_ipv6_sites_over_the_ipv4_core(tmp_path):
+    """Two IPv6-only LISP sites: each host reaches the other over IPv6, the ITR maps the
+    IPv6 EID to the other xTR's IPv4 RLOC, and the IPv6 probes follow the model's path."""
+    model, r = play("ipv6", tmp_path)
+    assert_every_check_passed(model, r)
+    assert r["vm"] == model.hosts["h2"].ip(6) and r["client"] == model.hosts["h1"].ip(6)
+    assert model.hosts["h1"].ip(4) is None and model.hosts["h2"].ip(4) is None
+    expect = model.expected_path("h1", "h2", "east")
+    assert r["path_after"] == expect
+    for _, want, detail in path_checks(model, r):
+        assert detail.endswith("crossed " + " > ".join(want)), detail
+    assert r["probes_answered"] > 0.9 * r["probes_sent"]
+    assert r["elapsed_s"] < 60
