@@ -309,7 +309,8 @@ class DataPlane:
                     self._died[threading.current_thread()] = \
                         f"{len(failures)} failures in a minute, the last {type(e).__name__}: {e}"
                     return
-                self._batch = []                       # (what the failed loop held)
+                if name == "encap":
+                    self._batch = []                   # (what the failed loop held)
                 self._stop.wait(0.05)
 
     def health(self):
