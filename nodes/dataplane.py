@@ -300,7 +300,7 @@ class DataPlane:
                 failures.append(now)
                 while now - failures[0] > 60:
                     failures.popleft()
-                self.counters[f"{name}_thread_restarts"] += 1
+                self.counters[f"{name}_thread_failures"] += 1
                 gave_up = len(failures) > MAX_RESTARTS
                 self.log("dataplane_thread_failed", thread=name,
                          error=f"{type(e).__name__}: {e}", at=_where(e),
