@@ -46,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .config import ConfigError, build_core, load_config
 from .control import health_counters, map_cache_rows, registration_rows, start_control_server
 from .eventlog import EventLog
-from .lisp.actions import Decision, Event, RouteAdd, RouteDel, SendControl
+from .lisp.actions import Decision, Event, ProbeHost, RouteAdd, RouteDel, SendControl
 from .lisp.errors import LispEncodeError
 from .lisp.messages import EncapsulatedControl, decode
 from .lisp.sim import describe
@@ -395,6 +395,8 @@ class Daemon:
                 self.send(a)
             elif isinstance(a, (RouteAdd, RouteDel)):
                 self.program(a)
+            elif isinstance(a, ProbeHost):
+                self.probe_host(a.iid, a.ip)
             elif isinstance(a, Event):
                 if a.name in MAPPING_EVENTS and self.dataplane is not None:
                     # e.g. a Map-Reply that replaced the RLOCs of an entry we had (after an
@@ -612,6 +614,41 @@ class Daemon:
             return
         self.log.write("gateway_announced", interface=ifname, gateway=str(ip),
                        mac=mac.hex(":"))
+
+    def probe_host(self, iid, ip):
+        """ProbeHost: ask the LAN of `ip`'s dynamic-EID range whether the host is there, with
+        an ARP probe (sender 0.0.0.0, RFC 5227: it updates no one's ARP cache) or a
+        neighbour solicitation. The host's answer is seen by the LAN socket and detects it.
+        Not on ranges with detect = "gateway": there the answer may come across a DCI."""
+        ranges = [d for d in self.cfg.dynamic_eids if d.iid == iid and d.detect == "any"
+                  and d.prefix.version == ip.version and ip in d.prefix]
+        for d in ranges:
+            sock = next((s for s, i, f in self.lan_sockets
+                         if i == d.interface and f == ip.version), None)
+            if sock is None:
+                continue
+            try:
+                mac = sock.getsockname()[4]
+                if ip.version == 4:
+                    frame = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, bytes(4),
+                                        bytes(6), ip.packed)
+                    sock.sendto(frame, (d.interface, ETH_P_ARP, 0, 0, b"\xff" * 6))
+                else:
+                    group = ipaddress.IPv6Address("ff02::1:ff00:0").packed[:13] + ip.packed[13:]
+                    ns = struct.pack("!BBHI16sBB6s", ICMPV6_NS, 0, 0, 0, ip.packed, 1, 1, mac)
+                    index = socket.if_nametoindex(d.interface)
+                    with socket.socket(socket.AF_INET6, socket.SOCK_RAW,
+                                       socket.IPPROTO_ICMPV6) as s6:
+                        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                        s6.sendto(ns, (str(ipaddress.IPv6Address(group)), 0, 0, index))
+            except OSError as e:
+                self.io_counters["host_probe_errors"] += 1
+                self.log.write("host_probe_error", interface=d.interface, eid=str(ip),
+                               error=str(e))
+                continue
+            self.io_counters["host_probes_sent"] += 1
+            return
 
     def _incoming(self, sock, ifname, size):
         """The frames waiting on LAN socket `sock` (at most LAN_BURST), except our own."""

@@ -44,6 +44,16 @@ class RouteDel:
 
 
 @dataclass
+class ProbeHost:
+    """Ask the LAN whether host `ip` (of a dynamic-EID range) is there: an ARP request or a
+    neighbour solicitation on the range's interface. Its answer is a frame from the host,
+    which detects it. For traffic that arrives for a host this ETR has not detected (yet,
+    or again after a restart: a host that only receives never announces itself)."""
+    iid: int
+    ip: object
+
+
+@dataclass
 class Event:
     """A structured log event (one JSON line in the daemon's log)."""
     name: str

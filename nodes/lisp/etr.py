@@ -19,7 +19,7 @@ retransmission: acknowledged again, not applied again).
 import ipaddress
 from dataclasses import dataclass, replace
 
-from .actions import Decision, Event, RouteAdd, RouteDel, SendControl
+from .actions import Decision, Event, ProbeHost, RouteAdd, RouteDel, SendControl
 from .address import eid_address, eid_prefix
 from .auth import sign, verify
 from .common import Core, reply_rloc, requested_prefix
@@ -55,7 +55,8 @@ def host_prefix(ip):
 class Etr(Core):
     def __init__(self, rlocs, prefixes, map_servers, name="etr", register_interval=60.0,
                  record_ttl=1440, want_map_notify=True, proxy_reply=False,
-                 dynamic_ranges=(), smr_interval=1.0, away_ttl=300.0, rng=None):
+                 dynamic_ranges=(), smr_interval=1.0, away_ttl=300.0, probe_interval=1.0,
+                 rng=None):
         super().__init__(name, rng)
         self.rlocs = list(rlocs)                 # messages.Locator, local=True
         self.rloc_addresses = {loc.address for loc in self.rlocs}
@@ -71,6 +72,8 @@ class Etr(Core):
         self.dynamic = {}                        # (iid, ip) -> DynamicEid
         self.away = MapCache(max_entries=100_000)
         self.smr_last = {}                       # (itr, iid, ip) -> time
+        self.probe_interval = probe_interval
+        self.probe_last = {}                     # (iid, ip) -> time of the last ProbeHost
         self.next_register = 0.0
         self.outstanding = {}                    # Map-Register nonce -> time sent
         self.confirmed = {}                      # Map-Register nonce -> time confirmed
@@ -261,6 +264,20 @@ class Etr(Core):
             return Decision("encap", loc.address), out
         if self.owns(iid, dst) is not None:
             return Decision("deliver"), []
+        if self.in_dynamic_range(iid, dst):
+            # Sent here, so someone's mapping says the host is behind us: it may be on our
+            # LAN and silent (after our restart nothing is detected). Ask the LAN, once a
+            # probe_interval per host; its answer detects it, and registers it.
+            self.counters["drop_dynamic_eid_not_detected"] += 1
+            last = self.probe_last.get((iid, dst))
+            if last is not None and now - last < self.probe_interval:
+                return Decision("drop", reason="host not detected (probed)"), []
+            if len(self.probe_last) >= 4096:
+                self.probe_last.clear()
+            self.probe_last[(iid, dst)] = now
+            self.counters["dynamic_eid_probes"] += 1
+            return (Decision("drop", reason="host not detected (probed)"),
+                    [ProbeHost(iid, dst), Event("dynamic_eid_probe", {"eid": f"[{iid}]{dst}"})])
         self.counters["drop_not_our_eid"] += 1
         return Decision("drop", reason="not one of our EIDs"), []
 

@@ -7,7 +7,7 @@ import pytest
 from lab.demo import LABS_DIR, Progress, run_scenario
 
 
-@pytest.mark.parametrize("name", ["fail-ms-restart", "fail-core-link"])
+@pytest.mark.parametrize("name", ["fail-ms-restart", "fail-core-link", "fail-xtr-restart"])
 def test_failure_scenario_passes_its_checks_and_leaves_nothing(name, tmp_path, emu):
     before = emu.snapshot()[0]
     r = run_scenario(LABS_DIR / f"{name}.yaml", tmp_path, Progress(),

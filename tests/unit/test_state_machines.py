@@ -271,6 +271,27 @@ def test_etr_rejects_map_notify_with_wrong_key():
     assert (0, ip("10.1.0.5")) in etr.dynamic
 
 
+def test_etr_probes_the_lan_for_a_silent_host_of_a_dynamic_range():
+    """Traffic for an undetected host of a dynamic range (a host that only receives, after
+    the xTR restarted) makes the ETR ask the LAN for it, once a second; the answer detects
+    and registers it. Outside every range it is simply not ours."""
+    from nodes.lisp.actions import ProbeHost
+    etr = make_etr(dynamic_ranges=[(0, net("10.9.0.0/24"))])
+    vm = ip("10.9.0.5")
+    d, out = etr.decapsulated(0, vm, ITR_RLOC, 1.0)
+    assert d.verb == "drop" and [a for a in out if isinstance(a, ProbeHost)] == [ProbeHost(0, vm)]
+    d, out = etr.decapsulated(0, vm, ITR_RLOC, 1.5)             # rate-limited
+    assert d.verb == "drop" and out == []
+    d, out = etr.decapsulated(0, vm, ITR_RLOC, 2.1)
+    assert [type(a).__name__ for a in out] == ["ProbeHost", "Event"]
+    assert etr.counters["dynamic_eid_probes"] == 2
+    assert etr.counters["drop_dynamic_eid_not_detected"] == 3
+    assert any(isinstance(a, SendControl) for a in etr.host_seen(0, vm, 2.2))   # registers
+    assert etr.decapsulated(0, vm, ITR_RLOC, 2.3)[0].verb == "deliver"
+    d, out = etr.decapsulated(0, ip("10.7.0.1"), ITR_RLOC, 3.0)
+    assert d.verb == "drop" and out == [] and etr.counters["drop_not_our_eid"] == 1
+
+
 def test_malformed_datagrams_are_counted_never_raised():
     msmr = MapServerResolver([SITE], rng=random.Random(1))
     for raw in (b"", b"\x10", b"\xf0" * 40, register("10.1.0.0/24")[:-3]):
