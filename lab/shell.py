@@ -43,7 +43,10 @@ class ShellError(Exception):
 
 
 def say(text=""):
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except OSError:             # a terminal that went away (SIGHUP): the clean-up goes on
+        pass
 
 
 # --- readiness -------------------------------------------------------------------------
@@ -265,17 +268,31 @@ class LabCLI(CLI):
             say(f"*** {line.split()[0] if line.split() else line}: {text}")
         return None
 
+    def getLocals(self):
+        """Names for `py` and `px`: Mininet's (net, the nodes) and `lab`, the Network
+        (e.g. `py lab.query("xtr1", "config")`, `py lab.where`)."""
+        return {**super().getLocals(), "lab": self.net}
+
     def postcmd(self, stop, line):
         sys.stdout.flush()
         sys.stderr.flush()
         return stop
 
-    def _settle(self):
-        """No node left running a command (after an interrupted one)."""
+    def _settle(self, timeout=None):
+        """No node left running a command (after an interrupted one): each is sent Ctrl-C
+        and its output read until its prompt (at most `timeout` s, then it is given up:
+        Mininet cannot stop a network whose nodes still wait for a command)."""
         for node in self.mn.values():
-            while node.waiting:
-                node.sendInt()
-                node.waitOutput()
+            if not node.waiting:
+                continue
+            node.sendInt()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while node.waiting and (deadline is None or time.monotonic() < deadline):
+                try:
+                    node.monitor(timeoutms=100)
+                except OSError:
+                    break
+            node.waiting = False
 
     def offloads_off(self):
         """Offloads off at both ends of every captured link, once, so that a capture sees
@@ -291,7 +308,10 @@ class LabCLI(CLI):
         self._offloads = True
 
     def close(self):
-        """Before the network goes: stop a running capture so that its pcaps are whole."""
+        """Before the network goes: no node left in a command (a signal may have ended the
+        session in the middle of one), and a running capture stopped so that its pcaps are
+        whole."""
+        self._settle(timeout=2.0)
         if self.capture is not None:
             counts, self.capture = self.capture.stop(), None
             say(f"captures stopped: {len(counts)} pcaps in {self.capture_dir()}")

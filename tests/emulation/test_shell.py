@@ -186,7 +186,9 @@ def test_a_session_of_lisp_and_mininet_commands(emu, session):
     # Ctrl-C during a command ends that command, not the session
     s.proc.stdin.write("move vm dc2 --cold 30\n")
     s.proc.stdin.flush()
-    time.sleep(1.5)
+    port = f"{LAB.sites['dc1'].switch}-vm"          # the VM's switch port, down while cold
+    assert emu.wait_for(lambda: "state DOWN" in subprocess.run(
+        ["ip", "-o", "link", "show", "dev", port], capture_output=True, text=True).stdout, 30)
     s.proc.send_signal(signal.SIGINT)
     out = s._until_prompt(COMMAND_TIMEOUT).strip("\n")
     assert out == "move interrupted: vm is in dc1", out
@@ -232,6 +234,8 @@ def test_a_session_of_lisp_and_mininet_commands(emu, session):
     assert "172.16.2.0/30 dev xtr1-r1" in out, out
     out = s.cmd("nodes")
     assert "xtrc" in out and "vm" in out, out
+    out = s.cmd("py lab.where['vm']")              # and `py` knows the lab
+    assert out == "dc2", out
 
     s.proc.stdin.write("exit\n")
     s.proc.stdin.flush()
@@ -241,20 +245,28 @@ def test_a_session_of_lisp_and_mininet_commands(emu, session):
     assert_nothing_left(emu, s)
 
 
-@pytest.mark.parametrize("how", ["eof", "ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["eof", "ctrl-c", "sigterm", "sighup-in-a-command"])
 def test_leaving_without_exit_cleans_up_the_same(emu, session, how):
-    """Ctrl-D (stdin closed), Ctrl-C at the prompt, and SIGTERM (as when the terminal or
-    the session around it goes away) all remove the lab."""
+    """Ctrl-D (stdin closed), Ctrl-C at the prompt, SIGTERM, and SIGHUP (the terminal
+    closed) while a node's command runs all remove the lab."""
     s = session
     assert s.cmd("registrations")                  # a working session first
     s.cmd("capture start")                         # and something more to stop
     if how == "eof":
         s.proc.stdin.close()
+    elif how == "sighup-in-a-command":
+        s.proc.stdin.write(f"c1 ping -i0.2 {VM_IP}\n")     # runs until interrupted
+        s.proc.stdin.flush()
+        assert emu.wait_for(lambda: "bytes from" in s.out.split(PROMPT)[-1], 30), s.out
+        s.proc.send_signal(signal.SIGHUP)
     else:
         s.proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
     rc, tail = s.finish()
-    assert rc == {"eof": 0, "ctrl-c": 130, "sigterm": 128 + signal.SIGTERM}[how], tail
-    assert ("shell-lab removed" if how != "sigterm" else "stopped by a signal") in tail, tail
+    assert rc == {"eof": 0, "ctrl-c": 130, "sigterm": 128 + signal.SIGTERM,
+                  "sighup-in-a-command": 128 + signal.SIGHUP}[how], tail
+    assert ("shell-lab removed" if how in ("eof", "ctrl-c") else "stopped by a signal") \
+        in tail, tail
+    assert "did not stop cleanly" not in s.out, s.out
     assert "Traceback" not in s.out, s.out
     assert_nothing_left(emu, s)
 
