@@ -38,9 +38,13 @@ class P2PLink:
     delay_ms: float = 0.0
     loss_pct: float = 0.0
     rate_mbit: float | None = None
+    subnet6: ipaddress.IPv6Network | None = None   # optional: ::1 and ::2 of it, a then b
 
     def ends(self):
         return (self.a, self.b)
+
+    def ip6(self, node):
+        return self.subnet6[1 if node == self.a else 2] if self.subnet6 else None
 
     def other(self, node):
         return self.b if node == self.a else self.a
@@ -314,6 +318,11 @@ class Lab:
         for x in self.links.values():
             for end in x.ends():
                 cmds[end].append(f"ip addr add {x.addr(end)} dev {x.intf(end)}")
+                if x.subnet6:
+                    cmds[end].append(f"ip -6 addr add {x.ip6(end)}/{x.subnet6.prefixlen} "
+                                     f"dev {x.intf(end)} nodad")
+        for node, more in self._ipv6_routes().items():
+            cmds[node] += more
         ospf = self.ospf_nodes()
         for node in self.edge_nodes():
             ups = self.uplinks(node)
@@ -360,6 +369,24 @@ class Lab:
             if gw6 and host.ip(6):
                 cmds[host.name].append(f"ip -6 route add default via {gw6}")
         return cmds
+
+    def _ipv6_routes(self):
+        """IPv6 routing where links have a subnet6 (the core routes IPv4 only): an edge node
+        with an IPv6 uplink routes IPv6 by default through it, and the router at the other
+        end routes a proxy xTR's IPv6 EID space to it. So a non-LISP site's IPv6 LAN on
+        the proxy's router reaches the IPv6 EIDs through the proxy."""
+        out = {}
+        for node in self.edge_nodes():
+            up = next((x for x in self.uplinks(node) if x.subnet6), None)
+            if up is None:
+                continue
+            r = up.other(node)
+            out.setdefault(node, []).append(f"ip -6 route add default via {up.ip6(r)}")
+            for _iid, net in self.proxies.get(node, []):
+                if net.version == 6:
+                    out.setdefault(r, []).append(f"ip -6 route replace {net} via "
+                                                 f"{up.ip6(node)}")
+        return out
 
     def _anycast_commands(self, site, lan):
         """The anycast gateway, as first-hop redundancy protocols do it: the gateway keeps
@@ -869,8 +896,8 @@ def build(data, path="?"):
                                        f"sites' access links are named after them)")
         if not isinstance(spec, Map):
             raise links_m.error(lname, f"link {lname}: a mapping (ends:, subnet:, ...)")
-        check_keys(spec, ("ends", "subnet", "delay", "loss", "rate"), ("ends", "subnet"),
-                   f"link {lname}")
+        check_keys(spec, ("ends", "subnet", "delay", "loss", "rate", "subnet6"),
+                   ("ends", "subnet"), f"link {lname}")
         ends = spec["ends"]
         if not isinstance(ends, Seq) or len(ends) != 2 or ends[0] == ends[1]:
             raise spec.error("ends", f"link {lname}: ends: [NODE, NODE], two different nodes")
@@ -895,6 +922,11 @@ def build(data, path="?"):
             x.loss_pct = float(_number(spec, "loss", 0, 100))
         if "rate" in spec:
             x.rate_mbit = float(_number(spec, "rate", 0.001))
+        if "subnet6" in spec:
+            x.subnet6 = _net(spec, "subnet6", what="link subnet6")
+            if x.subnet6.version != 6 or not 64 <= x.subnet6.prefixlen <= 126:
+                raise spec.error("subnet6", f"link subnet6 {spec['subnet6']} must be an IPv6 "
+                                            f"/64 to /126")
         for y in links.values():
             if y.subnet.overlaps(subnet):
                 raise spec.error("subnet", f"link subnet {subnet} overlaps link {y.name}'s "

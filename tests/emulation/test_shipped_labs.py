@@ -2,6 +2,7 @@
 captures: three data centers, a multihomed site, IPv6 sites over the IPv4 core. Every
 check of each timeline must pass, and the probes' paths must be the model's."""
 import os
+import subprocess
 import time
 
 from lab.demo import LABS_DIR, Progress, run_scenario
@@ -73,9 +74,12 @@ def test_multihomed_site_itr_learns_both_rlocs_and_traffic_enters_by_the_preferr
     assert r["elapsed_s"] < 60
 
 
-def test_ipv6_sites_over_the_ipv4_core(tmp_path):
+def test_ipv6_sites_over_the_ipv4_core_and_a_dual_stack_site_through_the_proxy(tmp_path):
     """Two IPv6-only LISP sites: each host reaches the other over IPv6, the ITR maps the
-    IPv6 EID to the other xTR's IPv4 RLOC, and the IPv6 probes follow the model's path."""
+    IPv6 EID to the other xTR's IPv4 RLOC, and the IPv6 probes follow the model's path.
+    The IPv6 site and the dual-stack non-LISP site reach each other through the proxy
+    xTR: the proxy's map-cache maps the IPv6 EID to its site's xTR, and native IPv6 between
+    the two hosts crosses the proxy's link (the only IPv6 path there is)."""
     model, r = play("ipv6", tmp_path)
     assert_every_check_passed(model, r)
     assert r["vm"] == model.hosts["h2"].ip(6) and r["client"] == model.hosts["h1"].ip(6)
@@ -85,4 +89,9 @@ def test_ipv6_sites_over_the_ipv4_core(tmp_path):
     for _, want, detail in path_checks(model, r):
         assert detail.endswith("crossed " + " > ".join(want)), detail
     assert r["probes_answered"] > 0.9 * r["probes_sent"]
+    native = subprocess.run(["tcpdump", "-nr", str(tmp_path / "ipv6" / "pxtr-link.pcap"),
+                             f"ip6 and host {model.hosts['n1'].ip(6)}"], capture_output=True,
+                            text=True).stdout
+    assert f"{model.hosts['n1'].ip(6)} > {model.hosts['h1'].ip(6)}" in native, native
+    assert f"{model.hosts['h1'].ip(6)} > {model.hosts['n1'].ip(6)}" in native, native
     assert r["elapsed_s"] < 60

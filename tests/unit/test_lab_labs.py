@@ -174,3 +174,29 @@ def test_ipv6_sites_ipv6_lans_and_eids_ipv4_rlocs(tmp_path):
 def test_family_steps_validate_in_the_ipv6_lab():
     steps = [s for s in IPV6.timeline if s.args.get("family") == 6]
     assert {s.kind for s in steps} == {"traffic", "check"}
+
+
+def test_ipv6_routes_only_where_a_link_has_a_subnet6():
+    """The proxy's link is the one IPv6 link: the proxy routes IPv6 to r1, r1 routes the
+    IPv6 EID space to the proxy, and nothing else gets an IPv6 route."""
+    cmds = IPV6.node_commands()
+    assert "ip -6 addr add 2001:db8:101::1/64 dev pxtr-r1 nodad" in cmds["pxtr"]
+    assert "ip -6 route add default via 2001:db8:101::2" in cmds["pxtr"]
+    assert [c for c in cmds["r1"] if c.startswith("ip -6 route")] == [
+        "ip -6 route replace 2001:db8:a::/48 via 2001:db8:101::1",
+        "ip -6 route replace 2001:db8:b::/48 via 2001:db8:101::1"]
+    for node in ("xtrw", "xtre", "msmr", "r2"):
+        assert not any(c.startswith("ip -6 route") for c in cmds[node]), node
+    assert "ip -6 route add default via 2001:db8:ff::1" in cmds["n1"]
+    assert IPV6.daemon_configs("/w", "/s")["xtrw"][1]["itr"]["petr"] == "172.16.101.1"
+
+
+@pytest.mark.parametrize("subnet6, words", [
+    ("10.9.0.0/30", "must be an IPv6 /64 to /126"),
+    ("2001:db8:1::/127", "must be an IPv6 /64 to /126"),
+    ("2001:db8:1::1/64", "not a valid prefix"),
+])
+def test_a_bad_subnet6_gets_one_line(tmp_path, subnet6, words):
+    e = error_of(tmp_path, GOOD.replace("subnet: 172.16.1.0/30}",
+                                        f"subnet: 172.16.1.0/30, subnet6: \"{subnet6}\"}}"))
+    assert str(e).startswith(f"{tmp_path / 'lab.yaml'}:4: ") and words in str(e), str(e)
