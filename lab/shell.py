@@ -130,8 +130,7 @@ class Captures:
                 p.send_signal(signal.SIGINT)
         counts = {}
         for name, p in self.procs.items():
-            if p.alive:
-                p.stop(signal.SIGINT)
+            p.stop(signal.SIGINT)           # also forgets it: the run record stays small
             found = re.search(r"(\d+) packets? captured", p.read_log())
             counts[name] = int(found.group(1)) if found else None
         self.procs = {}
@@ -175,6 +174,8 @@ def _seq_text(seq, n, total, what, last=None):
 
 def format_trace(src, dst, dst_ip, sent, answered, probes, echoes, encap, expected,
                  where, directory, captured=()):
+    """The text `trace` prints (see do_trace); `captured`: the model's capture points."""
+    blind = [x for x in expected or () if x not in captured]
     lines = [f"trace {src} -> {dst} ({dst_ip}): {sent} probes sent, {answered} answered; "
              f"pcaps in {directory}"]
     path, n, others = most_common(probes)
@@ -192,11 +193,10 @@ def format_trace(src, dst, dst_ip, sent, answered, probes, echoes, encap, expect
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                   for r in rows]
-        last = expected[-1] if expected else None
+        last = expected[-1] if expected and not blind else None
         lines.append(f"path:     {_seq_text(path, n, len(probes), 'probes', last)}")
         for other, k in others.items():
             lines.append(f"          {_seq_text(list(other), k, len(probes), 'probes', last)}")
-    blind = [x for x in expected or () if x not in captured]
     if blind:
         lines.append(f"expected: not compared: the model's path from {src} crosses links "
                      f"without a capture point ({', '.join(blind)})")
