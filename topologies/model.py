@@ -75,6 +75,11 @@ class Site:
     key: str = ""
     ms_site: str = ""              # the registration site at the Map-Server
     rloc_te: dict = field(default_factory=dict)        # uplink name -> (priority, weight)
+    # Gateways the xTR itself holds on its LAN (the daemon adds and removes them), instead
+    # of the anycast gateway's macvlan: range network -> ip_interface, all with gateway_mac
+    dynamic_gateways: dict = field(default_factory=dict)
+    gateway_mac: str | None = None
+    proxy_arp: bool = False        # the xTR answers ARP on its LAN for addresses it routes
 
     @property
     def lisp(self):
@@ -95,6 +100,7 @@ class Host:
     site: str
     addresses: list                # ip_interface
     vm: bool = False
+    foreign: bool = False          # its address is outside the site's subnets on purpose
 
     def ip(self, version=4):
         return next((str(a.ip) for a in self.addresses if a.version == version), None)
@@ -361,11 +367,9 @@ class Lab:
                 cmds[host.name].append(f"ip {'-6 ' if a.version == 6 else ''}addr add {a} "
                                        f"dev {host.intf()}" + (" nodad" if a.version == 6
                                                                 else ""))
-            gw4 = site.anycast[0] if site.anycast else next(
-                (str(a.ip) for a in site.lan if a.version == 4), None)
+            gw4, gw6 = (self.host_gateway(host.name, v) for v in (4, 6))
             if gw4 and host.ip(4):
                 cmds[host.name].append(f"ip route add default via {gw4}")
-            gw6 = next((str(a.ip) for a in site.lan if a.version == 6), None)
             if gw6 and host.ip(6):
                 cmds[host.name].append(f"ip -6 route add default via {gw6}")
         return cmds
@@ -387,6 +391,21 @@ class Lab:
                     out.setdefault(r, []).append(f"ip -6 route replace {net} via "
                                                  f"{up.ip6(node)}")
         return out
+
+    def host_gateway(self, host, version=4, site=None):
+        """The address host `host` (at `site`, default its own) sends off-link traffic of
+        `version` to: the xTR-held gateway of a dynamic-EID range holding its address, else
+        the anycast gateway (IPv4), else the LAN's own address; None for a foreign host."""
+        h, s = self.hosts[host], self.sites[site or self.hosts[host].site]
+        if h.foreign:
+            return None
+        ip = h.ip(version)
+        for net, gw in s.dynamic_gateways.items():
+            if ip and net.version == version and ipaddress.ip_address(ip) in net:
+                return str(gw.ip)
+        if version == 4 and s.anycast:
+            return s.anycast[0]
+        return next((str(a.ip) for a in s.lan if a.version == version), None)
 
     def _anycast_commands(self, site, lan):
         """The anycast gateway, as first-hop redundancy protocols do it: the gateway keeps
@@ -522,7 +541,11 @@ class Lab:
                     d = {"prefix": str(prefix), "instance_id": site.instance_id,
                          "interface": lan}
                     if detect == "gateway":
-                        d.update(detect="gateway", detect_mac=site.anycast[1])
+                        d.update(detect="gateway", detect_mac=site.anycast[1]
+                                 if site.anycast else site.gateway_mac)
+                    if prefix in site.dynamic_gateways:
+                        d.update(gateway=str(site.dynamic_gateways[prefix]),
+                                 gateway_mac=site.gateway_mac)
                     cfg["dynamic_eid"].append(d)
             cfg["map_server"] = [{"address": a, "secret": site.key, "key_id": 0,
                                   "algorithm": "hmac-sha-256-128"} for a in ms]
@@ -533,6 +556,8 @@ class Lab:
                 cfg["itr"]["petr"] = self.rloc(pxtrs[0])
             lans = [lan] + ([f"{node}-gw"] if site.anycast else [])
             cfg["dataplane"] = {"lan_interfaces": lans, "mtu": 1500}
+            if site.proxy_arp:
+                cfg["dataplane"]["proxy_arp"] = True
             out[node] = ("xtr", cfg)
         for m in self.map_servers:
             cfg = head(m, "msmr")
@@ -813,7 +838,8 @@ def build(data, path="?"):
     sites_m = _mapping(data, "sites", "sites")
     sites = {}
     site_keys = ("kind", "gateway", "switch", "lan", "anycast_gateway", "announce",
-                 "dynamic_eids", "eid_prefixes", "instance_id", "key", "ms_site", "rlocs")
+                 "dynamic_eids", "eid_prefixes", "instance_id", "key", "ms_site", "rlocs",
+                 "gateway_mac", "proxy_arp")
     for sname, spec in sites_m.items():
         _key_name(sites_m, sname, "site")
         if not isinstance(spec, Map):
@@ -863,18 +889,42 @@ def build(data, path="?"):
         if "eid_prefixes" in spec:
             seq = _seq(spec, "eid_prefixes", "eid_prefixes")
             site.eid_prefixes = [_net(seq, i, p) for i, p in enumerate(seq)]
+        if "gateway_mac" in spec:
+            mac = spec["gateway_mac"]
+            if not isinstance(mac, str) or not MAC.match(mac.lower()):
+                raise spec.error("gateway_mac", f"gateway_mac {mac!r}: six hex pairs, "
+                                                f"e.g. \"00:00:5e:00:01:01\" (quote it)")
+            if site.anycast:
+                raise spec.error("gateway_mac", f"site {sname} has an anycast_gateway: "
+                                                f"gateway_mac is for xTR-held gateways instead")
+            site.gateway_mac = mac.lower()
+        if "proxy_arp" in spec:
+            site.proxy_arp = _bool(spec, "proxy_arp")
+            if site.proxy_arp and not site.lisp:
+                raise spec.error("proxy_arp", f"proxy_arp: site {sname} is non-lisp (its "
+                                              f"gateway runs no xTR)")
         if "dynamic_eids" in spec:
             seq = _seq(spec, "dynamic_eids", "dynamic_eids")
             for i, d in enumerate(seq):
                 if isinstance(d, Map):
-                    check_keys(d, ("prefix", "detect"), ("prefix",), "a dynamic EID range")
+                    check_keys(d, ("prefix", "detect", "gateway"), ("prefix",),
+                               "a dynamic EID range")
                     detect = d.get("detect", "any")
                     if detect not in ("any", "gateway"):
                         raise d.error("detect", f"detect {detect!r}: one of any, gateway")
-                    if detect == "gateway" and not site.anycast:
+                    if detect == "gateway" and not (site.anycast or site.gateway_mac):
                         raise d.error("detect", "detect: gateway needs the site's "
-                                                "anycast_gateway (its MAC)")
-                    site.dynamic_eids.append((_net(d, "prefix"), detect))
+                                                "anycast_gateway or gateway_mac (its MAC)")
+                    net = _net(d, "prefix")
+                    site.dynamic_eids.append((net, detect))
+                    if "gateway" in d:
+                        gw = _iface(d, "gateway", what="gateway")
+                        if gw.version != net.version or gw.ip not in net:
+                            raise d.error("gateway", f"gateway {gw} is not in the range {net}")
+                        if not site.gateway_mac:
+                            raise d.error("gateway", f"a range's gateway needs the site's "
+                                                     f"gateway_mac (site {sname})")
+                        site.dynamic_gateways[net] = gw
                 else:
                     site.dynamic_eids.append((_net(seq, i, d), "any"))
         if site.kind == "non-lisp" and (site.dynamic_eids or site.eid_prefixes):
@@ -965,21 +1015,25 @@ def build(data, path="?"):
         if not isinstance(spec, Map):
             raise hosts_m.error(hname, f"host {hname}: a mapping (site:, address:)")
         claim(hname, hosts_m, hname, "host")
-        check_keys(spec, ("site", "address", "vm"), ("site", "address"), f"host {hname}")
+        check_keys(spec, ("site", "address", "vm", "foreign"), ("site", "address"),
+                   f"host {hname}")
         if spec["site"] not in sites:
             raise spec.error("site", f"host {hname}: unknown site {spec['site']!r} "
                                      f"(sites: {', '.join(sites)})")
         site = sites[spec["site"]]
         h = Host(hname, site.name, _addrs(spec, "address"),
-                 _bool(spec, "vm") if "vm" in spec else False)
+                 _bool(spec, "vm") if "vm" in spec else False,
+                 _bool(spec, "foreign") if "foreign" in spec else False)
         for a in h.addresses:
-            same = [lan for lan in site.lan if lan.version == a.version]
+            # the LAN's subnets and those of the xTR-held gateways
+            subnets = site.lan + list(site.dynamic_gateways.values())
+            same = [lan for lan in subnets if lan.version == a.version]
             # (a family the site's LAN has no subnet of is the hosts' own: no gateway)
-            if same and not any(a.network == lan.network for lan in same):
-                nets = ", ".join(str(x.network) for x in site.lan)
+            if same and not h.foreign and not any(a.network == lan.network for lan in same):
+                nets = ", ".join(str(x.network) for x in subnets)
                 raise spec.error("address", f"host {hname}: {a} is outside site {site.name}'s "
-                                            f"LAN ({nets})")
-            if any(a.ip == lan.ip for lan in site.lan):
+                                            f"LAN ({nets}; foreign: true if on purpose)")
+            if any(a.ip == lan.ip for lan in subnets):
                 raise spec.error("address", f"host {hname}: {a.ip} is the gateway's address")
         hosts[hname] = h
     all_addrs = {}

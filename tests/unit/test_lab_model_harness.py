@@ -1,0 +1,128 @@
+"""The lab model's keys that the emulation tests' lab files need (tests/data/*.yaml), without
+root: xTR-held gateways of dynamic-EID ranges (`gateway` of a range, the site's
+`gateway_mac`), `proxy_arp`, a static prefix beside dynamic ranges, foreign hosts; each bad
+use is one line naming file, line and problem."""
+import pytest
+
+from topologies.model import LabFileError, load
+
+LAB = """\
+lab: held
+routers: [r1]
+links:
+  a-up: {ends: [xa, r1], subnet: 172.16.1.0/30}
+  b-up: {ends: [xb, r1], subnet: 172.16.2.0/30}
+  ms-link: {ends: [ms, r1], subnet: 172.16.9.0/30}
+sites:
+  sa:
+    kind: datacenter
+    gateway: xa
+    switch: sw1
+    lan: 10.1.0.1/24
+    eid_prefixes: [10.1.0.0/24]
+    gateway_mac: "00:00:5E:00:01:01"
+    dynamic_eids:
+      - {prefix: 10.10.0.0/24, gateway: 10.10.0.1/24}
+      - {prefix: 2001:db8:10::/64, gateway: 2001:db8:10::1/64}
+  sb:
+    kind: datacenter
+    gateway: xb
+    switch: sw2
+    lan: 10.2.0.1/24
+    eid_prefixes: [10.2.0.0/24]
+    gateway_mac: "00:00:5e:00:01:01"
+    proxy_arp: true
+    dynamic_eids:
+      - {prefix: 10.10.0.0/24, gateway: 10.10.0.1/32, detect: gateway}
+mapping_system: {map_servers: [ms], key: k, instance_id: 5}
+hosts:
+  vm: {site: sa, address: [10.10.0.5/24, 2001:db8:10::5/64], vm: true}
+  own: {site: sa, address: 10.1.0.10/24}
+  rogue: {site: sa, address: 10.66.0.7/24, foreign: true}
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "lab.yaml"
+    p.write_text(text)
+    return p
+
+
+def error_of(tmp_path, text):
+    with pytest.raises(LabFileError) as e:
+        load(write(tmp_path, text))
+    return e.value
+
+
+def test_xtr_held_gateways_go_to_the_daemon_config(tmp_path):
+    lab = load(write(tmp_path, LAB))
+    configs = lab.daemon_configs("/w", "/s")
+    _, xa = configs["xa"]
+    assert xa["eid_prefix"] == [{"prefix": "10.1.0.0/24", "instance_id": 5}]
+    assert xa["dynamic_eid"] == [
+        {"prefix": "10.10.0.0/24", "instance_id": 5, "interface": "xa-lan",
+         "gateway": "10.10.0.1/24", "gateway_mac": "00:00:5e:00:01:01"},
+        {"prefix": "2001:db8:10::/64", "instance_id": 5, "interface": "xa-lan",
+         "gateway": "2001:db8:10::1/64", "gateway_mac": "00:00:5e:00:01:01"}]
+    assert "proxy_arp" not in xa["dataplane"]
+    assert xa["dataplane"]["lan_interfaces"] == ["xa-lan"]        # no macvlan
+    _, xb = configs["xb"]
+    assert xb["dataplane"]["proxy_arp"] is True
+    assert xb["dynamic_eid"][0]["detect"] == "gateway"
+    assert xb["dynamic_eid"][0]["detect_mac"] == "00:00:5e:00:01:01"
+    assert xb["dynamic_eid"][0]["gateway"] == "10.10.0.1/32"
+    # the network's own commands hold no gateway: the daemons add them
+    cmds = lab.node_commands()
+    assert not any("10.10.0.1" in c or "macvlan" in c for c in cmds["xa"] + cmds["xb"])
+
+
+def test_hosts_use_the_held_gateway_of_their_range_and_foreign_hosts_none(tmp_path):
+    lab = load(write(tmp_path, LAB))
+    cmds = lab.node_commands()
+    assert "ip route add default via 10.10.0.1" in cmds["vm"]
+    assert "ip -6 route add default via 2001:db8:10::1" in cmds["vm"]
+    assert "ip route add default via 10.1.0.1" in cmds["own"]
+    assert cmds["rogue"] == ["ip addr add 10.66.0.7/24 dev rogue-eth0"]
+    assert lab.host_gateway("vm", 4) == "10.10.0.1"
+    assert lab.host_gateway("vm", 4, site="sb") == "10.10.0.1"   # after a move: the /32
+    assert lab.host_gateway("own", 4, site="sb") == "10.2.0.1"
+    assert lab.host_gateway("rogue", 4) is None
+
+
+# (the edit that makes LAB wrong, the line reported, words in the message)
+BAD = [
+    (("gateway: 10.10.0.1/24}", "gateway: 10.11.0.1/24}"), 16, "not in the range 10.10.0.0/24"),
+    (("gateway: 2001:db8:10::1/64}", "gateway: 10.10.0.1/64}"), 17, "not valid"),
+    (('    gateway_mac: "00:00:5E:00:01:01"\n', ""), 15, "needs the site's gateway_mac"),
+    (('gateway_mac: "00:00:5E:00:01:01"', 'gateway_mac: "00:00:5e:00:01"'), 14, "six hex pairs"),
+    (('gateway_mac: "00:00:5E:00:01:01"', 'gateway_mac: "00:00:5e:00:01:01"\n'
+      '    anycast_gateway: {address: 10.1.0.254, mac: "00:00:5e:00:01:02"}'), 14,
+     "has an anycast_gateway"),
+    (("proxy_arp: true", "proxy_arp: yes"), 25, "must be true or false"),
+    (("gateway: 10.10.0.1/32, detect: gateway}", "detect: gateway}"), 26, "detect: gateway"),
+    (("10.66.0.7/24, foreign: true}", "10.66.0.7/24}"), 32, "foreign: true if on purpose"),
+    (("foreign: true}", "foreign: 1}"), 32, "foreign 1 must be true or false"),
+    (("address: 10.1.0.10/24}", "address: 10.10.0.1/24}"), 31, "is the gateway's address"),
+]
+
+
+@pytest.mark.parametrize("edit,line,words", BAD, ids=[b[2] for b in BAD])
+def test_a_bad_use_is_one_line_naming_the_place(tmp_path, edit, line, words):
+    old, new = edit
+    assert LAB.count(old) == 1, old
+    text = LAB.replace(old, new)
+    if "detect: gateway}" in new:                 # a range that detects by the MAC, no MAC
+        text = text.replace('    gateway_mac: "00:00:5e:00:01:01"\n', "")
+    e = error_of(tmp_path, text)
+    msg = str(e)
+    assert "\n" not in msg and words in msg, msg
+    assert msg.startswith(f"{tmp_path / 'lab.yaml'}:{line}:"), msg
+
+
+def test_proxy_arp_on_a_non_lisp_site_is_refused(tmp_path):
+    text = LAB + "  n1: {site: web, address: 198.51.100.10/24}\n"
+    text = text.replace("mapping_system:", "  web: {kind: non-lisp, gateway: r1, "
+                                           "lan: 198.51.100.1/24, proxy_arp: true}\n"
+                                           "mapping_system:")
+    msg = str(error_of(tmp_path, text))
+    assert "proxy_arp: site web is non-lisp" in msg and ":28:" in msg, msg
