@@ -150,9 +150,17 @@ class Network:
 
     # --- LISP daemons -------------------------------------------------------------------
 
-    def start_daemons(self, timeout=15.0):
+    def start_daemons(self, timeout=15.0, overrides=None):
+        """Every LISP daemon of the model, ready to answer. `overrides`: {node: {section:
+        {key: value}}} merged into the derived configs (a table into each table of an
+        array), e.g. a test's wrong key for one xTR: {"xtr2": {"map_server": {"secret":
+        "wrong"}}}."""
         configs = self.model.daemon_configs(self.out_dir, self.run_dir)
+        unknown = set(overrides or ()) - set(configs)
+        if unknown:
+            raise ValueError(f"overrides for nodes without a LISP daemon: {sorted(unknown)}")
         for node, (_role, cfg) in configs.items():
+            cfg = _merged(cfg, (overrides or {}).get(node, {}))
             path = self.out_dir / f"{node}.toml"
             path.write_text(toml(cfg))
             self.daemon_paths[node] = path
@@ -210,10 +218,9 @@ class Network:
 
     def gateway_ping(self, host):
         """As a booting VM does: resolve and use its gateway."""
-        site = self.model.sites[self.where[host]]
-        gw = site.anycast[0] if site.anycast else str(
-            next(a.ip for a in site.lan if a.version == 4))
-        self.lab.run(host, ["ping", "-c", "1", "-W", "1", gw], timeout=5)
+        gw = self.model.host_gateway(host, 4, self.where[host])
+        if gw:
+            self.lab.run(host, ["ping", "-c", "1", "-W", "1", gw], timeout=5)
 
     def ping(self, src, dst, timeout=1, family=None):
         ip = self.host_ip(dst, family)
@@ -259,3 +266,18 @@ class Network:
         prefix = f"{ipaddress.ip_address(self.host_ip(host))}/32"
         return frr.inject(self.lab, site.gateway, prefix, site.lan_intf(self.model),
                           self.model.routers, timeout)
+
+
+def _merged(config, override):
+    """`config` with `override` merged in: tables key by key, a table into each table of an
+    array, anything else replaced."""
+    out = dict(config)
+    for key, value in override.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            out[key] = _merged(old, value)
+        elif isinstance(value, dict) and isinstance(old, list):
+            out[key] = [_merged(t, value) for t in old]
+        else:
+            out[key] = value
+    return out

@@ -1,7 +1,8 @@
 """The lab model's keys that the emulation tests' lab files need (tests/data/*.yaml), without
 root: xTR-held gateways of dynamic-EID ranges (`gateway` of a range, the site's
 `gateway_mac`), `proxy_arp`, a static prefix beside dynamic ranges, foreign hosts; each bad
-use is one line naming file, line and problem."""
+use is one line naming file, line and problem. And the daemon config overrides of
+lab/backend.py's start_daemons."""
 import pytest
 
 from topologies.model import LabFileError, load
@@ -126,3 +127,17 @@ def test_proxy_arp_on_a_non_lisp_site_is_refused(tmp_path):
                                            "mapping_system:")
     msg = str(error_of(tmp_path, text))
     assert "proxy_arp: site web is non-lisp" in msg and ":28:" in msg, msg
+
+
+def test_daemon_config_overrides_merge_into_the_derived_config():
+    from lab.backend import _merged
+    cfg = {"node": {"name": "x"}, "map_server": [{"address": "a", "secret": "s"},
+                                                 {"address": "b", "secret": "s"}],
+           "msmr": {"registration_timeout": 3}}
+    out = _merged(cfg, {"map_server": {"secret": "wrong"},
+                        "msmr": {"map_request_rate": 0}, "etr": {"register_interval": 2}})
+    assert out["map_server"] == [{"address": "a", "secret": "wrong"},
+                                 {"address": "b", "secret": "wrong"}]
+    assert out["msmr"] == {"registration_timeout": 3, "map_request_rate": 0}
+    assert out["etr"] == {"register_interval": 2} and out["node"] == {"name": "x"}
+    assert cfg["map_server"][0]["secret"] == "s"                 # the derived one unchanged
