@@ -3,9 +3,13 @@ root: xTR-held gateways of dynamic-EID ranges (`gateway` of a range, the site's
 `gateway_mac`), `proxy_arp`, a static prefix beside dynamic ranges, foreign hosts; each bad
 use is one line naming file, line and problem. And the daemon config overrides of
 lab/backend.py's start_daemons."""
+from pathlib import Path
+
 import pytest
 
 from topologies.model import LabFileError, load
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 LAB = """\
 lab: held
@@ -127,6 +131,32 @@ def test_proxy_arp_on_a_non_lisp_site_is_refused(tmp_path):
                                            "mapping_system:")
     msg = str(error_of(tmp_path, text))
     assert "proxy_arp: site web is non-lisp" in msg and ":28:" in msg, msg
+
+
+def test_the_mobility_lab_of_the_emulation_tests():
+    """tests/data/mobility.yaml keeps the plan test_mobility_io was written for."""
+    lab = load(DATA / "mobility.yaml")
+    assert all(n.startswith("mob") for n in lab.node_names() + lab.switches())
+    configs = lab.daemon_configs("/w", "/s")
+    assert set(configs) == {"mobx1", "mobx2", "mobc", "mobms"}
+    x1, x2, c = (configs[n][1] for n in ("mobx1", "mobx2", "mobc"))
+    assert [d["gateway"] for d in x1["dynamic_eid"]] == ["10.10.0.1/24", "2001:db8:10::1/64"]
+    assert [d["gateway"] for d in x2["dynamic_eid"]] == ["10.10.0.1/32", "2001:db8:10::1/128"]
+    assert {d["gateway_mac"] for d in x1["dynamic_eid"] + x2["dynamic_eid"]} == \
+        {"00:00:5e:00:01:01"}
+    assert x1["eid_prefix"] == [{"prefix": "10.1.0.0/24", "instance_id": 5}]
+    assert x2["eid_prefix"] == [{"prefix": "10.20.0.0/24", "instance_id": 5}]
+    assert x2["dataplane"]["proxy_arp"] and not x1["dataplane"].get("proxy_arp")
+    assert {m["secret"] for m in x1["map_server"] + x2["map_server"]} == {"dc-key"}
+    assert [m["secret"] for m in c["map_server"]] == ["client-key"]
+    sites = {s["name"]: s for s in configs["mobms"][1]["site"]}
+    assert set(sites) == {"dc", "client"}
+    assert {p["prefix"] for p in sites["dc"]["prefix"]} == \
+        {"10.10.0.0/24", "2001:db8:10::/64", "10.1.0.0/24", "10.20.0.0/24"}
+    assert sites["dc"]["accept_more_specifics"]
+    cmds = lab.node_commands()
+    assert cmds["mobrg"] == ["ip addr add 10.66.0.7/24 dev mobrg-eth0"]
+    assert "ip route add default via 10.1.0.1" in cmds["mobd1"]
 
 
 def test_daemon_config_overrides_merge_into_the_derived_config():

@@ -1,0 +1,186 @@
+"""The emulation tests' harness: a lab file built by lab/backend.py's Network (the same
+backend as `lisp-lab run`), its captures and LISP daemons started, the sites' registrations
+awaited, and the questions tests ask a running network. A test's network is a lab file
+(tests/data/*.yaml or topologies/labs/), never a hand-made plan.
+
+    sites = lab_fixture(DATA / "two-sites.yaml", "daemons", captures=True)   # a fixture
+
+    def test_ping(sites):
+        assert sites.warm("h1", "h2")
+
+    with running(DATA / "two-sites.yaml", "wrongkey", tmp_path,      # or a with block
+                 overrides={"xtr2": {"map_server": {"secret": "not-the-key"}}},
+                 register=["10.1.0.0/24"]) as run:
+        ...
+
+Run ids start with "pytest-emu-" (the conftest's session finaliser removes what a crashed
+test left) and carry the process id, so two sessions never share one.
+"""
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+from lab.backend import Network
+from lab.emu import wait_for
+from nodes.control import ControlError
+from nodes.eventlog import read_events
+from topologies.model import load
+
+RUN_PREFIX = "pytest-emu-"
+DATA = Path(__file__).resolve().parents[1] / "data"
+LABS = Path(__file__).resolve().parents[2] / "topologies" / "labs"
+
+
+class Run:
+    """A running lab: the Network (`net`), its model, and helpers over both."""
+
+    def __init__(self, net):
+        self.net = net
+        self.model = net.model
+        self.lab = net.lab                       # lab/emu.py's Lab: run, start_process
+        self.workdir = net.out_dir               # configs, logs, event logs, pcaps
+        self.sockets = Path(net.run_dir)         # control sockets (removed at the end)
+        self.saved = {}                          # what a test keeps from before the daemons
+
+    @property
+    def daemons(self):
+        return self.net.daemons
+
+    def start_daemons(self, overrides=None, register=None, timeout=10.0):
+        self.net.start_daemons(overrides=overrides)
+        self.wait_registered(register, timeout)
+
+    # --- the model's facts ---------------------------------------------------------------
+
+    def rloc(self, node):
+        return self.model.rloc(node)
+
+    def ip(self, host, version=None):
+        return self.model.hosts[host].addr(version)
+
+    def static_eids(self):
+        """The EID prefixes the lab's sites register as they are, at startup."""
+        return {str(p) for s in self.model.lisp_sites() for p in s.eid_prefixes}
+
+    # --- the daemons ---------------------------------------------------------------------
+
+    def query(self, node, what):
+        return self.net.query(node, what)
+
+    def counters(self, node):
+        return self.query(node, "counters")
+
+    def registrations(self):
+        """{eid: [registrant RLOC addresses]} at the (first) Map-Server; {} while it does
+        not answer."""
+        try:
+            rows = self.query(self.model.map_servers[0], "registrations")
+        except ControlError:
+            return {}
+        return {r["eid"]: [x["address"] for g in r["registrants"] for x in g["rlocs"]]
+                for r in rows}
+
+    def registered(self):
+        return set(self.registrations())
+
+    def wait_registered(self, eids=None, timeout=10.0):
+        """Wait until every EID prefix of `eids` (default: the static ones) is registered;
+        raise naming what is missing, with the daemons' last log lines."""
+        want = self.static_eids() if eids is None else set(eids)
+        if want and not wait_for(lambda: want <= self.registered(), timeout, 0.1):
+            raise RuntimeError(f"not registered within {timeout:g} s: "
+                               f"{sorted(want - self.registered())}; logs: {self.logs()}")
+
+    def map_cache(self, node):
+        """{eid: [RLOC addresses]} of a node's map-cache."""
+        return {r["eid"]: [x["address"] for x in r["rlocs"]]
+                for r in self.query(node, "map-cache")}
+
+    def events(self, node, name=None):
+        evs = read_events(self.workdir / f"{node}.events.jsonl")
+        return [e for e in evs if name is None or e["event"] == name]
+
+    def logs(self, tail=1500):
+        return {n: p.read_log()[-tail:] for n, p in self.daemons.items()}
+
+    # --- nodes ---------------------------------------------------------------------------
+
+    def sh(self, node, argv, timeout=10):
+        """Run argv in a node (None: the root namespace); the CompletedProcess."""
+        return self.lab.run(node, [str(a) for a in argv], timeout=timeout)
+
+    def link_mac(self, node, ifname):
+        out = self.sh(node, ["ip", "-o", "link", "show", "dev", ifname]).stdout
+        return out.split("link/ether ")[1].split()[0]
+
+    def addresses(self, node, ifname):
+        """The global addresses (address/length) of an interface."""
+        out = self.sh(node, ["ip", "-o", "addr", "show", "dev", ifname]).stdout
+        return {line.split()[3] for line in out.splitlines() if " inet" in line
+                and "scope link" not in line}
+
+    def route_dev(self, node, dst):
+        out = self.sh(node, ["ip", "route", "get", dst]).stdout
+        return out.split(" dev ")[1].split()[0] if " dev " in out else out
+
+    def ping(self, host, dst, count=5, extra=()):
+        """`ping -c count` from a host to an address (or a host's name: its address)."""
+        dst = self.ip(dst) if dst in self.model.hosts else dst
+        return self.lab.run(host, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1",
+                                   *extra, dst], timeout=count + 5)
+
+    def warm(self, host, dst, timeout=8.0):
+        """Ping until the mapping is resolved (the first packets are dropped meanwhile)."""
+        return wait_for(lambda: self.ping(host, dst, 1).returncode == 0, timeout, 0.2)
+
+    # --- captures ------------------------------------------------------------------------
+
+    def pcap(self, link):
+        return self.workdir / f"{link}.pcap"
+
+    def stop_captures(self):
+        """Stop every capture; {link name: pcap path}."""
+        self.net.stop_captures()
+        for c in self.net.captures.values():
+            c.wait(5)
+        return {name: self.pcap(name) for name in self.net.captures}
+
+
+def run_id(name):
+    return f"{RUN_PREFIX}{name}-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def running(lab_file, name, out_dir, *, overrides=None, captures=False, snaplen=256,
+            daemons=True, register=None, before_daemons=None, timeout=10.0):
+    """A lab file's network, running, as a Run; everything is removed on leaving.
+
+    captures: tcpdump on every capture point of the model first; overrides: daemon config
+    values merged into the derived ones (lab/backend.py's start_daemons); register: the
+    EID prefixes to wait for (default the sites' static ones; [] waits for none);
+    before_daemons(run): called once the network is configured, before any daemon;
+    daemons=False starts none (the test calls run.start_daemons)."""
+    model = load(lab_file)
+    with Network(model, out_dir, run_id=run_id(name)) as net:
+        run = Run(net)
+        if captures:
+            net.start_captures(snaplen=snaplen)
+        if before_daemons is not None:
+            before_daemons(run)
+        if daemons:
+            run.start_daemons(overrides, register, timeout)
+        yield run
+
+
+def lab_fixture(lab_file, name, scope="module", **options):
+    """A pytest fixture (module-scoped by default) yielding a running lab's Run: assign it
+    to the fixture's name in a test module, `sites = lab_fixture(...)`."""
+    @pytest.fixture(scope=scope)
+    def fixture(tmp_path_factory):
+        # (the with block is the try/finally: Network and Lab undo everything they did,
+        # also when the test or the set-up fails)
+        with running(lab_file, name, tmp_path_factory.mktemp(name), **options) as run:
+            yield run
+    return fixture
