@@ -1,5 +1,6 @@
 """The node daemons in real namespaces: two LISP sites, a Map-Server/Map-Resolver, a proxy
-xTR and a non-LISP host around an IPv4 core (topologies/two_sites.py).
+xTR and a non-LISP host around an IPv4 core (tests/data/two-sites.yaml, built by the
+emulation harness: tests/emulation/harness.py).
 
 Real processes (`python -m nodes.daemon`), real packets, captures on the core links."""
 import hashlib
@@ -10,78 +11,20 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from scapy.all import UDP, rdpcap
 
-from lab.emu import Lab, wait_for
-from nodes.control import ControlError, query
 from nodes.lisp.address import eid_prefix
 from nodes.lisp.messages import EncapsulatedControl, MapReply, decode
-from topologies import two_sites as T
+from tests.emulation.harness import DATA, lab_fixture, running
 
 PY = sys.executable
-RUN_PREFIX = "pytest-emu-"      # the emulation conftest cleans up runs named like this
+LAB = DATA / "two-sites.yaml"
+INSTANCE_ID = 7                 # the lab's mapping_system.instance_id
 
-
-
-
-class SitesRun:
-    """A started two-site network with its daemons and captures."""
-
-    def __init__(self, lab, workdir, keys=None):
-        self.lab = lab
-        self.workdir = Path(workdir)
-        self.sockets = lab.run_dir          # removed when the Lab stops
-        T.configure(lab.net)
-        self.configs = T.daemon_configs(self.workdir, self.sockets, keys=keys)
-        self.captures = {}
-        for name, intf in T.CAPTURE_POINTS.items():
-            pcap = self.workdir / f"{name}.pcap"
-            self.captures[name] = (pcap, lab.start_process(
-                "r0", ["tcpdump", "-U", "-n", "-s", "256", "-i", intf, "-w", pcap],
-                self.workdir / f"tcpdump-{name}.log", name=f"tcpdump-{name}"))
-        wait_for(lambda: all(p.exists() for p, _ in self.captures.values()), 5)
-        time.sleep(0.3)
-        self.daemons = {n: lab.start_process(n, [PY, "-m", "nodes.daemon", p],
-                                             self.workdir / f"{n}.log", name=f"lisp-{n}")
-                        for n, p in self.configs.items()}
-
-    def query(self, node, what):
-        return query(str(self.sockets / f"{node}.sock"), {"show": what})["data"]
-
-    def registered(self):
-        try:
-            return {r["eid"] for r in self.query("msmr", "registrations")}
-        except ControlError:
-            return set()
-
-    def ping(self, host, dst, count=5, extra=()):
-        r = self.lab.run(host, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "1",
-                                *extra, dst], timeout=count + 5)
-        return r
-
-    def warm(self, host, dst):
-        """Ping until the mapping is resolved (the first packets are dropped meanwhile)."""
-        return wait_for(lambda: self.ping(host, dst, 1).returncode == 0, 8, 0.2)
-
-    def stop_captures(self):
-        for pcap, proc in self.captures.values():
-            proc.stop(signal.SIGINT)
-        return {name: pcap for name, (pcap, _) in self.captures.items()}
-
-
-@pytest.fixture(scope="module")
-def sites(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("sites")
-    with Lab(T.TwoSitesTopo(), run_id=RUN_PREFIX + "daemons") as lab:
-        run = SitesRun(lab, workdir)
-        want = {"10.1.0.0/24", "10.2.0.0/24", "2001:db8:1::/64", "2001:db8:2::/64"}
-        if not wait_for(lambda: want <= run.registered(), 10, 0.2):
-            logs = {n: (workdir / f"{n}.log").read_text() for n in run.daemons}
-            pytest.fail(f"sites did not register: {run.registered()} logs: {logs}")
-        yield run
+# Captures on every link first; the sites' four prefixes registered.
+sites = lab_fixture(LAB, "daemons", captures=True)
 
 
 def control_messages(pcap):
@@ -149,15 +92,15 @@ def test_counters_and_map_cache_are_shown(sites):
     assert sites.warm("h1", "10.2.0.10")
     rows = sites.query("xtr1", "map-cache")
     entry = next(r for r in rows if r["eid"] == "10.2.0.0/24")
-    assert entry["iid"] == T.INSTANCE_ID
-    assert [x["address"] for x in entry["rlocs"]] == [T.rloc("xtr2")]
+    assert entry["iid"] == INSTANCE_ID
+    assert [x["address"] for x in entry["rlocs"]] == [sites.rloc("xtr2")]
     c = sites.query("xtr1", "counters")
     for key in ("packets_encapsulated", "packets_decapsulated", "map_request_sent",
                 "map_reply_received", "map_register_sent", "map_notify_received"):
         assert c.get(key, 0) > 0, (key, c)
     r = subprocess.run([PY, "-m", "lab.cli", "show", "xtr1", "map-cache", "--socket",
                         str(sites.sockets / "xtr1.sock")], capture_output=True, text=True)
-    assert r.returncode == 0 and "10.2.0.0/24" in r.stdout and T.rloc("xtr2") in r.stdout
+    assert r.returncode == 0 and "10.2.0.0/24" in r.stdout and sites.rloc("xtr2") in r.stdout
 
 
 def test_zz_captures_one_resolution_and_tshark_agrees(sites, tshark):
@@ -168,7 +111,7 @@ def test_zz_captures_one_resolution_and_tshark_agrees(sites, tshark):
     pcaps = sites.stop_captures()
     core1 = pcaps["core-xtr1"]
     msgs = control_messages(core1)
-    xtr1, xtr2 = ipaddress.ip_address(T.rloc("xtr1")), ipaddress.ip_address(T.rloc("xtr2"))
+    xtr1, xtr2 = (ipaddress.ip_address(sites.rloc(x)) for x in ("xtr1", "xtr2"))
 
     def asks_for_site2(m):
         if not isinstance(m, EncapsulatedControl):
@@ -191,7 +134,7 @@ def test_zz_captures_one_resolution_and_tshark_agrees(sites, tshark):
     rows = [line.split("\t") for line in fields if line.strip()]
     assert len(rows) >= 30
     for flag_iid, iid, nonce in rows:
-        assert flag_iid in ("1", "True") and int(iid, 0) == T.INSTANCE_ID
+        assert flag_iid in ("1", "True") and int(iid, 0) == INSTANCE_ID
         assert int(nonce, 0) != 0
     # The inner TCP streams carry random bytes that Wireshark's heuristic dissectors
     # (GSM A-bis and friends) misread; our concern is the LISP layers and the inner IP.
@@ -230,9 +173,9 @@ def test_zz_stop_leaves_no_tun_route_rule_or_process(sites):
 
 
 def test_wrong_key_is_rejected_and_site_stays_unreachable(tmp_path):
-    with Lab(T.TwoSitesTopo(), run_id=RUN_PREFIX + "wrongkey") as lab:
-        run = SitesRun(lab, tmp_path, keys={"site2": "not-the-key"})
-        assert wait_for(lambda: {"10.1.0.0/24"} <= run.registered(), 10, 0.2)
+    # xtr2 signs its Map-Registers with a key the Map-Server does not hold for site2
+    with running(LAB, "wrongkey", tmp_path, register=["10.1.0.0/24"],
+                 overrides={"xtr2": {"map_server": {"secret": "not-the-key"}}}) as run:
         time.sleep(2.5)                      # a few more rounds of site 2's registrations
         assert "10.2.0.0/24" not in run.registered()
         counters = run.query("msmr", "counters")

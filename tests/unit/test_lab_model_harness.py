@@ -171,3 +171,26 @@ def test_daemon_config_overrides_merge_into_the_derived_config():
     assert out["msmr"] == {"registration_timeout": 3, "map_request_rate": 0}
     assert out["etr"] == {"register_interval": 2} and out["node"] == {"name": "x"}
     assert cfg["map_server"][0]["secret"] == "s"                 # the derived one unchanged
+
+
+def test_the_two_sites_lab_of_the_emulation_tests():
+    """tests/data/two-sites.yaml keeps the plan test_daemons was written for (it replaces
+    topologies/two_sites.py's PLAN)."""
+    lab = load(DATA / "two-sites.yaml")
+    configs = lab.daemon_configs("/w", "/s")
+    assert {n: role for n, (role, _) in configs.items()} == \
+        {"xtr1": "xtr", "xtr2": "xtr", "msmr": "msmr", "pxtr": "pxtr"}
+    x1, x2, ms, px = (configs[n][1] for n in ("xtr1", "xtr2", "msmr", "pxtr"))
+    assert x1["eid_prefix"] == [{"prefix": "10.1.0.0/24", "instance_id": 7},
+                                {"prefix": "2001:db8:1::/64", "instance_id": 7}]
+    assert [m["secret"] for m in x1["map_server"]] == ["site1-secret"]
+    assert [m["secret"] for m in x2["map_server"]] == ["site2-secret"]
+    assert {s["name"]: s["key"][0]["secret"] for s in ms["site"]} == \
+        {"site1": "site1-secret", "site2": "site2-secret"}
+    assert x1["itr"]["petr"] == lab.rloc("pxtr") and x1["dataplane"]["mtu"] == 1500
+    assert px["eid_space"] == [{"prefix": "10.0.0.0/8", "instance_id": 7}]
+    assert px["dataplane"]["lan_interfaces"] == ["pxtr-r0"]
+    assert {k: v for k, v in lab.captures().items() if k.startswith("core-")} == \
+        {f"core-{n}": ("r0", f"r0-{n}") for n in ("xtr1", "xtr2", "msmr", "pxtr")}
+    assert ("10.0.0.0/8", "172.16.4.1") in [(str(p), v) for p, v in lab.static_routes()["r0"]]
+    assert "ip route add default via 198.51.100.1" in lab.node_commands()["n1"]
