@@ -127,8 +127,12 @@ class Network:
             raise RuntimeError("cannot turn offloads off for wire-true captures: "
                                + "; ".join(problems))
         for name, (node, intf) in points.items():
+            # --immediate-mode: each packet reaches the file as it comes; otherwise libpcap
+            # hands over a block a second (or when full), and the block in progress when
+            # tcpdump stops is lost: the last second of a quiet link's capture
             self.captures[name] = self.lab.start_process(
-                node, ["tcpdump", "-n", "-U", "-s", str(snaplen), "-i", intf, "-w",
+                node, ["tcpdump", "-n", "-U", "--immediate-mode", "-s", str(snaplen), "-i",
+                       intf, "-w",
                        self.out_dir / f"{name}.pcap"], self.out_dir / f"tcpdump-{name}.log",
                 name=f"tcpdump-{name}")
         if not wait_for(lambda: all("listening on" in c.read_log()

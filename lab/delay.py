@@ -130,10 +130,12 @@ class RelayHost(Host):
     address, IPv6 off, nothing sent of its own. Parameters (from delayed_link or
     relayed_link): delay_ms, peers=(A, B) (node names), limit (frames per direction)."""
 
-    def __init__(self, name, delay_ms=0.0, peers=(), limit=DEFAULT_LIMIT, **params):
+    def __init__(self, name, delay_ms=0.0, peers=(), limit=DEFAULT_LIMIT, loss_pct=0.0,
+                 **params):
         params.update(ip=None, mac=None)
         super().__init__(name, **params)
         self.delay_ms = float(delay_ms)
+        self.loss_pct = float(loss_pct)
         self.peers = tuple(peers)
         self.limit = int(limit)
         self.relay_process = None
@@ -244,9 +246,11 @@ def delayed_link(topo, a, b, delay_ms, *, emulation=None, name=None, limit=DEFAU
 
 
 def wants_relay(params):
-    """True when link parameters ask for a delay (a relay is needed without netem)."""
+    """True when link parameters ask for a delay or a loss (a relay is needed without
+    netem)."""
     delay = params.get("delay")
-    return delay is not None and parse_delay_ms(delay) > 0
+    loss = float(params.get("loss") or 0)
+    return (delay is not None and parse_delay_ms(delay) > 0) or loss > 0
 
 
 def relayed_link(net, node1, node2, port1=None, port2=None, cls=None, **params):
@@ -256,14 +260,16 @@ def relayed_link(net, node1, node2, port1=None, port2=None, cls=None, **params):
     them), and returns the first. Lab must call start_relays(lab) after net.start()."""
     a = node1 if isinstance(node1, str) else node1.name
     b = node2 if isinstance(node2, str) else node2.name
-    delay_ms = parse_delay_ms(params["delay"])
+    delay_ms = parse_delay_ms(params.get("delay") or 0)
+    loss_pct = float(params.get("loss") or 0)
     limit = params.pop("relay_limit", DEFAULT_LIMIT)
     relay = _relay_name(set(net.nameToNode), a, b)
     params.update(port1=port1, port2=port2)
     if cls is not None:
         params["cls"] = cls
     link_a, link_b = _split(a, b, relay, params)
-    net.addHost(relay, cls=RelayHost, delay_ms=delay_ms, peers=(a, b), limit=limit)
+    net.addHost(relay, cls=RelayHost, delay_ms=delay_ms, peers=(a, b), limit=limit,
+                loss_pct=loss_pct)
     first = net.addLink(**link_a)
     net.addLink(**link_b)
     return first
@@ -296,7 +302,8 @@ def start_relays(lab, log_dir=None, timeout=READY_TIMEOUT, python=None):
         log = log_dir / f"{host.name}.relay.log"
         offset = log.stat().st_size if log.exists() else 0
         argv = [python or sys.executable, "-I", RELAY_SCRIPT, "--delay-ms", host.delay_ms,
-                "--limit", host.limit, "--name", host.name, side_a.name, side_b.name]
+                "--loss-pct", host.loss_pct, "--limit", host.limit, "--name", host.name,
+                side_a.name, side_b.name]
         proc = lab.start_process(host, argv, log, name=f"relay-{host.name}")
         host.relay_process, host.relay_log = proc, log
         proc.relay_log_offset = offset

@@ -14,8 +14,8 @@ What the Lab guarantees:
   when they exist (with br_netfilter loaded, bridged frames would otherwise cross iptables),
   and the old values are put back when the last run on the machine ends.
 - Link delays: `netem_available()` probes once per process whether the kernel has netem. If
-  not, it prints one line saying so, and a link with a `delay` becomes A - relay host - B
-  with a userspace AF_PACKET relay adding the delay (lab/delay.py); loss and bandwidth
+  not, it prints one line saying so, and a link with a `delay` or a `loss` becomes A -
+  relay host - B with a userspace AF_PACKET relay adding them (lab/delay.py); bandwidth
   parameters are dropped (a TCLink would fail with "Specified qdisc kind is unknown").
   `lab.netem` says which one a run used; the run record has `delay_emulation`.
 - Processes: `start_process` runs a program inside a Mininet host's namespaces in its own

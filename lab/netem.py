@@ -16,10 +16,10 @@ __all__ = ["netem_available", "netem_status", "NETEM_NOTICE"]
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
-NETEM_NOTICE = ("netem is not available on this kernel: link delays are emulated by a "
-                "userspace relay (AF_PACKET) on each delayed link; loss and bandwidth limits "
-                "are not (load the sch_netem module, e.g. from linux-modules-extra on Ubuntu, "
-                "to have them)")
+NETEM_NOTICE = ("netem is not available on this kernel: link delays and loss are emulated "
+                "by a userspace relay (AF_PACKET) on each such link; bandwidth limits are not "
+                "(load the sch_netem module, e.g. from linux-modules-extra on Ubuntu, to have "
+                "them)")
 
 _netem = None           # (available, detail) once probed in this process
 _netem_lock = threading.Lock()

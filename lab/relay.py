@@ -1,6 +1,7 @@
-"""A layer-2 relay between two interfaces that delays every frame by a fixed time.
+"""A layer-2 relay between two interfaces that delays every frame by a fixed time (and drops a
+given share of them at random).
 
-    python3 lab/relay.py --delay-ms 10 IF_A IF_B [--limit 10000] [--name NAME]
+    python3 lab/relay.py --delay-ms 10 IF_A IF_B [--loss-pct 5] [--limit 10000] [--name NAME]
 
 Run inside a network namespace that holds IF_A and IF_B (a relay node of lab.delay, which
 starts it). Every frame that arrives on IF_A is sent out of IF_B `delay` later, and every
@@ -22,6 +23,8 @@ How it works (standard library only, so it runs with any Python 3.8+):
   fixed, so release times never decrease and a FIFO queue keeps the order of each direction.
 - The queue is bounded (--limit frames, like netem's limit): a frame that finds it full is
   dropped and counted.
+- --loss-pct P drops each arriving frame with probability P/100, independently (netem's
+  plain `loss P%`), counted as dropped_loss.
 - A VLAN tag the kernel took out of a frame (it always does before packet sockets see it) is
   put back from PACKET_AUXDATA.
 - Offloads must be off on the relay's interfaces and on their peers (lab.delay does it):
@@ -44,6 +47,7 @@ import collections
 import ctypes
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -115,8 +119,10 @@ def sender(ifname):
 class Direction:
     """Frames from `rx` to `tx`, each released `delay` seconds after it arrived."""
 
-    def __init__(self, label, rx, tx, delay, limit):
+    def __init__(self, label, rx, tx, delay, limit, loss=0.0):
         self.label = label
+        self.loss = loss                 # probability of dropping a frame
+        self.random = random.Random()
         self.rx = rx
         self.tx = tx
         self.delay = delay
@@ -124,7 +130,8 @@ class Direction:
         self.queue = collections.deque()
         self.buf = bytearray(BUFSIZE)
         self.view = memoryview(self.buf)
-        self.counts = dict(forwarded=0, bytes=0, dropped_queue_full=0, send_errors=0,
+        self.counts = dict(forwarded=0, bytes=0, dropped_queue_full=0, dropped_loss=0,
+                           send_errors=0,
                            receive_errors=0, truncated=0, csum_partial=0, vlan_restored=0,
                            max_queue=0)
         self.late_sum = 0.0
@@ -150,6 +157,9 @@ class Direction:
                 continue
             if flags & socket.MSG_TRUNC:
                 counts["truncated"] += 1
+                continue
+            if self.loss and self.random.random() < self.loss:
+                counts["dropped_loss"] += 1
                 continue
             arrived = now
             frame = None
@@ -281,6 +291,8 @@ def main(argv=None):
     p.add_argument("if_b")
     p.add_argument("--delay-ms", type=float, required=True,
                    help="one-way delay added in each direction, in milliseconds")
+    p.add_argument("--loss-pct", type=float, default=0.0,
+                   help="share of frames dropped at random in each direction, in percent")
     p.add_argument("--limit", type=int, default=10000,
                    help="most frames waiting per direction (default 10000)")
     p.add_argument("--rcvbuf", type=int, default=RCVBUF,
@@ -288,8 +300,8 @@ def main(argv=None):
                         f"when the relay falls behind (default {RCVBUF})")
     p.add_argument("--name", default="relay", help="a name for the log lines")
     args = p.parse_args(argv)
-    if args.delay_ms < 0 or args.limit < 1:
-        p.error("the delay must be >= 0 and the limit >= 1")
+    if args.delay_ms < 0 or args.limit < 1 or not 0 <= args.loss_pct <= 100:
+        p.error("the delay must be >= 0, the loss from 0 to 100 and the limit >= 1")
 
     stopping = False
     children = {}
@@ -312,8 +324,9 @@ def main(argv=None):
     delay = args.delay_ms / 1000.0
     rx_a, rx_b = receiver(args.if_a, args.rcvbuf), receiver(args.if_b, args.rcvbuf)
     tx_a, tx_b = sender(args.if_a), sender(args.if_b)
-    directions = [Direction(f"{args.if_a}->{args.if_b}", rx_a, tx_b, delay, args.limit),
-                  Direction(f"{args.if_b}->{args.if_a}", rx_b, tx_a, delay, args.limit)]
+    loss = args.loss_pct / 100.0
+    directions = [Direction(f"{args.if_a}->{args.if_b}", rx_a, tx_b, delay, args.limit, loss),
+                  Direction(f"{args.if_b}->{args.if_a}", rx_b, tx_a, delay, args.limit, loss)]
     parent = os.getpid()
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     for d in directions:
@@ -336,7 +349,8 @@ def main(argv=None):
     for s in (rx_a, rx_b, tx_a, tx_b):
         s.close()
     say({"event": "ready", "name": args.name, "if_a": args.if_a, "if_b": args.if_b,
-         "delay_ms": args.delay_ms, "limit": args.limit, "pids": sorted(children)})
+         "delay_ms": args.delay_ms, "loss_pct": args.loss_pct, "limit": args.limit,
+         "pids": sorted(children)})
 
     code = 0
     if stopping:                          # a signal came before the children were known
