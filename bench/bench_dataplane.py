@@ -1,6 +1,6 @@
 """Data-plane and mapping-system benchmarks over real namespaces (root).
 
-Same topology (topologies/two_sites.py), same run, two ways:
+Same topology (tests/data/two-sites.yaml, the daemon tests' lab), same run, two ways:
   lisp   h1 -> xtr1 (encap) -> r0 -> xtr2 (decap) -> h2, our daemons
   plain  h1 -> xtr1 -> r0 -> xtr2 -> h2, kernel routing, no daemons, no encapsulation
 For each: small-UDP packets per second received (iperf3 -u -l 64: unpaced, and paced at
@@ -16,11 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab.emu import Lab
-from topologies import two_sites as T
+from lab.backend import Network
+from lab.emu import wait_for
+from topologies.model import load
 
 PY = sys.executable
 SECONDS = 5
+LAB = Path(__file__).resolve().parent.parent / "tests" / "data" / "two-sites.yaml"
+# The load generator's Map-Requests all come from one source: no request limits at the
+# Map-Server, so that the bench measures what it answers, not what it is allowed to.
+MSMR_UNLIMITED = {"msmr": {"map_request_rate": 0, "map_request_rate_per_source": 0}}
 
 
 def iperf(lab, workdir, args, tag):
@@ -87,16 +92,17 @@ print(json.dumps({"sent": sent, "answered": got, "seconds": round(elapsed, 3),
 '''
 
 
-def mapping_system(lab, workdir, n=5000):
+def mapping_system(net, workdir, n=5000):
     """Registrations/s and Map-Requests/s answered by the msmr daemon, from xtr1's netns
     (its own daemon is stopped first so that the port is free)."""
     gen = Path(workdir) / "loadgen.py"
     gen.write_text(LOADGEN)
     root = str(Path(__file__).resolve().parent.parent)
+    m = net.model
     out = {}
     for kind in ("register", "request"):
-        r = lab.run("xtr1", [PY, gen, root, T.rloc("msmr"), T.KEYS["site1"], str(n), kind,
-                             T.rloc("xtr1")], timeout=120)
+        r = net.lab.run("xtr1", [PY, gen, root, m.rloc("msmr"), m.sites["site1"].key, str(n),
+                                 kind, m.rloc("xtr1")], timeout=120)
         res = json.loads(r.stdout)
         out[f"msmr_{kind}s_per_s"] = res["per_s"]
         out[f"msmr_{kind}s_answered"] = f"{res['answered']}/{res['sent']}"
@@ -117,30 +123,29 @@ def xtr_counters(lab):
 
 def run(quick=False):
     results = {}
-    with tempfile.TemporaryDirectory() as workdir, Lab(T.TwoSitesTopo(),
-                                                       run_id="bench-dataplane") as lab:
-        T.configure(lab.net)
+    model = load(LAB)
+    with tempfile.TemporaryDirectory() as workdir, Network(model, workdir,
+                                                           run_id="bench-dataplane") as net:
+        lab = net.lab
         results["delay_emulation"] = "netem" if lab.netem else "none (no delays configured)"
         # plain kernel routing: r0 knows the site prefixes
-        lab.run("r0", ["ip", "route", "add", "10.1.0.0/24", "via", T.rloc("xtr1")])
-        lab.run("r0", ["ip", "route", "add", "10.2.0.0/24", "via", T.rloc("xtr2")])
+        sites = [(str(model.sites[s].eid_prefixes[0]), model.rloc(model.sites[s].gateway))
+                 for s in ("site1", "site2")]
+        for prefix, via in sites:
+            lab.run("r0", ["ip", "route", "add", prefix, "via", via])
         results["plain"] = measure_path(lab, workdir, "plain")
-        lab.run("r0", ["ip", "route", "del", "10.1.0.0/24"])
-        lab.run("r0", ["ip", "route", "del", "10.2.0.0/24"])
-        configs = T.daemon_configs(workdir, lab.run_dir)
-        daemons = {n: lab.start_process(n, [PY, "-m", "nodes.daemon", p],
-                                        Path(workdir) / f"{n}.log") for n, p in configs.items()}
-        time.sleep(3)
-        for _ in range(20):
-            if lab.run("h1", ["ping", "-c1", "-W1", "10.2.0.10"]).returncode == 0:
-                break
+        for prefix, _ in sites:
+            lab.run("r0", ["ip", "route", "del", prefix])
+        net.start_daemons(overrides={"msmr": MSMR_UNLIMITED})
+        wait_for(lambda: lab.run("h1", ["ping", "-c1", "-W1", "10.2.0.10"]).returncode == 0,
+                 20, 0.2)
         results["lisp"] = measure_path(lab, workdir, "lisp")
         results["lisp_xtr_counters"] = xtr_counters(lab)
         for k in ("udp64_received_pps", "tcp_gbit_s"):
             p = results["plain"][k]
             results[f"lisp_over_plain_{k}"] = round(results["lisp"][k] / p, 3) if p else None
-        lab.stop_process(daemons["xtr1"])
-        results.update(mapping_system(lab, workdir, 2000 if quick else 10000))
+        net.stop_daemon("xtr1")
+        results.update(mapping_system(net, workdir, 2000 if quick else 10000))
     return results
 
 
