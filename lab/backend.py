@@ -140,7 +140,11 @@ class Network:
             raise RuntimeError("tcpdump did not start on every link: see "
                                f"{self.out_dir}/tcpdump-*.log")
 
-    def stop_captures(self):
+    def stop_captures(self, drain_s=0.3):
+        """Stop every capture, `drain_s` after the call: packets still in flight (a few
+        delayed links, relays, a busy tcpdump) reach the files first."""
+        if any(c.alive for c in self.captures.values()):
+            time.sleep(drain_s)
         for c in self.captures.values():
             if c.alive:
                 c.stop(signal.SIGINT)          # tcpdump flushes its buffer on SIGINT
