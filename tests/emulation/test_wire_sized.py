@@ -16,19 +16,17 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
-import pytest
-
-from lab.emu import Lab, wait_for
-from nodes.control import ControlError, query
-from topologies import two_sites as T
+from lab.emu import wait_for
+from tests.emulation.harness import DATA, lab_fixture
 
 PY = sys.executable
-RUN_PREFIX = "pytest-emu-"
 MTU = 1500
 TRANSFER = 4 << 20
 LINKS = ("r0-xtr1", "r0-xtr2")           # xtr1's uplink and the far side's link, at r0
+
+# No captures: those turn the captured links' offloads off, and this test needs them on.
+sites = lab_fixture(DATA / "two-sites.yaml", "wire")
 
 # The raw-socket receiver, on each interface given: every frame from the xTR's RLOC (SRC),
 # its size; of those, the LISP data frames (UDP to 4341), the inner packets found by walking
@@ -110,46 +108,24 @@ s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
 '''
 
 
-@pytest.fixture(scope="module")
-def sites(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("wire")
-    with Lab(T.TwoSitesTopo(), run_id=f"{RUN_PREFIX}wire-{os.getpid()}") as lab:
-        T.configure(lab.net)                 # the links keep the kernel's default offloads
-        configs = T.daemon_configs(workdir, lab.run_dir)
-        daemons = {n: lab.start_process(n, [PY, "-m", "nodes.daemon", p],
-                                        workdir / f"{n}.log", name=f"lisp-{n}")
-                   for n, p in configs.items()}
-
-        def registered():
-            try:
-                return {r["eid"] for r in query(str(Path(lab.run_dir) / "msmr.sock"),
-                                                {"show": "registrations"})["data"]}
-            except ControlError:
-                return set()
-        if not wait_for(lambda: {"10.1.0.0/24", "10.2.0.0/24"} <= registered(), 10, 0.2):
-            pytest.fail(f"sites did not register: {registered()}")
-        yield lab, workdir, daemons
-
-
 def started(proc, timeout=5):
     return wait_for(lambda: "ready" in proc.read_log(), timeout, 0.05)
 
 
 def test_a_tcp_transfer_leaves_the_xtr_one_lisp_packet_per_frame(sites):
-    lab, workdir, _ = sites
-    offloads = lab.run("xtr1", ["ethtool", "-k", "xtr1-core"]).stdout \
-        + lab.run("r0", ["ethtool", "-k", "r0-xtr2"]).stdout
-    assert "generic-segmentation-offload: on" in offloads    # nothing turned them off
-    assert wait_for(lambda: lab.run("h1", ["ping", "-n", "-c", "1", "-W", "1",
-                                           "10.2.0.10"]).returncode == 0, 8, 0.2)
+    lab, workdir = sites.lab, sites.workdir
+    offloads = sites.sh("xtr1", ["ethtool", "-k", "xtr1-r0"]).stdout \
+        + sites.sh("r0", ["ethtool", "-k", "r0-xtr2"]).stdout
+    assert offloads.count("generic-segmentation-offload: on") == 2   # nothing turned off
+    assert sites.warm("h1", "h2")
     (workdir / "receiver.py").write_text(RECEIVER)
-    receiver = lab.start_process("r0", [PY, workdir / "receiver.py", T.rloc("xtr1"), *LINKS],
-                                 workdir / "receiver.log", name="raw-receiver")
+    receiver = lab.start_process("r0", [PY, workdir / "receiver.py", sites.rloc("xtr1"),
+                                        *LINKS], workdir / "receiver.log", name="raw-receiver")
     server = lab.start_process("h2", [PY, "-c", SERVER], workdir / "server.log",
                                name="tcp-server")
     assert started(receiver) and started(server), (receiver.read_log(), server.read_log())
     pattern = os.urandom(32)
-    r = lab.run("h1", [PY, "-c", SENDER, "10.2.0.10", pattern.hex(), str(TRANSFER)],
+    r = lab.run("h1", [PY, "-c", SENDER, sites.ip("h2", 4), pattern.hex(), str(TRANSFER)],
                 timeout=60)
     assert r.returncode == 0, r.stderr
     server.wait(10)
@@ -159,7 +135,7 @@ def test_a_tcp_transfer_leaves_the_xtr_one_lisp_packet_per_frame(sites):
     time.sleep(0.3)
     receiver.stop(signal.SIGTERM)
     stats = json.loads(receiver.read_log().strip().splitlines()[-1])
-    xtr1 = query(str(Path(lab.run_dir) / "xtr1.sock"), {"show": "counters"})["data"]
+    xtr1 = sites.counters("xtr1")
     print(json.dumps({"frames": stats, "xtr1": {k: v for k, v in xtr1.items() if k.startswith(
         ("udp_gso", "gso_", "uplink_", "packets_encapsulated", "tun_super"))}}))
     for link in LINKS:
