@@ -5,7 +5,11 @@
 It runs the sans-I/O core (nodes.lisp) behind real I/O:
   - control plane: UDP 4342 (IPv4 and IPv6) on the asyncio event loop, a 100 ms timer
     that drives retransmissions, registrations and expiry, and a local control socket
-    for `lisp-lab show`;
+    for `lisp-lab show`. Registrations go ahead of requests: per family two sockets of
+    one SO_REUSEPORT group, between which the kernel steers each datagram by its LISP
+    type (a BPF program), so a Map-Request flood fills only the request socket's buffer
+    and never delays or drops a Map-Register or Map-Notify(-Ack) (issue 9); what the
+    kernel dropped is counted (control_requests_socket_drops, ..._priority_...);
   - data plane (xTR and proxy xTR): the TUN device and the encap/decap threads of
     nodes.dataplane, kept off the event loop;
   - the kernel: forwarding on, rp_filter off, and the routes the core asks for
@@ -107,11 +111,12 @@ _BPF_ND = [
 ]
 
 
-def attach_filter(sock, program):
-    """Attach a classic BPF `program` (a list of (code, jt, jf, k)) to `sock`."""
+def attach_filter(sock, program, option=SO_ATTACH_FILTER):
+    """Attach a classic BPF `program` (a list of (code, jt, jf, k)) to `sock` (or, with
+    `option` SO_ATTACH_REUSEPORT_CBPF, to its SO_REUSEPORT group)."""
     insns = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in program))
     fprog = struct.pack("HL", len(program), ctypes.addressof(insns))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)    # the kernel copies it
+    sock.setsockopt(socket.SOL_SOCKET, option, fprog)    # the kernel copies it
 
 
 def arp_sender(payload):
@@ -356,6 +361,87 @@ class Routes:
             self.pool.shutdown(wait=True)
 
 
+# --- the control port: registrations ahead of requests -----------------------------------
+
+SO_ATTACH_REUSEPORT_CBPF = 51
+# Classic BPF run by the kernel on each datagram to 4342 (from the UDP payload on) to choose
+# the socket of our SO_REUSEPORT group: Map-Reply, Map-Register, Map-Notify and
+# Map-Notify-Ack (types 2 to 5) to socket 1, the priority socket; Map-Requests, ECMs and
+# everything else (an empty datagram too: a load past the end returns 0) to socket 0.
+_BPF_STEER = [
+    (0x30, 0, 0, 0),                  # ldb [0]          type << 4 | flags
+    (0x74, 0, 0, 4),                  # rsh #4
+    (0x35, 0, 2, 2),                  # jge #2 ? next : requests
+    (0x25, 1, 0, 5),                  # jgt #5 ? requests : priority
+    (0x06, 0, 0, 1),                  # ret #1           priority
+    (0x06, 0, 0, 0),                  # ret #0           requests
+]
+
+
+def control_sockets(family):
+    """The bound UDP sockets of the control port for `family`: {"requests": s, "priority":
+    s}, two sockets of one SO_REUSEPORT group between which the kernel steers each datagram
+    by its LISP type (_BPF_STEER), so that a flood of Map-Requests fills the request
+    socket's receive buffer only and never delays or drops a Map-Register or a
+    Map-Notify(-Ack) (issue 9: "registrations processed ahead of requests"); the event loop
+    reads both sockets in turn. Where the kernel cannot steer, one socket: {"priority": s}.
+
+    Only this daemon joins the group: claim_namespace refused any second daemon before."""
+    addr = ("0.0.0.0" if family == socket.AF_INET else "::", CONTROL_PORT)
+
+    def one(reuse):
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if reuse:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(addr)
+            s.setblocking(False)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    try:
+        requests = one(True)                   # index 0 of the group
+    except OSError:
+        return {"priority": one(False)}
+    priority = None
+    try:
+        priority = one(True)                   # index 1
+        attach_filter(requests, _BPF_STEER, SO_ATTACH_REUSEPORT_CBPF)
+    except OSError:
+        for s in (requests, priority):
+            if s is not None:
+                s.close()
+        return {"priority": one(False)}
+    return {"requests": requests, "priority": priority}
+
+
+def control_socket_drops(socks):
+    """{kind: datagrams the kernel dropped on that control socket} (the drops column of
+    /proc/net/udp and /proc/net/udp6, by socket inode)."""
+    inodes = {}
+    for kind, sock in socks:
+        try:
+            inodes[str(os.fstat(sock.fileno()).st_ino)] = kind
+        except OSError:
+            continue
+    out = Counter({kind: 0 for kind, _ in socks})
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path) as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 13 and parts[9] in inodes:
+                        out[inodes[parts[9]]] += int(parts[12])
+        except OSError:
+            continue
+    return out
+
+
 class ControlProtocol(asyncio.DatagramProtocol):
     def __init__(self, daemon):
         self.daemon = daemon
@@ -372,7 +458,9 @@ class Daemon:
         self.log = EventLog(cfg.event_log, cfg.name)
         self.io_counters = Counter()
         self.loop = None
-        self.transports = {}
+        self.transports = {}             # IP version -> the transport we send from
+        self.extra_transports = []       # the request sockets' transports (receive only)
+        self.control_socks = []          # ("priority" | "requests", socket) on 4342
         self.routes = None
         self.dataplane = None
         self.stopping = None
@@ -747,6 +835,9 @@ class Daemon:
             c.update(self.dataplane.counters)
         # per-datagram events the bounded event log did not write (nodes/eventlog.py)
         c["event_log_not_logged"] = self.log.not_logged_total
+        # datagrams to 4342 the kernel dropped before we read them (full receive buffer)
+        for kind, drops in control_socket_drops(self.control_socks).items():
+            c[f"control_{kind}_socket_drops"] = drops
         out = dict(sorted(c.items()))
         if self.dataplane is not None:       # is each direction alive (issue 9)
             out.update(health_counters(self.dataplane.health()))
@@ -850,20 +941,21 @@ class Daemon:
         old_handlers = {sig: signal.signal(sig, self._on_signal)
                         for sig in (signal.SIGTERM, signal.SIGINT)}
         self.prepare_kernel()
-        # No SO_REUSEPORT: a second daemon in this namespace must not share our port
-        # (claim_namespace refuses it earlier anyway).
-        t4, _ = await self.loop.create_datagram_endpoint(
-            lambda: ControlProtocol(self), local_addr=("0.0.0.0", CONTROL_PORT))
-        self.transports[4] = t4
-        try:
-            s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s6.bind(("::", CONTROL_PORT))
-            t6, _ = await self.loop.create_datagram_endpoint(lambda: ControlProtocol(self),
-                                                             sock=s6)
-            self.transports[6] = t6
-        except OSError:
-            pass                                  # no IPv6 in this namespace
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socks = control_sockets(family)
+            except OSError:
+                if family == socket.AF_INET:
+                    raise
+                continue                          # no IPv6 in this namespace
+            for kind, sock in socks.items():
+                transport, _ = await self.loop.create_datagram_endpoint(
+                    lambda: ControlProtocol(self), sock=sock)
+                self.control_socks.append((kind, sock))
+                if kind == "priority":            # we send from this one (either would do)
+                    self.transports[4 if family == socket.AF_INET else 6] = transport
+                else:
+                    self.extra_transports.append(transport)
         server = await start_control_server(self.cfg.control_socket, self.handle_request)
         try:
             if self.cfg.role in ("xtr", "pxtr"):
@@ -885,7 +977,7 @@ class Daemon:
                 self.dataplane.stop()
             if self.routes is not None:
                 self.routes.close()
-            for t in self.transports.values():
+            for t in [*self.transports.values(), *self.extra_transports]:
                 t.close()
             server.close()
             await server.wait_closed()
