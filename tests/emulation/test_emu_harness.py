@@ -335,7 +335,7 @@ def test_netem_detection_and_a_delayed_link(emu, python, child_env):
         assert got["link"] == "Link"
         assert notices == [NETEM_NOTICE]
         assert NETEM_NOTICE.startswith("netem is not available on this kernel: link delays "
-                                       "are emulated by a userspace relay")
+                                       "and loss are emulated by a userspace relay")
 
 
 def test_a_machine_without_br_netfilter_sysctls(emu, monkeypatch, tmp_path):
