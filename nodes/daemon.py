@@ -566,8 +566,16 @@ class Daemon:
         except Exception:
             kind = "malformed"
         self.log.write("control_received", frm=str(src_ip), type=kind, bytes=len(data))
-        with self.lock:
-            actions = self.core.receive(data, src_ip, self.now())
+        try:
+            with self.lock:
+                actions = self.core.receive(data, src_ip, self.now())
+        except Exception as e:        # a bug for one datagram must not go unnoticed: count
+            self.io_counters["control_errors"] += 1
+            if self.io_counters["control_errors"] <= 20:        # the first ones only
+                self.log.write("control_error", frm=str(src_ip), bytes=len(data),
+                               error=f"{type(e).__name__}: {e}",
+                               data=bytes(data[:64]).hex())
+            return
         self.execute(actions)
 
     def tick(self):
