@@ -180,13 +180,17 @@ def _run_step(net, step, state):
     # "wait" does nothing but hold the timeline until its time
 
 
-def prepare(net):
-    """Make the network ready for t=0 (see the module's docstring)."""
+def prepare(net, captures=True, echo_hosts=None, warm=True):
+    """Make the network ready for t=0 (see the module's docstring). `captures`: start them;
+    `echo_hosts`: the hosts given an echo server (default: the timeline's traffic
+    destinations); `warm`: wait for a first answer on each traffic pair."""
     model = net.model
-    net.start_captures()
+    if captures:
+        net.start_captures()
     net.start_daemons()
-    targets = sorted({s.args["to"] for s in model.timeline if s.kind == "traffic"})
-    for host in targets:
+    if echo_hosts is None:
+        echo_hosts = sorted({s.args["to"] for s in model.timeline if s.kind == "traffic"})
+    for host in echo_hosts:
         net.lab.start_process(host, [PY, "-m", "lab.traffic", "echo"],
                               net.out_dir / f"echo-{host}.log", name=f"echo-{host}")
     for vm in model.vms():
@@ -194,31 +198,42 @@ def prepare(net):
         net.gateway_ping(vm.name)
     if model.lisp:
         for vm in model.vms():
-            eid = f"{vm.ip(4)}/32"
-            ok = wait_for(lambda: _registered(net, eid), 10, 0.1)
-            net.progress(f"{vm.name} registered by {model.sites[vm.site].gateway}" if ok else
-                         f"{vm.name} NOT registered (see {net.out_dir}/"
-                         f"{model.sites[vm.site].gateway}.log)")
+            gw = model.sites[vm.site].gateway
+            ok = wait_for(lambda: registrants(net, host_eid(vm)), 10, 0.1)
+            net.progress(f"{vm.name} ({host_eid(vm)}) registered by {gw}" if ok else
+                         f"{vm.name} NOT registered (see {net.out_dir / (gw + '.log')})")
         # the sites' own prefixes too: a Map-Request sent before they are registered
         # would get a negative Map-Reply, cached for a minute
         for site in model.lisp_sites():
             for p in site.eid_prefixes:
-                if not wait_for(lambda: _registered(net, str(p)), 10, 0.1):
+                if not wait_for(lambda: registrants(net, str(p)), 10, 0.1):
                     net.progress(f"{p} NOT registered (see {net.out_dir}/{site.gateway}.log)")
+    if not warm:
+        return
     pairs = sorted({(s.args["from"], s.args["to"], s.args.get("family") or 0)
                     for s in model.timeline if s.kind == "traffic"})
     for src, dst, fam in pairs:              # warm the path: start from a working state
         wait_for(lambda: net.ping(src, dst, family=fam or None), 10)
 
 
-def _registered(net, eid):
-    for m in net.model.map_servers:
+def host_eid(host):
+    """A host's EID as the Map-Server lists it: its IPv4 /32, else its IPv6 /128."""
+    ip4 = host.ip(4)
+    return f"{ip4}/32" if ip4 else f"{host.ip(6)}/128"
+
+
+def registrants(net, eid):
+    """The RLOCs that registered `eid` (a prefix string, as the Map-Server lists it) at any
+    Map-Server of the lab; empty while none did."""
+    out = []
+    for ms in net.model.map_servers:
         try:
-            if any(r["eid"] == eid for r in net.query(m, "registrations")):
-                return True
-        except Exception:                   # noqa: BLE001 (not up yet)
-            pass
-    return False
+            rows = net.query(ms, "registrations")
+        except Exception:               # noqa: BLE001 (not up yet, or stopped)
+            continue
+        out += [x["address"] for r in rows if r["eid"] == eid
+                for g in r["registrants"] for x in g["rlocs"]]
+    return out
 
 
 def play(model, out_dir, progress=None, run_id=None, cold_s=None, delays=True):

@@ -30,6 +30,7 @@ from mininet.util import quietRun
 
 from .backend import PY, Network
 from .emu import wait_for
+from .scenario import host_eid, prepare, registrants
 
 PROMPT = "lisp-lab> "
 REGISTER_WAIT_S = 5.0         # how long `move` waits for the VM's new registration
@@ -47,46 +48,6 @@ def say(text=""):
         print(text, flush=True)
     except OSError:             # a terminal that went away (SIGHUP): the clean-up goes on
         pass
-
-
-# --- readiness -------------------------------------------------------------------------
-
-def host_eid(host):
-    """A host's EID as the Map-Server lists it: its IPv4 /32, else its IPv6 /128."""
-    ip4 = host.ip(4)
-    return f"{ip4}/32" if ip4 else f"{host.ip(6)}/128"
-
-
-def registrants(net, eid):
-    """The RLOCs that registered `eid` (a "/32" or "/128" string) at any Map-Server."""
-    out = []
-    for ms in net.model.map_servers:
-        try:
-            rows = net.query(ms, "registrations")
-        except Exception:               # noqa: BLE001 (not up, or stopped by the user)
-            continue
-        out += [x["address"] for r in rows if r["eid"] == eid
-                for g in r["registrants"] for x in g["rlocs"]]
-    return out
-
-
-def ready(net, progress):
-    """The network as a scenario has it before t=0, but with no captures and an echo
-    server on every host."""
-    model = net.model
-    net.start_daemons()
-    for host in model.hosts:
-        net.lab.start_process(host, [PY, "-m", "lab.traffic", "echo"],
-                              net.out_dir / f"echo-{host}.log", name=f"echo-{host}")
-    for vm in model.vms():
-        net.announce(vm.name)
-        net.gateway_ping(vm.name)
-    if model.lisp:
-        for vm in model.vms():
-            gw = model.sites[vm.site].gateway
-            ok = wait_for(lambda: registrants(net, host_eid(vm)), 10, 0.1)
-            progress(f"{vm.name} ({host_eid(vm)}) registered by {gw}" if ok else
-                     f"{vm.name} NOT registered (see {net.out_dir / (gw + '.log')})")
 
 
 # --- captures --------------------------------------------------------------------------
@@ -604,7 +565,8 @@ def main(model, args, stdin=None):
              f"links, {len(model.sites)} sites")
     try:
         with Network(model, out_dir, run_id=run_id, progress=progress) as net:
-            ready(net, progress)
+            # as a scenario has it before t=0, without captures, an echo server everywhere
+            prepare(net, captures=False, echo_hosts=list(model.hosts), warm=False)
             banner(net, model, getattr(args, "file", model.file))
             try:                 # constructing a CLI runs it: keep it reachable meanwhile
                 shell = LabCLI.__new__(LabCLI)
