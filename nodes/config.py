@@ -69,7 +69,7 @@ KEYS = {
             "smr_interval", "decap_known_rlocs_only"),
     "itr": ("miss_policy", "petr", "map_request_rate", "map_request_interval",
             "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6"),
-    "dataplane": ("tun", "lan_interfaces", "mtu", "proxy_arp"),
+    "dataplane": ("tun", "lan_interfaces", "mtu", "proxy_arp", "path"),
     "msmr": ("registration_timeout", "map_request_rate", "map_request_rate_per_source",
              "replay_window"),
     "site": ("name", "accept_more_specifics", "replay_protection", "key", "prefix",
@@ -135,6 +135,7 @@ class NodeConfig:
     lan_interfaces: list = field(default_factory=list)
     mtu: int = 1500                             # outer path MTU
     proxy_arp: bool = False                     # answer ARP on the LAN for routed addresses
+    dataplane_path: str = "python"              # "python" (TUN) or "kernel" (tc-BPF too)
     smr_interval: float = 1.0                   # seconds
     eid_space: list = field(default_factory=list)          # [(iid, network)], pxtr
     # ITR limits (RFC 9301 section 5.3) and the Map-Reply check
@@ -642,6 +643,9 @@ def _xtr(data, cfg):
     cfg.lan_interfaces = lans
     cfg.mtu = dp.get("mtu", _integer(MIN_MTU, MAX_MTU), cfg.mtu)
     cfg.proxy_arp = dp.get("proxy_arp", _boolean, cfg.proxy_arp)
+    cfg.dataplane_path = dp.get("path", _choice(("python", "kernel")), cfg.dataplane_path)
+    if cfg.dataplane_path == "kernel" and cfg.role != "xtr":
+        raise _Invalid("dataplane.path", '"kernel" is for an xtr only (a pxtr uses "python")')
     if cfg.proxy_arp and not lans:
         raise _Invalid("dataplane.proxy_arp", "needs a LAN interface to answer on "
                                               "(dataplane.lan_interfaces, or the interface "

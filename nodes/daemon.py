@@ -463,6 +463,7 @@ class Daemon:
         self.control_socks = []          # ("priority" | "requests", socket) on 4342
         self.routes = None
         self.dataplane = None
+        self.kernelpath = None           # the tc-BPF fast path (nodes/kernelpath.py), if on
         self.stopping = None
         self.signalled = None            # the signal that asked us to stop
         self.started = time.monotonic()
@@ -849,6 +850,7 @@ class Daemon:
         out = dict(sorted(c.items()))
         if self.dataplane is not None:       # is each direction alive (issue 9)
             out.update(health_counters(self.dataplane.health()))
+        out.update(self.kernel_counters())
         return out
 
     def handle_request(self, request):
@@ -891,6 +893,7 @@ class Daemon:
         self.routes = Routes()
         self.routes.call(self._setup_routes)
         self.dataplane.start()
+        self.start_kernelpath()
 
     def _setup_routes(self):
         cfg, r = self.cfg, self.routes
@@ -981,6 +984,7 @@ class Daemon:
         finally:
             self.log.write("stopping")
             self.stop_lan()
+            self.stop_kernelpath()
             if self.dataplane is not None:
                 self.dataplane.stop()
             if self.routes is not None:
@@ -1007,6 +1011,83 @@ class Daemon:
 
 
 from .dataplane import ENCAP_OVERHEAD_V4, DataPlane  # noqa: E402  (after Daemon for reading order)
+
+
+# --- the kernel fast path (issue 10): tc-BPF programs fed from the core's map-cache ---------
+
+def _start_kernelpath(self):
+    """With `[dataplane] path = "kernel"`: load and attach the tc-BPF programs, fill their
+    maps from the core and keep them in step (every data-plane invalidate(), i.e. every
+    route action and mapping event, and once a second). Where it cannot run, one line
+    says why and the Python path carries everything (kernel_path_unavailable = 1)."""
+    cfg = self.cfg
+    if getattr(cfg, "dataplane_path", "python") != "kernel" or self.dataplane is None:
+        return
+    from .kernelpath import KernelPath, KernelPathError
+    from .offload import ipv4_interfaces
+    rloc4 = self.dataplane.rloc4
+    try:
+        uplinks = sorted({n for n, a in ipv4_interfaces() if a == str(rloc4)})
+        self.kernelpath = KernelPath(cfg.name, cfg.lan_interfaces, cfg.tun, rloc4,
+                                     self.dataplane.iid, cfg.mtu, uplinks,
+                                     cfg.decap_known_rlocs_only, log=self.log.write)
+    except (KernelPathError, OSError, ValueError) as e:
+        self.io_counters["kernel_path_unavailable"] = 1
+        self.log.write("kernel_path_unavailable", reason=str(e))
+        print(f"lisp-node {cfg.name}: the kernel data path is unavailable ({e}): "
+              f"using the Python path", file=sys.stderr, flush=True)
+        return
+    self.log.write("kernel_path_started", lans=cfg.lan_interfaces, uplinks=uplinks)
+    self.kernel_sync()
+    self.dataplane.on_invalidate = self.kernel_sync
+    self.loop.call_later(1.0, self._kernel_periodic)
+
+
+def _kernel_sync(self):
+    """The kernel's tries from the core's state (under the core lock; a caller holding
+    it leaves the work to the next periodic sync)."""
+    kp = self.kernelpath
+    if kp is None:
+        return
+    if not self.lock.acquire(timeout=0.2):
+        return
+    try:
+        kp.sync(self.core, self.now())
+    except OSError as e:
+        self.io_counters["kernel_sync_errors"] += 1
+        self.log.write("kernel_sync_error", error=str(e))
+    finally:
+        self.lock.release()
+
+
+def _kernel_periodic(self):
+    if self.kernelpath is None or self.is_stopping():
+        return
+    self.kernel_sync()
+    self.loop.call_later(1.0, self._kernel_periodic)
+
+
+def _stop_kernelpath(self):
+    kp, self.kernelpath = self.kernelpath, None
+    if kp is not None:
+        if self.dataplane is not None:
+            self.dataplane.on_invalidate = None
+        self.kernel_final = kp.counters()
+        kp.stop()
+
+
+def _kernel_counters(self):
+    kp = self.kernelpath
+    if kp is not None:
+        return kp.counters()
+    return getattr(self, "kernel_final", {})
+
+
+Daemon.start_kernelpath = _start_kernelpath
+Daemon.kernel_sync = _kernel_sync
+Daemon._kernel_periodic = _kernel_periodic
+Daemon.stop_kernelpath = _stop_kernelpath
+Daemon.kernel_counters = _kernel_counters
 
 
 # --- one daemon per node ------------------------------------------------------------------

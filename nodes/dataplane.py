@@ -381,6 +381,9 @@ class DataPlane:
 
     def invalidate(self):
         self.generation += 1
+        hook = getattr(self, "on_invalidate", None)     # the kernel path's map sync
+        if hook is not None:
+            hook()
 
     # --- encapsulation -----------------------------------------------------------------
 

@@ -39,6 +39,26 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The kernel fast path (nodes/bpf/lisp_tc.c, issue 10): clang, the libbpf headers, bpftool
+# (loads it) and linux-libc-dev. Optional: when a package or the compilation fails, the
+# install goes on and the lab uses the Python data path (dataplane.path = "python").
+bpf_packages=(clang llvm libbpf-dev bpftool linux-libc-dev)
+bpf_missing=()
+for p in "${bpf_packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        bpf_missing+=("$p")
+    fi
+done
+if [ ${#bpf_missing[@]} -gt 0 ]; then
+    echo "install: kernel data path packages: ${bpf_missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends "${bpf_missing[@]}" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 \
+             && apt-get install -y -qq --no-install-recommends "${bpf_missing[@]}" \
+                >/dev/null 2>&1; } \
+        || echo "install: could not install ${bpf_missing[*]} (the kernel data path will be unavailable)"
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
     echo "install: virtual environment in $venv (sees the distribution's Mininet)"
     /usr/bin/python3 -m venv --system-site-packages "$venv"
@@ -49,6 +69,17 @@ if [ ! -f "$stamp" ] || [ "$here/setup.py" -nt "$stamp" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e "$here[test]"
     touch "$stamp"
+fi
+
+bpf_out="$venv/lib/lisp-lab"
+if [ ! -f "$bpf_out/lisp_tc.o" ] || [ "$here/nodes/bpf/lisp_tc.c" -nt "$bpf_out/lisp_tc.o" ]; then
+    if make -s -C "$here/nodes/bpf" OUT="$bpf_out" >/tmp/lisp-lab-bpf-build.log 2>&1; then
+        echo "install: kernel data path built ($bpf_out/lisp_tc.o)"
+    else
+        rm -f "$bpf_out/lisp_tc.o"
+        echo "install: the kernel data path is unavailable (compiling nodes/bpf/lisp_tc.c failed:" \
+             "see /tmp/lisp-lab-bpf-build.log); the lab uses the Python data path"
+    fi
 fi
 
 "$venv/bin/python" -c "import mininet.net, scapy, pyroute2, matplotlib, pytest, hypothesis" \
