@@ -673,10 +673,6 @@ class Lab:
 
 # --- reading and checking a lab file -----------------------------------------------------
 
-def _err(m, key, message):
-    return m.error(key, message)
-
-
 def _name(m, key, what):
     v = m[key]
     if not isinstance(v, str) or not NAME.match(v):
