@@ -121,7 +121,7 @@ def _run_step(net, step, state):
     kind = step.kind
     if kind == "traffic":
         t = a["traffic"]
-        name = a.get("name") or f"{t}-{a['from']}-{a['to']}"
+        name = step.flow_name()
         dst, duration = net.host_ip(a["to"], a.get("family")), str(a.get("duration", 10))
         out = net.out_dir / f"{name}.json"
         if t == "probes":
@@ -133,8 +133,8 @@ def _run_step(net, step, state):
         else:
             argv = ["iperf3", "-c", dst, "-t", duration, "-J", "--logfile", out] + (
                 ["-b", str(a["bandwidth"])] if "bandwidth" in a else [])
-        state["traffic"].append(net.lab.start_process(a["from"], argv,
-                                                      net.out_dir / f"{name}.log", name=name))
+        state["flows"][name] = net.lab.start_process(a["from"], argv,
+                                                     net.out_dir / f"{name}.log", name=name)
         if t == "probes" and state.get("probe") is None:
             state["probe"] = (a["from"], a["to"])
             state["probe_family"] = a.get("family")
@@ -160,6 +160,10 @@ def _run_step(net, step, state):
             net.start_daemon(a["daemon"])
         else:
             net.stop_daemon(a["daemon"], kill=a["action"] == "kill")
+    elif kind == "stop":
+        proc = state["flows"][a["stop"]]
+        if proc.alive:      # SIGTERM: probes and TCP sessions write their results first
+            proc.stop(timeout=5)
     elif kind == "capture":
         (net.start_captures if a["capture"] == "start" else net.stop_captures)()
     elif kind == "check":
@@ -240,7 +244,7 @@ def play(model, out_dir, progress=None, run_id=None, cold_s=None, delays=True):
     """Build `model`'s network, play its timeline, stop; returns the links.json dict (also
     written to out_dir/links.json) with "checks" (live ones; the analysis adds the rest)."""
     progress = progress or (lambda text: None)
-    state = {"traffic": [], "moves": [], "host_routes": [], "checks": [], "deferred": [],
+    state = {"flows": {}, "moves": [], "host_routes": [], "checks": [], "deferred": [],
              "threads": []}
     if cold_s:
         state["cold_override"] = cold_s
@@ -263,7 +267,7 @@ def play(model, out_dir, progress=None, run_id=None, cold_s=None, delays=True):
         for t in state["threads"]:
             t.join()
         state["checks"].sort(key=lambda c: (c["at"], c["line"]))
-        for p in state["traffic"]:
+        for p in state["flows"].values():
             try:
                 p.wait(30)
             except Exception:                # noqa: BLE001 (stopped with the Lab)

@@ -125,6 +125,11 @@ class Step:
     args: dict
     where: tuple = ("?", 0)        # (file, line), for errors at run time
 
+    def flow_name(self):
+        """A traffic step's flow: its `name`, or KIND-FROM-TO."""
+        a = self.args
+        return a.get("name") or f"{a['traffic']}-{a['from']}-{a['to']}"
+
     def describe(self):
         rest = " ".join(f"{k}={v}" for k, v in self.args.items() if k != self.kind)
         return f"t={self.at:g}s {self.kind} {self.args.get(self.kind, '')} {rest}".rstrip()
@@ -139,6 +144,7 @@ STEP_KINDS = {
     "link": (("link", "state"), ()),
     "daemon": (("daemon", "action"), ()),
     "capture": (("capture",), ()),
+    "stop": (("stop",), ()),
     "wait": (("wait",), ()),
     "check": (("check",), ("from", "to", "node", "eid", "rloc", "name", "min", "max",
                            "path", "below_ms", "by", "window", "expect", "rlocs",

@@ -491,6 +491,15 @@ def _check_step(m, kind, args, lab, at):
             _number(m, "rate", 1, 100000)
         if "duration" in m:
             _number(m, "duration", 0.1, 3600)
+        name = Step(at, kind, args).flow_name()
+        if any(s.kind == "traffic" and s.flow_name() == name for s in lab.timeline):
+            raise m.error("traffic", f"a flow named {name!r} exists already: give this one a "
+                                     f"name:")
+    elif kind == "stop":
+        flows = [s.flow_name() for s in lab.timeline if s.kind == "traffic"]
+        if args["stop"] not in flows:
+            raise m.error("stop", f"stop {args['stop']!r}: no traffic step before it starts a "
+                                  f"flow of that name (flows: {', '.join(flows) or 'none'})")
     elif kind == "move":
         _host(m, "move", lab)
         if not lab.hosts[args["move"]].vm:

@@ -1,5 +1,6 @@
 """Failures played as scenarios (topologies/labs/fail-*.yaml): each asserts its checks, and
 the run leaves nothing behind."""
+import json
 import time
 
 import pytest
@@ -18,6 +19,11 @@ def test_failure_scenario_passes_its_checks_and_leaves_nothing(name, tmp_path, e
     failed = [c for c in r["checks"] if not c["ok"]]
     assert failed == [], failed
     assert len(r["checks"]) >= 5
+    if name == "fail-ms-restart":
+        # the TCP session rode out the Map-Server's restart and the timeline stopped it
+        session = json.loads((tmp_path / name / "session.json").read_text())
+        assert session["survived"] is True and session["stopped_by"] == "SIGTERM"
+        assert 5 < session["end"] - session["start"] < 20           # not its 60 s duration
     if name == "fail-lossy-move":
         # the loss was real (5 % each way on the new path), and the move converged anyway
         after = r["probes_sent"] - sum(1 for t in r["lost_times_s"] if t < 0)

@@ -222,3 +222,12 @@ def test_with_ospf_the_expected_path_goes_around_a_link_that_is_down():
     assert static.expected_path("c1", "vm", "dc1", down={"core-r1-r2"})[2] == "core-r1-r2"
     # with OSPF the EID space behind the proxy xTR is still a static route on its router
     assert "ip route replace 10.0.0.0/8 via 172.16.101.1" in lab.node_commands()["r1"]
+
+
+def test_a_stop_step_names_a_flow_started_before_it(tmp_path):
+    stop = GOOD + "  - {at: 2, stop: probes-ha-hb}\n"
+    assert [s.kind for s in load(write(tmp_path, stop)).timeline][-1] == "stop"
+    e = error_of(tmp_path, GOOD + "  - {at: 2, stop: nosuch}\n")
+    assert "no traffic step before it starts a flow of that name" in str(e)
+    e = error_of(tmp_path, GOOD + "  - {at: 2, traffic: probes, from: ha, to: hb}\n")
+    assert "a flow named 'probes-ha-hb' exists already" in str(e) and ":17:" in str(e)
