@@ -643,7 +643,8 @@ def _xtr(data, cfg):
     cfg.lan_interfaces = lans
     cfg.mtu = dp.get("mtu", _integer(MIN_MTU, MAX_MTU), cfg.mtu)
     cfg.proxy_arp = dp.get("proxy_arp", _boolean, cfg.proxy_arp)
-    cfg.dataplane_path = dp.get("path", _choice(("python", "kernel")), cfg.dataplane_path)
+    cfg.dataplane_path = dp.get("path", _choice(("python", "kernel")),
+                                _default_path(cfg.role))
     if cfg.dataplane_path == "kernel" and cfg.role != "xtr":
         raise _Invalid("dataplane.path", '"kernel" is for an xtr only (a pxtr uses "python")')
     if cfg.proxy_arp and not lans:
@@ -656,6 +657,16 @@ def _xtr(data, cfg):
         raise _Invalid("dataplane.mtu", f"{cfg.mtu} is too small for IPv6 EIDs (at least "
                                         f"{MIN_MTU_IPV6_EID}: 1280 inside, 56 of "
                                         f"encapsulation)")
+
+
+def _default_path(role):
+    """`dataplane.path` when the file does not say: "python", or for an xtr the value of
+    $LISP_LAB_DATAPLANE_PATH (to run a whole test suite or lab on the kernel path)."""
+    value = os.environ.get("LISP_LAB_DATAPLANE_PATH", "") if role == "xtr" else ""
+    if value and value not in ("python", "kernel"):
+        raise _Invalid("dataplane.path", f"LISP_LAB_DATAPLANE_PATH={value!r} must be one of "
+                                         f"python, kernel")
+    return value or "python"
 
 
 def _check_gateways(dynamic_eids):

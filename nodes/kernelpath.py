@@ -87,6 +87,13 @@ def available():
     for tool in ("bpftool", "tc"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             return False, f"{tool} is not installed"
+    try:
+        ok = subprocess.run(["bpftool", "version"], capture_output=True,
+                            timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        return False, "bpftool does not run (on Ubuntu: linux-tools for this kernel)"
     if os.geteuid() != 0:
         return False, "needs root"
     return True, ""

@@ -52,11 +52,13 @@ done
 if [ ${#bpf_missing[@]} -gt 0 ]; then
     echo "install: kernel data path packages: ${bpf_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends "${bpf_missing[@]}" >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 \
-             && apt-get install -y -qq --no-install-recommends "${bpf_missing[@]}" \
-                >/dev/null 2>&1; } \
-        || echo "install: could not install ${bpf_missing[*]} (the kernel data path will be unavailable)"
+    updated=
+    for p in "${bpf_missing[@]}"; do          # one by one: a missing name skips only itself
+        apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1 \
+            || { [ -z "$updated" ] && updated=1 && apt-get update -qq >/dev/null 2>&1 \
+                 && apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1; } \
+            || echo "install: could not install $p (the kernel data path may be unavailable)"
+    done
 fi
 
 if [ ! -x "$venv/bin/python" ]; then

@@ -16,7 +16,6 @@ What these tests prove:
 """
 import hashlib
 import os
-import struct
 import sys
 import time
 from pathlib import Path

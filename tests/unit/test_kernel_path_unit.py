@@ -134,3 +134,15 @@ def test_path_key():
         _cfg('path = "kernel"', role="pxtr",
              extra='[[eid_space]]\nprefix = "10.0.0.0/8"\n[[map_resolver]]\naddress = "192.0.2.100"')
     assert "xtr only" in str(e.value)
+
+
+def test_path_default_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LISP_LAB_DATAPLANE_PATH", "kernel")
+    assert _cfg().dataplane_path == "kernel"
+    assert _cfg('path = "python"').dataplane_path == "python"      # the file wins
+    monkeypatch.setenv("LISP_LAB_DATAPLANE_PATH", "fast")
+    with pytest.raises(ConfigError) as e:
+        _cfg()
+    assert "LISP_LAB_DATAPLANE_PATH" in str(e.value)
+    monkeypatch.delenv("LISP_LAB_DATAPLANE_PATH")
+    assert _cfg().dataplane_path == "python"
