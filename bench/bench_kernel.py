@@ -168,7 +168,8 @@ def run(quick=False, reps=3):
                     from nodes.control import query
                     c = query(net.socket("kpx1"), {"show": "counters"})["data"]
                     row["kpx1_kernel_encapsulated"] = c.get("kernel_encapsulated", 0)
-                    row["kpx1_python_encapsulated"] = c.get("packets_encapsulated", 0)
+                    row["kpx1_python_encapsulated"] = (c.get("packets_encapsulated", 0)
+                                                       - row["kpx1_kernel_encapsulated"])
                 raw[mode].append(row)
     results["runs"] = raw
     results["summary"] = {m: summary(raw[m]) for m in MODES}

@@ -850,7 +850,7 @@ class Daemon:
         out = dict(sorted(c.items()))
         if self.dataplane is not None:       # is each direction alive (issue 9)
             out.update(health_counters(self.dataplane.health()))
-        out.update(self.kernel_counters())
+        self.add_kernel_counters(out)
         return out
 
     def handle_request(self, request):
@@ -1076,18 +1076,24 @@ def _stop_kernelpath(self):
         kp.stop()
 
 
-def _kernel_counters(self):
+def _add_kernel_counters(self, out):
+    """The kernel path's counters into `out` (a node's counters); packets_encapsulated and
+    packets_decapsulated count both paths (kernel_encapsulated, kernel_decapsulated: the
+    kernel's share), so a node's totals mean the same whichever path carried them."""
     kp = self.kernelpath
-    if kp is not None:
-        return kp.counters()
-    return getattr(self, "kernel_final", {})
+    kc = kp.counters() if kp is not None else getattr(self, "kernel_final", {})
+    out.update(kc)
+    for total, mine in (("packets_encapsulated", "kernel_encapsulated"),
+                        ("packets_decapsulated", "kernel_decapsulated")):
+        if kc.get(mine):
+            out[total] = out.get(total, 0) + kc[mine]
 
 
 Daemon.start_kernelpath = _start_kernelpath
 Daemon.kernel_sync = _kernel_sync
 Daemon._kernel_periodic = _kernel_periodic
 Daemon.stop_kernelpath = _stop_kernelpath
-Daemon.kernel_counters = _kernel_counters
+Daemon.add_kernel_counters = _add_kernel_counters
 
 
 # --- one daemon per node ------------------------------------------------------------------
