@@ -602,6 +602,16 @@ class Daemon:
         self.call_from_thread(actions)
         return decision
 
+    def unknown_rloc(self, iid, src, outer_src):
+        """decap_known_rlocs_only dropped a packet from an RLOC we do not know: look up its
+        inner source, so that the sender's locator set is learnt and its next packets are
+        decapsulated (the data plane asks at most once a second per source)."""
+        if self.cfg.role != "xtr":
+            return
+        with self.lock:
+            actions = self.core.itr.request(iid, src, self.now())
+        self.call_from_thread(actions)
+
     def known_rlocs(self):
         with self.lock:
             return {loc.address for e in self.core.itr.cache for loc in e.locators}

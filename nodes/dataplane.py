@@ -229,6 +229,7 @@ class DataPlane:
         self.generation = 0                # bumped by the control plane on mapping changes
         self._flows = {}                   # encapsulation: flow key -> entry tuple
         self._dflows = {}                  # decapsulation: flow key -> Decision
+        self._lookups = {}                 # inner source EID -> when we asked to resolve it
         self._flows_gen = -1
         self._known = None
         # The LISP header's constant parts: N and L (and I with the instance ID), LSB 1.
@@ -675,6 +676,7 @@ class DataPlane:
             try:
                 if self.known_rlocs is not None and not self._known_rloc(addr[0]):
                     self.counters["drop_unknown_rloc"] += n // seg + (n % seg > 0)
+                    self._look_up_source(buf, min(seg, n), addr[0])
                     continue
             except Exception as e:
                 self._error("decap", e)
@@ -710,6 +712,31 @@ class DataPlane:
         if len(buffers) > 2:
             self.counters["tun_super_packets_written"] += 1
         return True
+
+    def _look_up_source(self, buf, end, outer_src):
+        """A packet from an RLOC not in our map-cache was dropped (decap_known_rlocs_only):
+        ask the control plane to resolve its inner source EID, at most once a second per
+        EID, so that the sender's locators become known and its next packets pass."""
+        ask = getattr(self.decide, "unknown_rloc", None)
+        if ask is None or end < 8 + 20:
+            return
+        v = buf[8] >> 4
+        if v == 4:
+            src = ipaddress.IPv4Address(bytes(buf[20:24]))
+        elif v == 6 and end >= 8 + 40:
+            src = ipaddress.IPv6Address(bytes(buf[16:32]))
+        else:
+            return
+        iid = (buf[4] << 16 | buf[5] << 8 | buf[6]) if buf[0] & 0x08 else self.iid
+        now = time.monotonic()
+        last = self._lookups.get(src)
+        if last is not None and now - last < 1.0:
+            return
+        if len(self._lookups) >= 4096:
+            self._lookups.clear()
+        self._lookups[src] = now
+        self.counters["unknown_rloc_lookups"] += 1
+        ask(iid, src, outer_src)
 
     def _known_rloc(self, outer_src):
         self._check_generation()

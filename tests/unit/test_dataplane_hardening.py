@@ -277,3 +277,33 @@ def test_queued_wire_sized_segments_reach_the_tun_as_super_packets_intact(plane)
         writes += 1
     assert got == data and p.dp.counters["packets_decapsulated"] == 40
     assert writes <= 40 // 16 + 2, writes                # not one write per packet
+
+
+class LookingCore(Core):
+    """A core that records the data plane's requests to resolve an unknown sender."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = []
+
+    def unknown_rloc(self, iid, src, outer_src):
+        self.asked.append((iid, str(src), outer_src))
+
+
+def test_a_packet_from_an_unknown_rloc_is_dropped_and_its_source_looked_up(plane):
+    """decap_known_rlocs_only (issue 9, item 7): a packet from an RLOC that is not in the
+    map-cache is dropped, and its inner source EID is looked up (once a second per EID),
+    so the sender's locators become known instead of its packets being dropped for good."""
+    core = LookingCore()
+    known = set()
+    p = plane(core, known_rlocs=lambda: known)
+    p.dp.start()
+    for _ in range(3):
+        p.send(LISP_IID7 + inner())
+    assert wait(lambda: p.dp.counters["drop_unknown_rloc"] == 3)
+    assert core.asked == [(7, "10.1.0.10", "127.0.0.1")]           # once, not three times
+    assert p.dp.counters["unknown_rloc_lookups"] == 1
+    known.add("127.0.0.1")                  # the Map-Reply came: the mapping changed
+    p.dp.invalidate()
+    p.send(LISP_IID7 + inner())
+    assert p.from_tun() == inner()
