@@ -43,3 +43,21 @@ def test_a_zero_length_datagram_to_4341_does_not_stop_decapsulation(sites):
                         str(sites.sockets / "xtr2.sock")], capture_output=True, text=True)
     assert r.returncode == 0 and re.search(r"dataplane_decap +alive", r.stdout) \
         and re.search(r"dataplane_encap +alive", r.stdout), r.stdout + r.stderr
+
+
+def test_decap_known_rlocs_only_learns_a_new_senders_locators(tmp_path):
+    """With decap_known_rlocs_only on xtr2 (issue 9, item 7), the first packets from xtr1,
+    whose RLOC xtr2 has never mapped, are dropped, and xtr2 looks up their source: h1's
+    pings to h2 get through without h2 ever having sent to h1 first. (Before, xtr2 only
+    learnt xtr1's locators from its own traffic, so a site that only receives dropped
+    everything.)"""
+    from tests.emulation.harness import running
+    with running(DATA / "two-sites.yaml", "known-rlocs", tmp_path,
+                 overrides={"xtr2": {"etr": {"decap_known_rlocs_only": True}}}) as run:
+        assert run.warm("h1", run.ip("h2", 4)), run.logs()["xtr2"][-1500:]
+        c = run.counters("xtr2")
+        assert c.get("drop_unknown_rloc", 0) >= 1 and c.get("unknown_rloc_lookups", 0) >= 1, c
+        assert run.rloc("xtr1") in {loc for locs in run.map_cache("xtr2").values()
+                                     for loc in locs}
+        r = run.ping("h1", run.ip("h2", 4), 5)
+        assert " 0% packet loss" in r.stdout, r.stdout
