@@ -7,8 +7,11 @@ nodes/bpf/lisp_tc.c, their maps, their counters.
     kp.stop()              # detaches, puts the uplink's offloads back, unpins
 
 Loading goes through `bpftool prog loadall` (programs and maps pinned under
-/sys/fs/bpf/lisp-lab/NODE-PID/), attaching through `tc filter ... bpf object-pinned` on
-a clsact qdisc; the maps are read and written with the bpf(2) system call (ctypes). The
+/sys/fs/bpf/lisp-lab/NODE-PID/); attaching through tcx links (kernel 6.6 and later) that
+the daemon holds as file descriptors, so a daemon that dies, even by kill -9, takes its
+programs off the interfaces with it and the node stops forwarding as with the Python path;
+on older kernels through `tc filter ... bpf object-pinned` on a clsact qdisc. The maps are
+read and written with the bpf(2) system call (ctypes). The
 object is built at install time (scripts/install.sh -> .venv/lib/lisp-lab/lisp_tc.o);
 `available()` says whether this node can use it, and why not.
 
@@ -58,6 +61,7 @@ _OWN = struct.Struct("=I")
 _NR_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM = 1, 2, 3
 BPF_MAP_GET_NEXT_KEY, BPF_OBJ_GET = 4, 7
+BPF_LINK_CREATE, BPF_TCX_INGRESS = 28, 46
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -299,6 +303,8 @@ class KernelPath:
         self.log = log or (lambda *a, **k: None)
         self.pin = Path(PIN_ROOT) / f"{name}-{os.getpid()}"
         self.attached = []                 # (dev, created clsact)
+        self.links = []                    # tcx link fds
+        self.attach_mode = None
         self.features = {}                 # dev -> {feature: value before}
         self.maps = {}
         self.written = ({}, {})            # what the tries hold: (mc, own)
@@ -311,17 +317,40 @@ class KernelPath:
             self.maps["cfg"].update(struct.pack("=I", 0), cfg)
             for dev in self.uplinks:
                 self._uplink_features(dev)
-            for dev in self.lans:
-                self._attach(dev, "lisp_encap")
-            for dev in self.uplinks:
-                self._attach(dev, "lisp_decap")
+            plan = [(d, "lisp_encap") for d in self.lans] + \
+                   [(d, "lisp_decap") for d in self.uplinks]
+            try:
+                for dev, prog in plan:
+                    self._attach_tcx(dev, prog)
+                self.attach_mode = "tcx"
+            except OSError:                       # an older kernel: tc's clsact
+                for fd in self.links:
+                    os.close(fd)
+                self.links = []
+                for dev, prog in plan:
+                    self._attach(dev, prog)
+                self.attach_mode = "tc"
             self._cfg = cfg
             self.maps["cfg"].update(struct.pack("=I", 0), struct.pack("=I", 1) + cfg[4:])
         except Exception:
             self.stop()
             raise
 
+    def _attach_tcx(self, dev, prog):
+        path = ctypes.create_string_buffer(str(self.pin / prog).encode())
+        prog_fd = _bpf(BPF_OBJ_GET, struct.pack("=QII", ctypes.addressof(path), 0, 0))
+        try:
+            attr = struct.pack("=IIIIIIQ", prog_fd, socket.if_nametoindex(dev),
+                               BPF_TCX_INGRESS, 0, 0, 0, 0)
+            self.links.append(_bpf(BPF_LINK_CREATE, attr))
+        finally:
+            os.close(prog_fd)
+
     def _load(self):
+        for old in Path(PIN_ROOT).glob(f"{self.name}-*"):   # of a daemon that died
+            pid = old.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(old, ignore_errors=True)
         if not os.path.ismount(BPFFS):
             os.makedirs(BPFFS, exist_ok=True)
             _run(["mount", "-t", "bpf", "bpf", BPFFS])
@@ -346,6 +375,10 @@ class KernelPath:
         r = subprocess.run(["tc", "qdisc", "add", "dev", dev, "clsact"], capture_output=True,
                            text=True, timeout=10)
         created = r.returncode == 0
+        # A filter at our priority is a daemon's of this node that died without cleaning up
+        # (kill -9): its program would go on with its old maps. Ours replaces it.
+        subprocess.run(["tc", "filter", "del", "dev", dev, "ingress", "pref", str(TC_PREF)],
+                       capture_output=True, timeout=10)
         self.attached.append((dev, created))
         _run(["tc", "filter", "add", "dev", dev, "ingress", "pref", str(TC_PREF), "bpf",
               "direct-action", "object-pinned", str(self.pin / prog)])
@@ -364,6 +397,9 @@ class KernelPath:
                 subprocess.run(["tc", "qdisc", "del", "dev", dev, "clsact"],
                                capture_output=True, timeout=10)
         self.attached = []
+        for fd in self.links:                     # detaches the programs
+            os.close(fd)
+        self.links = []
         for dev, values in self.features.items():
             _set_features(dev, values)
         self.features = {}
@@ -408,6 +444,7 @@ class KernelPath:
             vals = m.lookup(struct.pack("=I", i)) or []
             out[name] = sum(struct.unpack("=Q", v)[0] for v in vals)
         out["kernel_map_syncs"] = self.syncs
+        out["kernel_attach_tcx"] = int(self.attach_mode == "tcx")
         out["kernel_path"] = 1
         return out
 

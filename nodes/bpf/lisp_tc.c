@@ -15,7 +15,7 @@
  *
  * Whatever else (map-cache misses, negative or away entries, IPv6, fragments, IP options,
  * too big for the path MTU, TTL expiring, odd lengths) is passed on unchanged
- * (TC_ACT_OK): the kernel routes it into the TUN or to the UDP socket, and the Python data
+ * (PASS): the kernel routes it into the TUN or to the UDP socket, and the Python data
  * plane handles it exactly as without this program (ICMP for too-big packets included).
  * The same formulas as nodes/dataplane.py: the flow key (protocol, addresses, ports), its
  * CRC-32, outer_sport() and the map-cache's select_locator().
@@ -44,6 +44,10 @@
 #define ACT_DELIVER 1
 
 #define CFG_DECAP_KNOWN_ONLY 1
+
+/* Not ours: on to the next program or filter, then the kernel's normal path (TCX_NEXT
+ * under tcx, the next filter under a clsact qdisc). */
+#define PASS TC_ACT_UNSPEC
 
 /* counter indices: keep in step with COUNTERS in nodes/kernelpath.py */
 enum {
@@ -127,7 +131,7 @@ static __always_inline void count(__u32 idx, __u64 n)
 static __always_inline int punt(__u32 idx)
 {
 	count(idx, 1);
-	return TC_ACT_OK;
+	return PASS;
 }
 
 /* CRC-32 (IEEE, reflected, as zlib.crc32), table-driven: at most 13 bytes per packet. */
@@ -212,19 +216,19 @@ int lisp_encap(struct __sk_buff *skb)
 	__u32 zero = 0;
 	struct lisp_cfg *cfg = bpf_map_lookup_elem(&lisp_cfg, &zero);
 	if (!cfg || !cfg->enabled)
-		return TC_ACT_OK;
+		return PASS;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
-		return TC_ACT_OK;
+		return PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return TC_ACT_OK;               /* (the Python path; not counted: ND etc.) */
+		return PASS;               /* (the Python path; not counted: ND etc.) */
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
+		return PASS;
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
-		return TC_ACT_OK;
+		return PASS;
 
 	/* Would the kernel route it into the TUN (the LISP table, an away route)? */
 	struct bpf_fib_lookup fib = {};
@@ -240,7 +244,7 @@ int lisp_encap(struct __sk_buff *skb)
 		return punt(C_PUNT_MTU);
 	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 	    || fib.ifindex != cfg->tun_ifindex)
-		return TC_ACT_OK;               /* not for LISP: routed as usual */
+		return PASS;               /* not for LISP: routed as usual */
 
 	if (ip->version != 4 || ip->ihl != 5)
 		return punt(C_PUNT_ODD);
@@ -373,24 +377,24 @@ int lisp_decap(struct __sk_buff *skb)
 	__u32 zero = 0;
 	struct lisp_cfg *cfg = bpf_map_lookup_elem(&lisp_cfg, &zero);
 	if (!cfg || !cfg->enabled)
-		return TC_ACT_OK;
+		return PASS;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
+		return PASS;
 	struct iphdr *ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
-		return TC_ACT_OK;
+		return PASS;
 	if (ip->protocol != IPPROTO_UDP || ip->daddr != cfg->rloc4)
-		return TC_ACT_OK;
+		return PASS;
 	if (ip->frag_off & bpf_htons(0x3FFF))
 		return punt(C_PUNT_FRAG);
 	if (ip->ihl != 5)
-		return TC_ACT_OK;
+		return PASS;
 	struct udphdr *uh = (void *)(ip + 1);
 	if ((void *)(uh + 1) > end || uh->dest != bpf_htons(LISP_DATA_PORT))
-		return TC_ACT_OK;
+		return PASS;
 	if (skb->gso_size || (cfg->flags & CFG_DECAP_KNOWN_ONLY))
 		return punt(C_PUNT_DECAP_OTHER);
 	__u8 *lisp = (void *)(uh + 1);
@@ -426,7 +430,7 @@ int lisp_decap(struct __sk_buff *skb)
 	if (bpf_skb_adjust_room(skb, -ENCAP_LEN, BPF_ADJ_ROOM_MAC, 0))
 		return punt(C_PUNT_DECAP_OTHER);
 	count(C_DECAP, 1);
-	return TC_ACT_OK;                       /* the kernel forwards the inner packet */
+	return PASS;                       /* the kernel forwards the inner packet */
 }
 
 char _license[] SEC("license") = "GPL";
