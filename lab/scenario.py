@@ -9,7 +9,8 @@ VMs' registrations (with LISP), and a first answer from each traffic destination
 steps run at their times (a step that takes time, such as a cold move, delays the later
 ones). Live checks (reachable, registered, map_cache, counter) retry for `window` seconds
 (default 3) beside the timeline, without holding it, and fail with one line; path and
-convergence checks are read from the captures after the run. The result is the links.json the analysis reads, with the checks' results.
+convergence checks are read from the captures after the run. The result is the links.json
+the analysis reads, with the checks' results.
 """
 import ipaddress
 import json

@@ -120,301 +120,352 @@ def load(path):
     return build(data, str(path))
 
 
+class _Reader:
+    """One lab file being read, section by section: what each has made, and the names
+    taken so far (a name is one node, switch or host, whatever it is)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.names = {}                      # name -> what it is ("router", "host", ...)
+        self.lisp = _bool(data, "lisp") if "lisp" in data else True
+
+    def claim(self, name, m, key, what):
+        if name in self.names:
+            raise m.error(key, f"duplicate name {name!r}: already the {self.names[name]}")
+        self.names[name] = what
+
+    def read_routers(self):
+        """The core routers."""
+        data, claim = self.data, self.claim
+        routers_seq = _seq(data, "routers", "routers")
+        routers = []
+        for i, r in enumerate(routers_seq):
+            if not isinstance(r, str) or not NAME.match(r):
+                raise routers_seq.error(i, f"router {r!r}: a name is 1-8 lower-case letters and "
+                                           f"digits, starting with a letter")
+            claim(r, routers_seq, i, "router")
+            routers.append(r)
+        self.routers = routers
+
+    def read_core(self):
+        """How the core routes, and its default delay."""
+        data = self.data
+        core = data.get("core") if "core" in data else Map(file=data.file, line=data.line)
+        if not isinstance(core, Map):
+            raise data.error("core", "core must be a mapping (routing:, delay:)")
+        check_keys(core, ("routing", "delay"), (), "core")
+        routing = core.get("routing", "static")
+        if routing not in ("static", "ospf"):
+            raise core.error("routing", f"core routing {routing!r}: one of static, ospf")
+        core_delay = _delay(core, "delay") if "delay" in core else 0.0
+        self.routing, self.core_delay = routing, core_delay
+
+    def read_mapping_system(self):
+        """The Map-Servers, the default key, instance ID and register interval."""
+        data, claim = self.data, self.claim
+        ms_names, key_default, iid_default, reg_interval = [], None, 0, 1.0
+        if "mapping_system" in data:
+            msys = _mapping(data, "mapping_system", "mapping_system")
+            check_keys(msys, ("map_servers", "key", "instance_id", "register_interval"),
+                       ("map_servers", "key"), "mapping_system")
+            seq = _seq(msys, "map_servers", "map_servers")
+            for i, n in enumerate(seq):
+                _name(seq, i, "Map-Server")
+                claim(n, seq, i, "Map-Server")
+                ms_names.append(n)
+            key_default = msys["key"]
+            if not isinstance(key_default, str) or not key_default:
+                raise msys.error("key", "key: the shared secret, a non-empty string")
+            if "instance_id" in msys:
+                iid_default = int(_number(msys, "instance_id", 0, 0xFFFFFF))
+            if "register_interval" in msys:
+                reg_interval = float(_number(msys, "register_interval", 0.1, 60))
+        self.ms_names, self.key_default = ms_names, key_default
+        self.iid_default, self.reg_interval = iid_default, reg_interval
+
+    def read_proxies(self):
+        """The proxy xTRs and their EID space."""
+        data, claim, iid_default = self.data, self.claim, self.iid_default
+        proxies = {}
+        if "proxies" in data:
+            pm = _mapping(data, "proxies", "proxies")
+            for n, spec in pm.items():
+                _key_name(pm, n, "proxy xTR")
+                claim(n, pm, n, "proxy xTR")
+                if not isinstance(spec, Map):
+                    raise pm.error(n, f"proxy xTR {n}: a mapping with eid_space:")
+                check_keys(spec, ("eid_space",), ("eid_space",), f"proxy xTR {n}")
+                seq = _seq(spec, "eid_space", "eid_space")
+                proxies[n] = [(iid_default, _net(seq, i, p)) for i, p in enumerate(seq)]
+        self.proxies = proxies
+
+    def read_sites(self):
+        """The sites (their gateways are named here: the links, read next, name them)."""
+        data, names, claim, lisp = self.data, self.names, self.claim, self.lisp
+        routers, ms_names = self.routers, self.ms_names
+        key_default, iid_default = self.key_default, self.iid_default
+        sites_m = _mapping(data, "sites", "sites")
+        sites = {}
+        site_keys = ("kind", "gateway", "switch", "lan", "anycast_gateway", "announce",
+                     "dynamic_eids", "eid_prefixes", "instance_id", "key", "ms_site", "rlocs",
+                     "gateway_mac", "proxy_arp")
+        for sname, spec in sites_m.items():
+            _key_name(sites_m, sname, "site")
+            if not isinstance(spec, Map):
+                raise sites_m.error(sname, f"site {sname}: a mapping (kind:, gateway:, lan:, ...)")
+            check_keys(spec, site_keys, ("kind", "gateway", "lan"), f"site {sname}")
+            kind = spec["kind"]
+            if kind not in SITE_KINDS:
+                raise spec.error("kind", f"site kind {kind!r}: one of {', '.join(SITE_KINDS)}")
+            gw = _name(spec, "gateway", "gateway")
+            if gw not in routers:
+                if gw in names and names[gw] != "site gateway":
+                    raise spec.error("gateway", f"gateway {gw!r} is already the {names[gw]}")
+                names[gw] = "site gateway"
+            site = Site(sname, kind, gw, _addrs(spec, "lan", "LAN address"),
+                        instance_id=iid_default, key=key_default or "")
+            if "switch" in spec:
+                site.switch = _name(spec, "switch", "switch")
+                claim(site.switch, spec, "switch", f"switch of site {sname}")
+            if "anycast_gateway" in spec:
+                ag = _mapping(spec, "anycast_gateway", "anycast_gateway")
+                check_keys(ag, ("address", "mac"), ("address", "mac"), "anycast_gateway")
+                ip = ag["address"]
+                try:
+                    ip = ipaddress.ip_address(str(ip))
+                except ValueError:
+                    raise ag.error("address", f"anycast gateway address {ip!r} is not an "
+                                              f"address") from None
+                mac = ag["mac"]
+                if not isinstance(mac, str) or not MAC.match(mac.lower()):
+                    raise ag.error("mac", f"anycast gateway mac {mac!r}: six hex pairs, "
+                                          f"e.g. \"00:00:5e:00:01:01\" (quote it)")
+                site.anycast = (str(ip), mac.lower())
+            if "announce" in spec:
+                site.announce = _bool(spec, "announce")
+            if "instance_id" in spec:
+                site.instance_id = int(_number(spec, "instance_id", 0, 0xFFFFFF))
+            if "key" in spec:
+                site.key = spec["key"]
+                if not isinstance(site.key, str) or not site.key:
+                    raise spec.error("key", "key: a non-empty string")
+            if "ms_site" in spec:
+                site.ms_site = spec["ms_site"]
+                if not isinstance(site.ms_site, str) or not re.match(r"^[a-z][a-z0-9-]{0,31}$",
+                                                                     site.ms_site):
+                    raise spec.error("ms_site", f"ms_site {site.ms_site!r}: a site name at the "
+                                                f"Map-Server (lower-case letters, digits, -)")
+            if "eid_prefixes" in spec:
+                seq = _seq(spec, "eid_prefixes", "eid_prefixes")
+                site.eid_prefixes = [_net(seq, i, p) for i, p in enumerate(seq)]
+            if "gateway_mac" in spec:
+                mac = spec["gateway_mac"]
+                if not isinstance(mac, str) or not MAC.match(mac.lower()):
+                    raise spec.error("gateway_mac", f"gateway_mac {mac!r}: six hex pairs, "
+                                                    f"e.g. \"00:00:5e:00:01:01\" (quote it)")
+                if site.anycast:
+                    raise spec.error("gateway_mac", f"site {sname} has an anycast_gateway: "
+                                                    f"gateway_mac is for xTR-held gateways instead")
+                site.gateway_mac = mac.lower()
+            if "proxy_arp" in spec:
+                site.proxy_arp = _bool(spec, "proxy_arp")
+                if site.proxy_arp and not site.lisp:
+                    raise spec.error("proxy_arp", f"proxy_arp: site {sname} is non-lisp (its "
+                                                  f"gateway runs no xTR)")
+            if "dynamic_eids" in spec:
+                seq = _seq(spec, "dynamic_eids", "dynamic_eids")
+                for i, d in enumerate(seq):
+                    if isinstance(d, Map):
+                        check_keys(d, ("prefix", "detect", "gateway"), ("prefix",),
+                                   "a dynamic EID range")
+                        detect = d.get("detect", "any")
+                        if detect not in ("any", "gateway"):
+                            raise d.error("detect", f"detect {detect!r}: one of any, gateway")
+                        if detect == "gateway" and not (site.anycast or site.gateway_mac):
+                            raise d.error("detect", "detect: gateway needs the site's "
+                                                    "anycast_gateway or gateway_mac (its MAC)")
+                        net = _net(d, "prefix")
+                        site.dynamic_eids.append((net, detect))
+                        if "gateway" in d:
+                            gw = _iface(d, "gateway", what="gateway")
+                            if gw.version != net.version or gw.ip not in net:
+                                raise d.error("gateway", f"gateway {gw} is not in the range {net}")
+                            if not site.gateway_mac:
+                                raise d.error("gateway", f"a range's gateway needs the site's "
+                                                         f"gateway_mac (site {sname})")
+                            site.dynamic_gateways[net] = gw
+                    else:
+                        site.dynamic_eids.append((_net(seq, i, d), "any"))
+            if site.kind == "non-lisp" and (site.dynamic_eids or site.eid_prefixes):
+                raise spec.error("kind", f"site {sname} is non-lisp: it has no EIDs")
+            if site.lisp and lisp and not (site.dynamic_eids or site.eid_prefixes):
+                raise spec.error(None, f"LISP site {sname} needs eid_prefixes or dynamic_eids")
+            if site.lisp and lisp and not ms_names:
+                raise spec.error(None, f"LISP site {sname}: the lab has no mapping_system")
+            site._rlocs_m = spec.get("rlocs")
+            sites[sname] = site
+        self.sites, self.sites_m = sites, sites_m
+
+    def read_links(self):
+        """The routed point-to-point links."""
+        data, names, routers, core_delay = self.data, self.names, self.routers, self.core_delay
+        links_m = _mapping(data, "links", "links")
+        links = {}
+        for lname, spec in links_m.items():
+            if not isinstance(lname, str) or not re.match(r"^[a-z][a-z0-9-]{0,30}$", lname):
+                raise links_m.error(lname, f"link name {lname!r}: lower-case letters, digits, -")
+            if lname == "dci" or lname.endswith("-access"):
+                raise links_m.error(lname, f"link name {lname!r} is reserved (the DCI and the "
+                                           f"sites' access links are named after them)")
+            if not isinstance(spec, Map):
+                raise links_m.error(lname, f"link {lname}: a mapping (ends:, subnet:, ...)")
+            check_keys(spec, ("ends", "subnet", "delay", "loss", "rate", "subnet6"),
+                       ("ends", "subnet"), f"link {lname}")
+            ends = spec["ends"]
+            if not isinstance(ends, Seq) or len(ends) != 2 or ends[0] == ends[1]:
+                raise spec.error("ends", f"link {lname}: ends: [NODE, NODE], two different nodes")
+            for i, e in enumerate(ends):
+                if e not in names or names[e].startswith("switch") or names[e] == "host":
+                    raise ends.error(i, f"link {lname}: unknown node {e!r} (routers, site "
+                                        f"gateways, Map-Servers and proxy xTRs have links)")
+            subnet = _net(spec, "subnet", v4only=True, what="link subnet")
+            if subnet.prefixlen not in (30, 31):
+                raise spec.error("subnet", f"link subnet {subnet} must be a /30 or /31")
+            a, b = ends
+            if a in routers and b not in routers:       # the router is the second end
+                a, b = b, a
+            x = P2PLink(lname, a, b, subnet)
+            if any(set(y.ends()) == {a, b} for y in links.values()):
+                raise spec.error("ends", f"link {lname}: {a} and {b} already have a link")
+            both_core = a in routers and b in routers
+            x.delay_ms = _delay(spec, "delay") if "delay" in spec else (core_delay if both_core
+                                                                        or a in names and names[a]
+                                                                        == "site gateway" else 0.0)
+            if "loss" in spec:
+                x.loss_pct = float(_number(spec, "loss", 0, 100))
+            if "rate" in spec:
+                x.rate_mbit = float(_number(spec, "rate", 0.001))
+            if "subnet6" in spec:
+                x.subnet6 = _net(spec, "subnet6", what="link subnet6")
+                if x.subnet6.version != 6 or not 64 <= x.subnet6.prefixlen <= 126:
+                    raise spec.error("subnet6", f"link subnet6 {spec['subnet6']} must be an IPv6 "
+                                                f"/64 to /126")
+            for y in links.values():
+                if y.subnet.overlaps(subnet):
+                    raise spec.error("subnet", f"link subnet {subnet} overlaps link {y.name}'s "
+                                               f"{y.subnet}")
+            for end in (a, b):
+                if len(x.intf(end)) > 15:
+                    raise spec.error("ends", f"interface name {x.intf(end)} is longer than 15 "
+                                             f"characters: use shorter node names")
+            links[lname] = x
+        self.links, self.links_m = links, links_m
+
+    def read_uplinks(self):
+        """Every edge node reaches a router; the sites' RLOC priorities and weights."""
+        names, routers, links, links_m = self.names, self.routers, self.links, self.links_m
+        sites, sites_m = self.sites, self.sites_m
+        # Every edge node needs an uplink.
+        for n, what in names.items():
+            if what in ("site gateway", "Map-Server", "proxy xTR"):
+                if not any(n in x.ends() and x.other(n) in routers for x in links.values()):
+                    raise links_m.error(None, f"{what} {n} has no link to a router")
+        for sname, site in sites.items():
+            rm = site.__dict__.pop("_rlocs_m")
+            if rm is None:
+                continue
+            if not isinstance(rm, Map):
+                raise sites_m[sname].error("rlocs", "rlocs: a mapping of uplink: "
+                                                    "{priority:, weight:}")
+            for up, te in rm.items():
+                x = links.get(up)
+                if x is None or site.gateway not in x.ends():
+                    raise rm.error(up, f"rlocs: {up!r} is not an uplink of {site.gateway}")
+                if not isinstance(te, Map):
+                    raise rm.error(up, "rlocs: each uplink takes {priority: N, weight: N}")
+                check_keys(te, ("priority", "weight"), (), f"rlocs {up}")
+                site.rloc_te[up] = (int(_number(te, "priority", 0, 255)) if "priority" in te else 1,
+                                    int(_number(te, "weight", 0, 100)) if "weight" in te else 100)
+
+    def read_hosts(self):
+        """The hosts and VMs, inside their sites' subnets."""
+        data, claim, sites, sites_m = self.data, self.claim, self.sites, self.sites_m
+        hosts_m = _mapping(data, "hosts", "hosts")
+        hosts = {}
+        for hname, spec in hosts_m.items():
+            _key_name(hosts_m, hname, "host")
+            if not isinstance(spec, Map):
+                raise hosts_m.error(hname, f"host {hname}: a mapping (site:, address:)")
+            claim(hname, hosts_m, hname, "host")
+            check_keys(spec, ("site", "address", "vm", "foreign"), ("site", "address"),
+                       f"host {hname}")
+            if spec["site"] not in sites:
+                raise spec.error("site", f"host {hname}: unknown site {spec['site']!r} "
+                                         f"(sites: {', '.join(sites)})")
+            site = sites[spec["site"]]
+            h = Host(hname, site.name, _addrs(spec, "address"),
+                     _bool(spec, "vm") if "vm" in spec else False,
+                     _bool(spec, "foreign") if "foreign" in spec else False)
+            for a in h.addresses:
+                # the LAN's subnets and those of the xTR-held gateways
+                subnets = site.lan + list(site.dynamic_gateways.values())
+                same = [lan for lan in subnets if lan.version == a.version]
+                # (a family the site's LAN has no subnet of is the hosts' own: no gateway)
+                if same and not h.foreign and not any(a.network == lan.network for lan in same):
+                    nets = ", ".join(str(x.network) for x in subnets)
+                    raise spec.error("address", f"host {hname}: {a} is outside site {site.name}'s "
+                                                f"LAN ({nets}; foreign: true if on purpose)")
+                if any(a.ip == lan.ip for lan in subnets):
+                    raise spec.error("address", f"host {hname}: {a.ip} is the gateway's address")
+            hosts[hname] = h
+        all_addrs = {}
+        for h in hosts.values():
+            for a in h.addresses:
+                if a.ip in all_addrs:
+                    raise hosts_m[h.name].error("address", f"host {h.name}: {a.ip} is also "
+                                                           f"{all_addrs[a.ip]}'s address")
+                all_addrs[a.ip] = h.name
+        for s in sites.values():
+            here = [h for h in hosts.values() if h.site == s.name]
+            if not s.switch and len(here) > 1:
+                raise sites_m.error(s.name, f"site {s.name} has {len(here)} hosts: give it a "
+                                            f"switch")
+            if not s.switch and any(h.vm for h in here):
+                raise sites_m.error(s.name, f"site {s.name} has a VM: give it a switch (a VM "
+                                            f"moves between switches)")
+        self.hosts = hosts
+
+    def read_dci(self):
+        """The DCI between two data centers, if any."""
+        data, sites = self.data, self.sites
+        dci = None
+        if "dci" in data:
+            dm = _mapping(data, "dci", "dci")
+            check_keys(dm, ("sites", "delay", "fhrp_isolation"), ("sites",), "dci")
+            ds = dm["sites"]
+            if not isinstance(ds, Seq) or len(ds) != 2 or ds[0] == ds[1]:
+                raise dm.error("sites", "dci: sites: [SITE, SITE], two data centers")
+            for i, s in enumerate(ds):
+                if s not in sites or not sites[s].switch:
+                    raise ds.error(i, f"dci: {s!r} is not a site with a switch")
+            dci = Dci(tuple(ds), _delay(dm, "delay") if "delay" in dm else 0.0,
+                      _bool(dm, "fhrp_isolation") if "fhrp_isolation" in dm else True)
+        self.dci = dci
+
 def build(data, path="?"):
+    """A Lab from a lab file's merged Map (labfile.read); raises LabFileError."""
     check_keys(data, TOP_KEYS, ("lab", "routers", "links", "sites", "hosts"), "the lab")
     if not isinstance(data["lab"], str) or not data["lab"].strip():
         raise data.error("lab", "lab: give the lab a name")
-    names = {}
-
-    def claim(name, m, key, what):
-        if name in names:
-            raise m.error(key, f"duplicate name {name!r}: already the {names[name]}")
-        names[name] = what
-
-    lisp = _bool(data, "lisp") if "lisp" in data else True
-    routers_seq = _seq(data, "routers", "routers")
-    routers = []
-    for i, r in enumerate(routers_seq):
-        if not isinstance(r, str) or not NAME.match(r):
-            raise routers_seq.error(i, f"router {r!r}: a name is 1-8 lower-case letters and "
-                                       f"digits, starting with a letter")
-        claim(r, routers_seq, i, "router")
-        routers.append(r)
-    core = data.get("core") if "core" in data else Map(file=data.file, line=data.line)
-    if not isinstance(core, Map):
-        raise data.error("core", "core must be a mapping (routing:, delay:)")
-    check_keys(core, ("routing", "delay"), (), "core")
-    routing = core.get("routing", "static")
-    if routing not in ("static", "ospf"):
-        raise core.error("routing", f"core routing {routing!r}: one of static, ospf")
-    core_delay = _delay(core, "delay") if "delay" in core else 0.0
-
-    # Map-Servers and proxies: names first, so links can name them.
-    ms_names, key_default, iid_default, reg_interval = [], None, 0, 1.0
-    if "mapping_system" in data:
-        msys = _mapping(data, "mapping_system", "mapping_system")
-        check_keys(msys, ("map_servers", "key", "instance_id", "register_interval"),
-                   ("map_servers", "key"), "mapping_system")
-        seq = _seq(msys, "map_servers", "map_servers")
-        for i, n in enumerate(seq):
-            _name(seq, i, "Map-Server")
-            claim(n, seq, i, "Map-Server")
-            ms_names.append(n)
-        key_default = msys["key"]
-        if not isinstance(key_default, str) or not key_default:
-            raise msys.error("key", "key: the shared secret, a non-empty string")
-        if "instance_id" in msys:
-            iid_default = int(_number(msys, "instance_id", 0, 0xFFFFFF))
-        if "register_interval" in msys:
-            reg_interval = float(_number(msys, "register_interval", 0.1, 60))
-    proxies = {}
-    if "proxies" in data:
-        pm = _mapping(data, "proxies", "proxies")
-        for n, spec in pm.items():
-            _key_name(pm, n, "proxy xTR")
-            claim(n, pm, n, "proxy xTR")
-            if not isinstance(spec, Map):
-                raise pm.error(n, f"proxy xTR {n}: a mapping with eid_space:")
-            check_keys(spec, ("eid_space",), ("eid_space",), f"proxy xTR {n}")
-            seq = _seq(spec, "eid_space", "eid_space")
-            proxies[n] = [(iid_default, _net(seq, i, p)) for i, p in enumerate(seq)]
-
-    # Sites declare their gateways; links come after so they can name every node.
-    sites_m = _mapping(data, "sites", "sites")
-    sites = {}
-    site_keys = ("kind", "gateway", "switch", "lan", "anycast_gateway", "announce",
-                 "dynamic_eids", "eid_prefixes", "instance_id", "key", "ms_site", "rlocs",
-                 "gateway_mac", "proxy_arp")
-    for sname, spec in sites_m.items():
-        _key_name(sites_m, sname, "site")
-        if not isinstance(spec, Map):
-            raise sites_m.error(sname, f"site {sname}: a mapping (kind:, gateway:, lan:, ...)")
-        check_keys(spec, site_keys, ("kind", "gateway", "lan"), f"site {sname}")
-        kind = spec["kind"]
-        if kind not in SITE_KINDS:
-            raise spec.error("kind", f"site kind {kind!r}: one of {', '.join(SITE_KINDS)}")
-        gw = _name(spec, "gateway", "gateway")
-        if gw not in routers:
-            if gw in names and names[gw] != "site gateway":
-                raise spec.error("gateway", f"gateway {gw!r} is already the {names[gw]}")
-            names[gw] = "site gateway"
-        site = Site(sname, kind, gw, _addrs(spec, "lan", "LAN address"),
-                    instance_id=iid_default, key=key_default or "")
-        if "switch" in spec:
-            site.switch = _name(spec, "switch", "switch")
-            claim(site.switch, spec, "switch", f"switch of site {sname}")
-        if "anycast_gateway" in spec:
-            ag = _mapping(spec, "anycast_gateway", "anycast_gateway")
-            check_keys(ag, ("address", "mac"), ("address", "mac"), "anycast_gateway")
-            ip = ag["address"]
-            try:
-                ip = ipaddress.ip_address(str(ip))
-            except ValueError:
-                raise ag.error("address", f"anycast gateway address {ip!r} is not an "
-                                          f"address") from None
-            mac = ag["mac"]
-            if not isinstance(mac, str) or not MAC.match(mac.lower()):
-                raise ag.error("mac", f"anycast gateway mac {mac!r}: six hex pairs, "
-                                      f"e.g. \"00:00:5e:00:01:01\" (quote it)")
-            site.anycast = (str(ip), mac.lower())
-        if "announce" in spec:
-            site.announce = _bool(spec, "announce")
-        if "instance_id" in spec:
-            site.instance_id = int(_number(spec, "instance_id", 0, 0xFFFFFF))
-        if "key" in spec:
-            site.key = spec["key"]
-            if not isinstance(site.key, str) or not site.key:
-                raise spec.error("key", "key: a non-empty string")
-        if "ms_site" in spec:
-            site.ms_site = spec["ms_site"]
-            if not isinstance(site.ms_site, str) or not re.match(r"^[a-z][a-z0-9-]{0,31}$",
-                                                                 site.ms_site):
-                raise spec.error("ms_site", f"ms_site {site.ms_site!r}: a site name at the "
-                                            f"Map-Server (lower-case letters, digits, -)")
-        if "eid_prefixes" in spec:
-            seq = _seq(spec, "eid_prefixes", "eid_prefixes")
-            site.eid_prefixes = [_net(seq, i, p) for i, p in enumerate(seq)]
-        if "gateway_mac" in spec:
-            mac = spec["gateway_mac"]
-            if not isinstance(mac, str) or not MAC.match(mac.lower()):
-                raise spec.error("gateway_mac", f"gateway_mac {mac!r}: six hex pairs, "
-                                                f"e.g. \"00:00:5e:00:01:01\" (quote it)")
-            if site.anycast:
-                raise spec.error("gateway_mac", f"site {sname} has an anycast_gateway: "
-                                                f"gateway_mac is for xTR-held gateways instead")
-            site.gateway_mac = mac.lower()
-        if "proxy_arp" in spec:
-            site.proxy_arp = _bool(spec, "proxy_arp")
-            if site.proxy_arp and not site.lisp:
-                raise spec.error("proxy_arp", f"proxy_arp: site {sname} is non-lisp (its "
-                                              f"gateway runs no xTR)")
-        if "dynamic_eids" in spec:
-            seq = _seq(spec, "dynamic_eids", "dynamic_eids")
-            for i, d in enumerate(seq):
-                if isinstance(d, Map):
-                    check_keys(d, ("prefix", "detect", "gateway"), ("prefix",),
-                               "a dynamic EID range")
-                    detect = d.get("detect", "any")
-                    if detect not in ("any", "gateway"):
-                        raise d.error("detect", f"detect {detect!r}: one of any, gateway")
-                    if detect == "gateway" and not (site.anycast or site.gateway_mac):
-                        raise d.error("detect", "detect: gateway needs the site's "
-                                                "anycast_gateway or gateway_mac (its MAC)")
-                    net = _net(d, "prefix")
-                    site.dynamic_eids.append((net, detect))
-                    if "gateway" in d:
-                        gw = _iface(d, "gateway", what="gateway")
-                        if gw.version != net.version or gw.ip not in net:
-                            raise d.error("gateway", f"gateway {gw} is not in the range {net}")
-                        if not site.gateway_mac:
-                            raise d.error("gateway", f"a range's gateway needs the site's "
-                                                     f"gateway_mac (site {sname})")
-                        site.dynamic_gateways[net] = gw
-                else:
-                    site.dynamic_eids.append((_net(seq, i, d), "any"))
-        if site.kind == "non-lisp" and (site.dynamic_eids or site.eid_prefixes):
-            raise spec.error("kind", f"site {sname} is non-lisp: it has no EIDs")
-        if site.lisp and lisp and not (site.dynamic_eids or site.eid_prefixes):
-            raise spec.error(None, f"LISP site {sname} needs eid_prefixes or dynamic_eids")
-        if site.lisp and lisp and not ms_names:
-            raise spec.error(None, f"LISP site {sname}: the lab has no mapping_system")
-        site._rlocs_m = spec.get("rlocs")
-        sites[sname] = site
-    # Links.
-    links_m = _mapping(data, "links", "links")
-    links = {}
-    for lname, spec in links_m.items():
-        if not isinstance(lname, str) or not re.match(r"^[a-z][a-z0-9-]{0,30}$", lname):
-            raise links_m.error(lname, f"link name {lname!r}: lower-case letters, digits, -")
-        if lname == "dci" or lname.endswith("-access"):
-            raise links_m.error(lname, f"link name {lname!r} is reserved (the DCI and the "
-                                       f"sites' access links are named after them)")
-        if not isinstance(spec, Map):
-            raise links_m.error(lname, f"link {lname}: a mapping (ends:, subnet:, ...)")
-        check_keys(spec, ("ends", "subnet", "delay", "loss", "rate", "subnet6"),
-                   ("ends", "subnet"), f"link {lname}")
-        ends = spec["ends"]
-        if not isinstance(ends, Seq) or len(ends) != 2 or ends[0] == ends[1]:
-            raise spec.error("ends", f"link {lname}: ends: [NODE, NODE], two different nodes")
-        for i, e in enumerate(ends):
-            if e not in names or names[e].startswith("switch") or names[e] == "host":
-                raise ends.error(i, f"link {lname}: unknown node {e!r} (routers, site gateways, "
-                                    f"Map-Servers and proxy xTRs have links)")
-        subnet = _net(spec, "subnet", v4only=True, what="link subnet")
-        if subnet.prefixlen not in (30, 31):
-            raise spec.error("subnet", f"link subnet {subnet} must be a /30 or /31")
-        a, b = ends
-        if a in routers and b not in routers:       # the router is the second end
-            a, b = b, a
-        x = P2PLink(lname, a, b, subnet)
-        if any(set(y.ends()) == {a, b} for y in links.values()):
-            raise spec.error("ends", f"link {lname}: {a} and {b} already have a link")
-        both_core = a in routers and b in routers
-        x.delay_ms = _delay(spec, "delay") if "delay" in spec else (core_delay if both_core
-                                                                    or a in names and names[a]
-                                                                    == "site gateway" else 0.0)
-        if "loss" in spec:
-            x.loss_pct = float(_number(spec, "loss", 0, 100))
-        if "rate" in spec:
-            x.rate_mbit = float(_number(spec, "rate", 0.001))
-        if "subnet6" in spec:
-            x.subnet6 = _net(spec, "subnet6", what="link subnet6")
-            if x.subnet6.version != 6 or not 64 <= x.subnet6.prefixlen <= 126:
-                raise spec.error("subnet6", f"link subnet6 {spec['subnet6']} must be an IPv6 "
-                                            f"/64 to /126")
-        for y in links.values():
-            if y.subnet.overlaps(subnet):
-                raise spec.error("subnet", f"link subnet {subnet} overlaps link {y.name}'s "
-                                           f"{y.subnet}")
-        for end in (a, b):
-            if len(x.intf(end)) > 15:
-                raise spec.error("ends", f"interface name {x.intf(end)} is longer than 15 "
-                                         f"characters: use shorter node names")
-        links[lname] = x
-    # Every edge node needs an uplink.
-    for n, what in names.items():
-        if what in ("site gateway", "Map-Server", "proxy xTR"):
-            if not any(n in x.ends() and x.other(n) in routers for x in links.values()):
-                raise links_m.error(None, f"{what} {n} has no link to a router")
-    for sname, site in sites.items():
-        rm = site.__dict__.pop("_rlocs_m")
-        if rm is None:
-            continue
-        if not isinstance(rm, Map):
-            raise sites_m[sname].error("rlocs", "rlocs: a mapping of uplink: {priority:, weight:}")
-        for up, te in rm.items():
-            x = links.get(up)
-            if x is None or site.gateway not in x.ends():
-                raise rm.error(up, f"rlocs: {up!r} is not an uplink of {site.gateway}")
-            if not isinstance(te, Map):
-                raise rm.error(up, "rlocs: each uplink takes {priority: N, weight: N}")
-            check_keys(te, ("priority", "weight"), (), f"rlocs {up}")
-            site.rloc_te[up] = (int(_number(te, "priority", 0, 255)) if "priority" in te else 1,
-                                int(_number(te, "weight", 0, 100)) if "weight" in te else 100)
-
-    # Hosts.
-    hosts_m = _mapping(data, "hosts", "hosts")
-    hosts = {}
-    for hname, spec in hosts_m.items():
-        _key_name(hosts_m, hname, "host")
-        if not isinstance(spec, Map):
-            raise hosts_m.error(hname, f"host {hname}: a mapping (site:, address:)")
-        claim(hname, hosts_m, hname, "host")
-        check_keys(spec, ("site", "address", "vm", "foreign"), ("site", "address"),
-                   f"host {hname}")
-        if spec["site"] not in sites:
-            raise spec.error("site", f"host {hname}: unknown site {spec['site']!r} "
-                                     f"(sites: {', '.join(sites)})")
-        site = sites[spec["site"]]
-        h = Host(hname, site.name, _addrs(spec, "address"),
-                 _bool(spec, "vm") if "vm" in spec else False,
-                 _bool(spec, "foreign") if "foreign" in spec else False)
-        for a in h.addresses:
-            # the LAN's subnets and those of the xTR-held gateways
-            subnets = site.lan + list(site.dynamic_gateways.values())
-            same = [lan for lan in subnets if lan.version == a.version]
-            # (a family the site's LAN has no subnet of is the hosts' own: no gateway)
-            if same and not h.foreign and not any(a.network == lan.network for lan in same):
-                nets = ", ".join(str(x.network) for x in subnets)
-                raise spec.error("address", f"host {hname}: {a} is outside site {site.name}'s "
-                                            f"LAN ({nets}; foreign: true if on purpose)")
-            if any(a.ip == lan.ip for lan in subnets):
-                raise spec.error("address", f"host {hname}: {a.ip} is the gateway's address")
-        hosts[hname] = h
-    all_addrs = {}
-    for h in hosts.values():
-        for a in h.addresses:
-            if a.ip in all_addrs:
-                raise hosts_m[h.name].error("address", f"host {h.name}: {a.ip} is also "
-                                                       f"{all_addrs[a.ip]}'s address")
-            all_addrs[a.ip] = h.name
-    for s in sites.values():
-        here = [h for h in hosts.values() if h.site == s.name]
-        if not s.switch and len(here) > 1:
-            raise sites_m.error(s.name, f"site {s.name} has {len(here)} hosts: give it a "
-                                        f"switch")
-        if not s.switch and any(h.vm for h in here):
-            raise sites_m.error(s.name, f"site {s.name} has a VM: give it a switch (a VM "
-                                        f"moves between switches)")
-
-    dci = None
-    if "dci" in data:
-        dm = _mapping(data, "dci", "dci")
-        check_keys(dm, ("sites", "delay", "fhrp_isolation"), ("sites",), "dci")
-        ds = dm["sites"]
-        if not isinstance(ds, Seq) or len(ds) != 2 or ds[0] == ds[1]:
-            raise dm.error("sites", "dci: sites: [SITE, SITE], two data centers")
-        for i, s in enumerate(ds):
-            if s not in sites or not sites[s].switch:
-                raise ds.error(i, f"dci: {s!r} is not a site with a switch")
-        dci = Dci(tuple(ds), _delay(dm, "delay") if "delay" in dm else 0.0,
-                  _bool(dm, "fhrp_isolation") if "fhrp_isolation" in dm else True)
-
+    r = _Reader(data)
+    for section in (r.read_routers, r.read_core, r.read_mapping_system, r.read_proxies,
+                    r.read_sites, r.read_links, r.read_uplinks, r.read_hosts, r.read_dci):
+        section()                            # in this order: each uses what came before
     lab = Lab(name=data["lab"], description=str(data.get("description", "")).strip(),
-              file=path, lisp=lisp, routers=routers, routing=routing, links=links,
-              sites=sites, hosts=hosts, dci=dci, map_servers=ms_names, proxies=proxies,
-              timeline=[], register_interval=reg_interval, core_delay_ms=core_delay,
-              extends=getattr(data, "extends", None))
+              file=path, lisp=r.lisp, routers=r.routers, routing=r.routing, links=r.links,
+              sites=r.sites, hosts=r.hosts, dci=r.dci, map_servers=r.ms_names,
+              proxies=r.proxies, timeline=[], register_interval=r.reg_interval,
+              core_delay_ms=r.core_delay, extends=getattr(data, "extends", None))
     if "timeline" in data:
         lab.timeline = _timeline(_seq(data, "timeline", "timeline"), lab)
     return lab
@@ -434,8 +485,8 @@ def _timeline(seq, lab):
         last = at
         kinds = [k for k in m if k in STEP_KINDS]
         if len(kinds) != 1:
-            unknown = [k for k in m if k != "at" and not any(k in STEP_KINDS[j][0] + STEP_KINDS[j][1]
-                                                             for j in STEP_KINDS)]
+            known = {k for req, opt in STEP_KINDS.values() for k in req + opt}
+            unknown = [k for k in m if k != "at" and k not in known]
             if unknown:
                 raise m.error(unknown[0], f"unknown step {unknown[0]!r} (steps: "
                                           f"{', '.join(STEP_KINDS)})")
