@@ -5,6 +5,8 @@
 One lab (tests/data/kernel-lab.yaml: kph1 - kpx1 - kpr0 - kpx2 - kph2), one run, three
 ways, interleaved (plain, python, kernel, plain, python, kernel, ...), 3 repetitions:
   plain   kernel routing through the same nodes, no daemons, no encapsulation
+  plain_wire  the same with TSO/GSO off on the core links (wire-sized frames there, as
+          the xTRs' LISP packets are)
   python  our xTR daemons, `[dataplane] path = "python"` (TUN, Python threads)
   kernel  our xTR daemons, `[dataplane] path = "kernel"` (tc-BPF, punts to Python)
 Each: TCP (iperf3, one stream) and unpaced 64-byte UDP (iperf3 -u -l 64 -b 0, packets/s
@@ -29,7 +31,11 @@ from topologies.model import load
 PY = sys.executable
 LAB = Path(__file__).resolve().parent.parent / "tests" / "data" / "kernel-lab.yaml"
 XTRS = ("kpx1", "kpx2")
-MODES = ("plain", "python", "kernel")
+MODES = ("plain", "plain_wire", "python", "kernel")
+# plain_wire: the xTRs' uplinks and the router's ports segment in software (tso, gso off),
+# so the core carries wire-sized frames, as LISP must (issue 10, item 1); plain routing over
+# veths otherwise forwards the hosts' 64 KiB GSO packets whole.
+WIRE = {"kpx1": ["kpx1-kpr0"], "kpx2": ["kpx2-kpr0"], "kpr0": ["kpr0-kpx1", "kpr0-kpx2"]}
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -150,16 +156,24 @@ def run(quick=False, reps=3):
         net.start_daemons(overrides={n: {"dataplane": {"path": "kernel"}} for n in XTRS})
         for rep in range(reps):
             for mode in MODES:
-                if mode == "plain":
+                if mode.startswith("plain"):
                     for node in XTRS:
-                        net.stop_daemon(node)
-                        net.daemons[node].wait(10)
+                        if net.daemons[node].alive:
+                            net.stop_daemon(node)
+                            net.daemons[node].wait(10)
+                    for node, devs in WIRE.items():
+                        for dev in devs:
+                            onoff = "off" if mode == "plain_wire" else "on"
+                            lab.run(node, ["ethtool", "-K", dev, "tso", onoff, "gso", onoff])
                     for prefix, via in prefixes:
                         lab.run("kpr0", ["ip", "route", "replace", prefix, "via", via])
                     pids = []
                 else:
                     for prefix, _ in prefixes:
                         lab.run("kpr0", ["ip", "route", "del", prefix])
+                    for node, devs in WIRE.items():
+                        for dev in devs:
+                            lab.run(node, ["ethtool", "-K", dev, "tso", "on", "gso", "on"])
                     set_path(net, mode)
                     pids = [net.daemons[n].pid for n in XTRS]
                 print(f"bench_kernel: repetition {rep + 1}/{reps}: {mode}", flush=True)
@@ -175,9 +189,11 @@ def run(quick=False, reps=3):
     results["summary"] = {m: summary(raw[m]) for m in MODES}
     med = {m: results["summary"][m] for m in MODES}
     for key in ("tcp_gbit_s", "udp64_received_pps"):
-        p = med["plain"][key]["median"]
-        for m in ("python", "kernel"):
-            results[f"{m}_over_plain_{key}"] = round(med[m][key]["median"] / p, 3) if p else None
+        for base in ("plain", "plain_wire"):
+            p = med[base][key]["median"]
+            for m in ("python", "kernel"):
+                results[f"{m}_over_{base}_{key}"] = (round(med[m][key]["median"] / p, 3)
+                                                     if p else None)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "kernel.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -193,7 +209,7 @@ def main(argv):
     for m in MODES:
         t, u = s[m]["tcp_gbit_s"], s[m]["udp64_received_pps"]
         cpu = s[m].get("tcp_xtr_cpu_s_per_gb", {}).get("median")
-        print(f"  {m:7s} TCP {t['median']:.3f} ({t['min']:.3f}-{t['max']:.3f}) Gbit/s   "
+        print(f"  {m:10s} TCP {t['median']:.3f} ({t['min']:.3f}-{t['max']:.3f}) Gbit/s   "
               f"64-byte UDP {u['median']:,.0f} ({u['min']:,.0f}-{u['max']:,.0f}) pps   "
               f"xTR CPU {cpu} s/GB")
     print("bench_kernel: written to bench/results/kernel.json")
