@@ -15,8 +15,8 @@ read and written with the bpf(2) system call (ctypes). The
 object is built at install time (scripts/install.sh -> .venv/lib/lisp-lab/lisp_tc.o);
 `available()` says whether this node can use it, and why not.
 
-The map-cache in the kernel: an LPM trie keyed by (instance ID, IPv4 prefix) whose value is
-either "punt" (negative entries, away hosts, IPv6 or too many locators: the Python path
+The map-cache in the kernel: LPM tries (IPv4, IPv6) keyed by (instance ID, prefix), values
+either "punt" (negative entries, away hosts, IPv6 RLOCs or too many locators: the Python path
 decides) or the candidates of select_locator() (lowest priority, sorted by address, with
 cumulative weights), so the program picks the same RLOC for a flow as the core would. A
 second trie holds the EIDs this ETR delivers (its EID prefixes and detected hosts; an away
@@ -54,6 +54,7 @@ N_COUNTERS = 16
 
 _CFG = struct.Struct("=II4sIII")             # enabled, tun ifindex, rloc4 (BE), iid, mtu, flags
 _KEY = struct.Struct("=I4s4s")              # prefixlen (host order), iid BE, address BE
+_KEY6 = struct.Struct("=I4s16s")
 _MC = struct.Struct(f"=III{MAX_LOCS}I" + "4s" * MAX_LOCS)
 _OWN = struct.Struct("=I")
 
@@ -192,20 +193,22 @@ def possible_cpus():
 # --- map contents (pure: unit-tested without root) ----------------------------------------
 
 def lpm_key(iid, prefix):
-    """The trie key of (instance ID, IPv4 prefix): 32 bits of instance ID then the prefix,
-    both in network byte order; the length counts both."""
+    """The trie key of (instance ID, prefix): 32 bits of instance ID then the prefix, both
+    in network byte order; the length counts both. IPv4 and IPv6 prefixes have a trie
+    each (12- and 24-byte keys)."""
     prefix = ipaddress.ip_network(prefix)
-    if prefix.version != 4:
-        raise ValueError("IPv4 prefixes only")
-    return _KEY.pack(32 + prefix.prefixlen, struct.pack("!I", iid & 0xFFFFFFFF),
-                     prefix.network_address.packed)
+    k = _KEY if prefix.version == 4 else _KEY6
+    return k.pack(32 + prefix.prefixlen, struct.pack("!I", iid & 0xFFFFFFFF),
+                  prefix.network_address.packed)
 
 
 def decode_key(raw):
-    """(iid, IPv4Network) of a trie key."""
-    plen, iid, addr = _KEY.unpack(raw[:_KEY.size])
+    """(iid, IPv4Network or IPv6Network) of a trie key."""
+    k = _KEY if len(raw) == _KEY.size else _KEY6
+    plen, iid, addr = k.unpack(raw[:k.size])
     return (struct.unpack("!I", iid)[0],
-            ipaddress.IPv4Network((int.from_bytes(addr, "big"), plen - 32), strict=False))
+            (ipaddress.IPv6Network if k is _KEY6 else ipaddress.IPv4Network)(
+                (int.from_bytes(addr, "big"), plen - 32), strict=False))
 
 
 def mc_value(action, cands=(), cum=(), total=0):
@@ -224,7 +227,7 @@ def decode_mc(raw):
 
 def entry_value(entry):
     """The trie value for a map-cache entry: ACT_ENCAP with select_locator's candidates
-    when they are all IPv4 (at most MAX_LOCS), else ACT_PUNT."""
+    when they are all IPv4 RLOCs (at most MAX_LOCS), else ACT_PUNT."""
     if entry.is_negative:
         return mc_value(ACT_PUNT)
     cands, cum, total = entry._choice or entry._build_choice()
@@ -234,28 +237,28 @@ def entry_value(entry):
 
 
 def desired_maps(core, now):
-    """({key: value} of the map-cache trie, {key: value} of the own-EIDs trie) for the
-    core's state: its map-cache (live IPv4 entries), its away hosts (punt: the core
-    re-encapsulates and solicits), its EID prefixes and detected hosts (deliver)."""
+    """({key: value} of the map-cache tries, {key: value} of the own-EIDs tries; IPv4
+    and IPv6 keys together, told apart by their size) for the core's state: its map-cache
+    (live entries), its away hosts (punt: the core re-encapsulates and solicits), its EID
+    prefixes and detected hosts (deliver)."""
     mc, own = {}, {}
     dynamic = getattr(core.etr, "dynamic", {})
     for e in core.itr.cache.entries():
-        if e.prefix.version == 4 and not e.is_expired(now):
+        if not e.is_expired(now):
             mc[lpm_key(e.iid, e.prefix)] = entry_value(e)
     for iid, p in getattr(core.etr, "prefixes", ()):
-        if p.version == 4:
-            own[lpm_key(iid, p)] = _OWN.pack(ACT_ENCAP)
+        own[lpm_key(iid, p)] = _OWN.pack(ACT_ENCAP)
     for e in core.etr.away.entries():
-        if e.prefix.version != 4 or e.is_expired(now):
+        if e.is_expired(now):
             continue
         key = lpm_key(e.iid, e.prefix)
-        if (e.iid, e.prefix.network_address) in dynamic and e.prefix.prefixlen == 32:
+        if (e.iid, e.prefix.network_address) in dynamic and \
+                e.prefix.prefixlen == e.prefix.max_prefixlen:
             continue
         mc[key] = mc_value(ACT_PUNT)
         own[key] = _OWN.pack(ACT_PUNT)
     for (iid, ip) in dynamic:
-        if ip.version == 4:
-            own[lpm_key(iid, ipaddress.ip_network(f"{ip}/32"))] = _OWN.pack(ACT_ENCAP)
+        own[lpm_key(iid, ipaddress.ip_network(ip))] = _OWN.pack(ACT_ENCAP)
     return mc, own
 
 
@@ -307,7 +310,7 @@ class KernelPath:
         self.attach_mode = None
         self.features = {}                 # dev -> {feature: value before}
         self.maps = {}
-        self.written = ({}, {})            # what the tries hold: (mc, own)
+        self.written = {"mc4": {}, "own4": {}, "mc6": {}, "own6": {}}   # what they hold
         self.syncs = 0
         try:
             self._load()
@@ -363,6 +366,8 @@ class KernelPath:
         self.maps = {"cfg": Map(m / "lisp_cfg", 4, _CFG.size),
                      "mc4": Map(m / "lisp_mc4", _KEY.size, _MC.size),
                      "own4": Map(m / "lisp_own4", _KEY.size, _OWN.size),
+                     "mc6": Map(m / "lisp_mc6", _KEY6.size, _MC.size),
+                     "own6": Map(m / "lisp_own6", _KEY6.size, _OWN.size),
                      "counters": Map(m / "lisp_counters", 4, 8, percpu=True)}
 
     def _uplink_features(self, dev):
@@ -412,9 +417,11 @@ class KernelPath:
 
     def sync(self, core, now):
         """Make the tries hold what the core says (only the differences are written)."""
-        want = desired_maps(core, now)
-        for (name, have), new in zip((("mc4", self.written[0]), ("own4", self.written[1])),
-                                     want):
+        mc, own = desired_maps(core, now)
+        for name, new in (("mc4", mc), ("own4", own), ("mc6", mc), ("own6", own)):
+            size = _KEY.size if name.endswith("4") else _KEY6.size
+            new = {k: v for k, v in new.items() if len(k) == size}
+            have = self.written[name]
             m = self.maps[name]
             for key in [k for k in have if k not in new]:
                 m.delete(key)
@@ -432,7 +439,8 @@ class KernelPath:
         for k in m.keys():
             v = m.lookup(k)
             if v is not None:
-                out[decode_key(k)] = decode_mc(v) if which == "mc4" else _OWN.unpack(v)[0]
+                out[decode_key(k)] = decode_mc(v) if which.startswith("mc") else \
+                    _OWN.unpack(v)[0]
         return out
 
     def counters(self):

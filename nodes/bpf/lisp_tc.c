@@ -13,7 +13,8 @@
  *                destination is one of our EIDs is decapsulated (inner TTL = min(inner,
  *                outer)) and handed to the kernel, which forwards it to the LAN.
  *
- * Whatever else (map-cache misses, negative or away entries, IPv6, fragments, IP options,
+ * Inner IPv6 is handled the same way (hop limit, traffic class), over the IPv4 RLOC.
+ * Whatever else (map-cache misses, negative or away entries, fragments, IP options,
  * too big for the path MTU, TTL expiring, odd lengths) is passed on unchanged
  * (PASS): the kernel routes it into the TUN or to the UDP socket, and the Python data
  * plane handles it exactly as without this program (ICMP for too-big packets included).
@@ -23,6 +24,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/in.h>
 #include <linux/udp.h>
 #include <linux/tcp.h>
@@ -32,6 +34,12 @@
 
 #ifndef AF_INET
 #define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)   /* kernel 6.3 */
 #endif
 
 #define LISP_DATA_PORT 4341
@@ -59,7 +67,7 @@ enum {
 	C_PUNT_TTL,             /* encap: TTL would expire */
 	C_PUNT_FRAG,            /* fragments, both ways */
 	C_PUNT_ODD,             /* IP options, odd lengths, GSO other than TCP, no route */
-	C_PUNT_IPV6,            /* IPv6 inner packets, both ways */
+	C_PUNT_IPV6,            /* (unused: IPv6 inner packets are handled) */
 	C_PUNT_DECAP_NOT_OURS,  /* decap: inner destination not a delivered EID of ours */
 	C_PUNT_DECAP_IID,       /* decap: another instance ID */
 	C_PUNT_DECAP_OTHER,     /* decap: GSO batch, known-RLOCs-only policy, short */
@@ -113,6 +121,28 @@ struct {
 	__type(key, struct lpm_key);
 	__type(value, __u32);
 } lisp_own4 SEC(".maps");
+
+struct lpm_key6 {
+	__u32 prefixlen;        /* 32 (instance ID) + prefix length */
+	__u32 iid;              /* network byte order */
+	__u32 addr[4];          /* network byte order */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_key6);
+	__type(value, struct mc_val);
+} lisp_mc6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_key6);
+	__type(value, __u32);
+} lisp_own6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -210,6 +240,169 @@ struct outer {
 } __attribute__((aligned(4)));
 _Static_assert(sizeof(struct outer) == ENCAP_LEN, "outer header size");
 
+/* select_locator: the CRC picks a point in [0, total weight) (Fibonacci hashing); then
+ * the uplink toward the RLOC (main table, no policy rules). 0, or a counter to punt with. */
+static __always_inline int pick_rloc(struct __sk_buff *skb, struct lisp_cfg *cfg,
+				     struct mc_val *mc, __u32 crc, __u32 *rloc, __u32 *ifindex)
+{
+	__u32 idx = 0;
+	if (mc->count > 1) {
+		__u32 h = crc * GOLDEN;
+		__u32 point = (__u32)(((__u64)h * mc->total) >> 32);
+		idx = mc->count - 1;
+#pragma unroll
+		for (int i = MAX_LOCS - 1; i >= 0; i--)
+			if (i < mc->count && mc->cum[i] > point)
+				idx = i;
+	}
+	if (idx >= MAX_LOCS)
+		return C_PUNT_ENTRY;
+	*rloc = mc->rloc[idx];
+	struct bpf_fib_lookup ofib = {};
+	ofib.family = AF_INET;
+	ofib.l4_protocol = IPPROTO_UDP;
+	ofib.ipv4_src = cfg->rloc4;
+	ofib.ipv4_dst = *rloc;
+	ofib.ifindex = skb->ingress_ifindex;
+	long rc = bpf_fib_lookup(skb, &ofib, sizeof(ofib), BPF_FIB_LOOKUP_DIRECT);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return C_PUNT_ODD;
+	*ifindex = ofib.ifindex;
+	return 0;
+}
+
+/* Outer IPv4 + UDP + LISP in front of the inner packet (`tot` bytes), to the uplink. */
+static __always_inline int emit(struct __sk_buff *skb, struct lisp_cfg *cfg, __u32 rloc,
+				__u32 out_ifindex, __u32 crc, __u32 tot, __u8 ttl, __u8 tos,
+				__u32 segs)
+{
+	struct outer o = {};
+	o.ip.version = 4;
+	o.ip.ihl = 5;
+	o.ip.tos = tos;
+	o.ip.tot_len = bpf_htons((__u16)(tot + ENCAP_LEN));
+	o.ip.id = 0;
+	o.ip.frag_off = bpf_htons(0x4000);
+	o.ip.ttl = ttl;
+	o.ip.protocol = IPPROTO_UDP;
+	o.ip.saddr = cfg->rloc4;
+	o.ip.daddr = rloc;
+	o.udp.source = bpf_htons(0xC000 | (((crc * GOLDEN) >> 18) & 0x3FFF));
+	o.udp.dest = bpf_htons(LISP_DATA_PORT);
+	o.udp.len = bpf_htons((__u16)(tot + 16));
+	o.udp.check = 0;
+	__u32 nonce = bpf_get_prandom_u32() & 0xFFFFFF;
+	if (!nonce)
+		nonce = 1;
+	o.lisp0 = bpf_htonl(0xC8000000u | nonce);           /* N, L, I; nonce */
+	o.lisp1 = bpf_htonl(((cfg->iid & 0xFFFFFF) << 8) | 1); /* instance ID, LSB */
+	__u32 sum = 0;
+	__u16 *w = (__u16 *)&o;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	o.ip.check = csum_fold32(sum);
+
+	if (bpf_skb_adjust_room(skb, ENCAP_LEN, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L2(8)))
+		return punt(C_PUNT_REDIRECT);   /* (dropped: the inner TTL is down already) */
+	__u16 ethertype = bpf_htons(ETH_P_IP);   /* (an IPv6 inner packet has an IPv4 outer) */
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &o, sizeof(o), 0) ||
+	    bpf_skb_store_bytes(skb, 12, &ethertype, 2, 0))
+		return punt(C_PUNT_REDIRECT);
+	count(C_ENCAP, segs ? segs : 1);
+	count(C_ENCAP_SKBS, 1);
+	return bpf_redirect_neigh(out_ifindex, NULL, 0, 0);
+}
+
+static __always_inline __u32 crc32_addr6(__u32 crc, __u32 *a)
+{
+	crc = crc32_u32(crc, a[0]);
+	crc = crc32_u32(crc, a[1]);
+	crc = crc32_u32(crc, a[2]);
+	return crc32_u32(crc, a[3]);
+}
+
+/* IPv6 inner packets: the same as IPv4, with the hop limit and the traffic class. */
+static __always_inline int encap6(struct __sk_buff *skb, struct lisp_cfg *cfg)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	if ((void *)(ip6 + 1) > end)
+		return PASS;
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET6;
+	fib.flowinfo = *(__u32 *)ip6 & bpf_htonl(0x0FFFFFFF);
+	fib.l4_protocol = ip6->nexthdr;
+	fib.tot_len = skb->gso_size ? 0 : bpf_ntohs(ip6->payload_len) + 40;
+	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	fib.ifindex = skb->ingress_ifindex;
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return punt(C_PUNT_MTU);
+	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+	    || fib.ifindex != cfg->tun_ifindex)
+		return PASS;
+	__u8 proto = ip6->nexthdr;
+	if (proto == 44)
+		return punt(C_PUNT_FRAG);
+	if (ip6->hop_limit <= 1)
+		return punt(C_PUNT_TTL);
+	__u32 tot = bpf_ntohs(ip6->payload_len) + 40;
+	__u32 gso = skb->gso_size;
+	if (!gso && tot != skb->len - ETH_HLEN)
+		return punt(C_PUNT_ODD);
+	__u32 crc = 0xFFFFFFFFu;
+	crc = crc32_byte(crc, proto);
+	crc = crc32_addr6(crc, (__u32 *)&ip6->saddr);
+	crc = crc32_addr6(crc, (__u32 *)&ip6->daddr);
+	__u32 l4len = 0;
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == 132) {
+		__u32 *ports = (void *)(ip6 + 1);
+		if ((void *)(ports + 1) > end)
+			return punt(C_PUNT_ODD);
+		crc = crc32_u32(crc, *ports);
+		if (proto == IPPROTO_TCP) {
+			struct tcphdr *th = (void *)(ip6 + 1);
+			if ((void *)(th + 1) > end)
+				return punt(C_PUNT_ODD);
+			l4len = th->doff * 4;
+		}
+	}
+	crc = ~crc;
+	if (gso) {
+		if (proto != IPPROTO_TCP || !l4len)
+			return punt(C_PUNT_ODD);
+		if (40 + l4len + gso + ENCAP_LEN > cfg->mtu)
+			return punt(C_PUNT_MTU);
+	} else if (tot + ENCAP_LEN > cfg->mtu) {
+		return punt(C_PUNT_MTU);
+	}
+	struct lpm_key6 key = { .prefixlen = 160, .iid = bpf_htonl(cfg->iid) };
+	__builtin_memcpy(key.addr, &ip6->daddr, 16);
+	struct mc_val *mc = bpf_map_lookup_elem(&lisp_mc6, &key);
+	if (!mc)
+		return punt(C_PUNT_MISS);
+	if (mc->action != ACT_ENCAP || mc->count == 0 || mc->count > MAX_LOCS)
+		return punt(C_PUNT_ENTRY);
+	__u32 rloc = 0, out_ifindex = 0;
+	int why = pick_rloc(skb, cfg, mc, crc, &rloc, &out_ifindex);
+	if (why)
+		return punt(why);
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip6 = data + ETH_HLEN;
+	if ((void *)(ip6 + 1) > end)
+		return PASS;
+	ip6->hop_limit -= 1;                 /* forwarded, as on its way into the TUN */
+	__u8 ttl = ip6->hop_limit;
+	__u8 tos = ((((__u8 *)ip6)[0] & 0x0F) << 4) | (((__u8 *)ip6)[1] >> 4);
+	return emit(skb, cfg, rloc, out_ifindex, crc, tot, ttl, tos, gso ? skb->gso_segs : 1);
+}
+
 SEC("tc")
 int lisp_encap(struct __sk_buff *skb)
 {
@@ -223,7 +416,7 @@ int lisp_encap(struct __sk_buff *skb)
 	if ((void *)(eth + 1) > end)
 		return PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return PASS;               /* (the Python path; not counted: ND etc.) */
+		return encap6(skb, cfg);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return PASS;
 	struct iphdr *ip = (void *)(eth + 1);
@@ -295,32 +488,15 @@ int lisp_encap(struct __sk_buff *skb)
 	if (mc->action != ACT_ENCAP || mc->count == 0 || mc->count > MAX_LOCS)
 		return punt(C_PUNT_ENTRY);
 
-	/* select_locator: the CRC picks a point in [0, total weight) (Fibonacci hashing). */
-	__u32 idx = 0;
-	if (mc->count > 1) {
-		__u32 h = crc * GOLDEN;
-		__u32 point = (__u32)(((__u64)h * mc->total) >> 32);
-		idx = mc->count - 1;
-#pragma unroll
-		for (int i = MAX_LOCS - 1; i >= 0; i--)
-			if (i < mc->count && mc->cum[i] > point)
-				idx = i;
-	}
-	if (idx >= MAX_LOCS)
-		return punt(C_PUNT_ENTRY);
-	__u32 rloc = mc->rloc[idx];
-
-	/* The uplink toward the RLOC (main table, no policy rules). */
-	struct bpf_fib_lookup ofib = {};
-	ofib.family = AF_INET;
-	ofib.l4_protocol = IPPROTO_UDP;
-	ofib.ipv4_src = cfg->rloc4;
-	ofib.ipv4_dst = rloc;
-	ofib.ifindex = skb->ingress_ifindex;
-	rc = bpf_fib_lookup(skb, &ofib, sizeof(ofib), BPF_FIB_LOOKUP_DIRECT);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return punt(C_PUNT_ODD);
-	__u32 out_ifindex = ofib.ifindex;
+	__u32 rloc = 0, out_ifindex = 0;
+	int why = pick_rloc(skb, cfg, mc, crc, &rloc, &out_ifindex);
+	if (why)
+		return punt(why);
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > end)
+		return PASS;
 
 	/* The inner packet is forwarded: its TTL goes down by one (as on its way into the
 	 * TUN), incremental checksum as ip_decrease_ttl. */
@@ -328,47 +504,35 @@ int lisp_encap(struct __sk_buff *skb)
 	check += bpf_htons(0x0100);
 	ip->check = (__u16)(check + (check >= 0xFFFF));
 	ip->ttl -= 1;
-	__u8 ttl = ip->ttl, tos = ip->tos;
-	__u32 segs = gso ? skb->gso_segs : 1;
-	if (!segs)
-		segs = 1;
+	return emit(skb, cfg, rloc, out_ifindex, crc, tot, ip->ttl, ip->tos,
+		    gso ? skb->gso_segs : 1);
+}
 
-	struct outer o = {};
-	o.ip.version = 4;
-	o.ip.ihl = 5;
-	o.ip.tos = tos;
-	o.ip.tot_len = bpf_htons((__u16)(tot + ENCAP_LEN));
-	o.ip.id = 0;
-	o.ip.frag_off = bpf_htons(0x4000);
-	o.ip.ttl = ttl;
-	o.ip.protocol = IPPROTO_UDP;
-	o.ip.saddr = cfg->rloc4;
-	o.ip.daddr = rloc;
-	o.udp.source = bpf_htons(0xC000 | (((crc * GOLDEN) >> 18) & 0x3FFF));
-	o.udp.dest = bpf_htons(LISP_DATA_PORT);
-	o.udp.len = bpf_htons((__u16)(tot + 16));
-	o.udp.check = 0;
-	__u32 nonce = bpf_get_prandom_u32() & 0xFFFFFF;
-	if (!nonce)
-		nonce = 1;
-	o.lisp0 = bpf_htonl(0xC8000000u | nonce);           /* N, L, I; nonce */
-	o.lisp1 = bpf_htonl(((cfg->iid & 0xFFFFFF) << 8) | 1); /* instance ID, LSB */
-	__u32 sum = 0;
-	__u16 *w = (__u16 *)&o;
-#pragma unroll
-	for (int i = 0; i < 10; i++)
-		sum += w[i];
-	o.ip.check = csum_fold32(sum);
-
-	if (bpf_skb_adjust_room(skb, ENCAP_LEN, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
-				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L2(8)))
-		return punt(C_PUNT_ODD);        /* (nothing changed but the inner TTL) */
-	if (bpf_skb_store_bytes(skb, ETH_HLEN, &o, sizeof(o), 0))
-		return punt(C_PUNT_REDIRECT);
-	count(C_ENCAP, segs);
-	count(C_ENCAP_SKBS, 1);
-	return bpf_redirect_neigh(out_ifindex, NULL, 0, 0);
+/* An IPv6 inner packet (its LISP header checked): ours, so decapsulated, or PASS. */
+static __always_inline int decap6(struct __sk_buff *skb, struct lisp_cfg *cfg, __u8 outer_ttl)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *in = data + ETH_HLEN + ENCAP_LEN;
+	if ((void *)(in + 1) > end)
+		return punt(C_PUNT_DECAP_OTHER);
+	if (bpf_ntohs(in->payload_len) + 40 + ENCAP_LEN + ETH_HLEN != skb->len)
+		return punt(C_PUNT_DECAP_OTHER);
+	struct lpm_key6 key = { .prefixlen = 160, .iid = bpf_htonl(cfg->iid) };
+	__builtin_memcpy(key.addr, &in->daddr, 16);
+	__u32 *own = bpf_map_lookup_elem(&lisp_own6, &key);
+	if (!own || *own != ACT_DELIVER)
+		return punt(C_PUNT_DECAP_NOT_OURS);
+	if (outer_ttl < in->hop_limit)
+		in->hop_limit = outer_ttl;          /* min(inner, outer); no checksum in IPv6 */
+	if (bpf_skb_adjust_room(skb, -ENCAP_LEN, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_DECAP_L3_IPV6))
+		return punt(C_PUNT_DECAP_OTHER);
+	__u16 ethertype = bpf_htons(ETH_P_IPV6);
+	if (bpf_skb_store_bytes(skb, 12, &ethertype, 2, 0))
+		return punt(C_PUNT_DECAP_OTHER);
+	count(C_DECAP, 1);
+	return PASS;
 }
 
 SEC("tc")
@@ -407,7 +571,7 @@ int lisp_decap(struct __sk_buff *skb)
 			return punt(C_PUNT_DECAP_IID);
 	}
 	if (in->version == 6)
-		return punt(C_PUNT_IPV6);
+		return decap6(skb, cfg, ip->ttl);
 	if (in->version != 4 || in->ihl < 5)
 		return punt(C_PUNT_DECAP_OTHER);
 	if (bpf_ntohs(in->tot_len) + ENCAP_LEN + ETH_HLEN != skb->len ||

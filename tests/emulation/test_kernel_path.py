@@ -1,9 +1,10 @@
 """The kernel data path (issue 10, item 2): tc-BPF encapsulation on the LAN side and
 decapsulation on the RLOC side, `[dataplane] path = "kernel"` on both xTRs of
-tests/data/kernel-lab.yaml (two IPv4 LISP sites, instance ID 7, one core router).
+tests/data/kernel-lab.yaml (two IPv4+IPv6 LISP sites, instance ID 7, one core router).
 
 What these tests prove:
-- pings and TCP transfers (content checked) work both ways, with the links' offloads ON
+- pings and TCP transfers (content checked) work both ways, IPv4 and IPv6 EIDs, with the
+  links' offloads ON
   (so the hosts' TCP hands the xTR 64 KiB GSO packets), and the kernel counters show that
   the packets went through the kernel path, not the Python one;
 - a capture on the core router (tcpdump on its side of each xTR link: what the wire
@@ -48,8 +49,10 @@ sites = lab_fixture(DATA / "kernel-lab.yaml", "kernelpath",
 
 SERVER = r'''
 import hashlib, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); print("ready", flush=True)
+v6 = len(sys.argv) > 2 and sys.argv[2] == "6"
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if v6 else "0.0.0.0", int(sys.argv[1]))); s.listen(1); print("ready", flush=True)
 c, _ = s.accept(); h = hashlib.sha256(); n = 0
 while True:
     b = c.recv(1 << 16)
@@ -134,13 +137,13 @@ def tshark(pcap, *args):
     return r.stdout.splitlines()
 
 
-def transfer(run, src, dst, port):
+def transfer(run, src, dst, port, version=4):
     lab, workdir = run.lab, run.workdir
-    server = lab.start_process(dst, [PY, "-c", SERVER, str(port)], workdir /
+    server = lab.start_process(dst, [PY, "-c", SERVER, str(port), str(version)], workdir /
                                f"server-{dst}.log", name=f"tcp-server-{dst}")
     assert started(server), server.read_log()
     pattern = os.urandom(32)
-    r = lab.run(src, [PY, "-c", SENDER, run.ip(dst, 4), str(port), pattern.hex(),
+    r = lab.run(src, [PY, "-c", SENDER, run.ip(dst, version), str(port), pattern.hex(),
                       str(TRANSFER)], timeout=60)
     assert r.returncode == 0, r.stderr
     server.wait(10)
@@ -211,6 +214,33 @@ def test_ping_and_tcp_both_ways_through_the_kernel(sites):
         bad = tshark(pcap, "-o", "ip.check_checksum:TRUE", "-Y",
                      "ip.checksum.status == 0")
         assert bad == [], bad[:3]
+
+
+def test_ipv6_eids_through_the_kernel(sites):
+    """IPv6 EIDs over the IPv4 RLOCs: ping both ways and a checked TCP transfer, all
+    encapsulated and decapsulated by the programs (hop limit, traffic class)."""
+    h1, h2 = sites.ip("kph1", 6), sites.ip("kph2", 6)
+    assert sites.warm("kph1", h2) and sites.warm("kph2", h1)
+    before = {n: sites.counters(n) for n in XTRS}
+    proc, pcap = tcpdump(sites, "kpr0", LINKS["kpx1"], "core6-kpx1")
+    for a, b in (("kph1", h2), ("kph2", h1)):
+        r = sites.ping(a, b, 10)
+        assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout
+    transfer(sites, "kph1", "kph2", 5103, version=6)
+    stop(proc)
+    after = {n: sites.counters(n) for n in XTRS}
+    for n in XTRS:
+        d = {k: after[n].get(k, 0) - before[n].get(k, 0) for k in after[n]
+             if isinstance(after[n][k], int)}
+        assert d["kernel_decapsulated"] >= 20 and d["kernel_encapsulated"] >= 20, d
+        assert d["packets_encapsulated"] - d["kernel_encapsulated"] <= 5, d
+        assert d["packets_decapsulated"] - d["kernel_decapsulated"] <= 5, d
+    rows = tshark(pcap, "-Y", f"lisp-data && ipv6.dst == {h2}", "-T", "fields",
+                  "-e", "lisp-data.iid", "-e", "frame.len")
+    assert len(rows) >= TRANSFER // MTU
+    assert {r.split("\t")[0] for r in rows} == {str(IID)}
+    assert max(int(r.split("\t")[1]) for r in rows) <= MTU + 14
+    assert tshark(pcap, "-Y", "_ws.malformed") == []
 
 
 def entries(run, node):

@@ -24,8 +24,11 @@ def test_key_layout():
     assert k == struct.pack("=I", 32 + 24) + b"\x00\x00\x00\x07" + bytes([10, 2, 0, 0])
     assert decode_key(k) == (7, net("10.2.0.0/24"))
     assert decode_key(lpm_key(0xFFFFFF, "0.0.0.0/0")) == (0xFFFFFF, net("0.0.0.0/0"))
-    with pytest.raises(ValueError):
-        lpm_key(0, "2001:db8::/32")
+    k6 = lpm_key(7, "2001:db8:2::/64")
+    assert k6 == struct.pack("=I", 32 + 64) + b"\x00\x00\x00\x07" + \
+        ipaddress.ip_address("2001:db8:2::").packed
+    assert decode_key(k6) == (7, net("2001:db8:2::/64"))
+    assert decode_key(lpm_key(1, "::/0")) == (1, net("::/0"))
 
 
 def test_value_round_trip():
@@ -98,9 +101,9 @@ def test_desired_maps():
     mc = {decode_key(k): decode_mc(v)[0] for k, v in mc.items()}
     own = {decode_key(k): struct.unpack("=I", v)[0] for k, v in own.items()}
     assert mc == {(7, net("10.2.0.0/24")): ACT_ENCAP, (7, net("10.3.0.0/24")): ACT_PUNT,
-                  (7, net("10.1.0.77/32")): ACT_PUNT}
+                  (7, net("10.1.0.77/32")): ACT_PUNT, (7, net("2001:db8:2::/64")): ACT_ENCAP}
     assert own == {(7, net("10.1.0.0/24")): ACT_ENCAP, (7, net("10.1.0.77/32")): ACT_PUNT,
-                   (7, net("10.9.0.5/32")): ACT_ENCAP}
+                   (7, net("10.9.0.5/32")): ACT_ENCAP, (7, net("2001:db8:1::/64")): ACT_ENCAP}
 
 
 XTR = """
