@@ -16,6 +16,7 @@ setup(
         "scapy>=2.5",
         "pyroute2>=0.7",
         "matplotlib>=3.5",
+        "pyyaml>=5.4",                  # lab files (topologies/labfile.py)
         "tomli>=2; python_version < \"3.11\"",
     ],
     extras_require={

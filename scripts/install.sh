@@ -17,13 +17,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Packages: emulation (mininet, iproute2, bridges, ebtables/iptables), captures (tcpdump,
-# tshark), traffic (iperf3), routing for the core (frr), the venv, and the headers that the
-# NetfilterQueue delay emulator builds against.
+# tshark), traffic (iperf3), routing for the core (frr), the venv, the headers that the
+# NetfilterQueue delay emulator builds against, and YAML for the lab files (also for
+# `mn --custom topologies/dc.py`, which runs under the distribution's python3).
 apt_packages=(
     mininet iproute2 bridge-utils ebtables iptables ethtool procps psmisc kmod
     iputils-ping iputils-arping netcat-openbsd
     tcpdump tshark iperf3 frr sudo
     python3 python3-venv python3-dev python3-pip gcc libnetfilter-queue-dev
+    python3-yaml
 )
 
 missing=()
@@ -84,6 +86,6 @@ if [ ! -f "$bpf_out/lisp_tc.o" ] || [ "$here/nodes/bpf/lisp_tc.c" -nt "$bpf_out/
     fi
 fi
 
-"$venv/bin/python" -c "import mininet.net, scapy, pyroute2, matplotlib, pytest, hypothesis" \
+"$venv/bin/python" -c "import mininet.net, scapy, pyroute2, matplotlib, pytest, hypothesis, yaml" \
     || { echo "install: the virtual environment is broken; remove $venv and run again" >&2; exit 1; }
 echo "install: up to date ($venv)"
