@@ -17,6 +17,7 @@ def main(argv):
     mods = [("core", bench_core), ("mapcache", bench_mapcache)]
     if os.geteuid() == 0:
         mods.append(("dataplane", bench_dataplane))
+        mods.append(("kernel", __import__("bench.bench_kernel", fromlist=["run"])))
     else:
         print("bench: dataplane skipped (needs root: sudo make bench)")
     for name, mod in mods:

@@ -1033,7 +1033,7 @@ def _start_kernelpath(self):
     cfg = self.cfg
     if getattr(cfg, "dataplane_path", "python") != "kernel" or self.dataplane is None:
         return
-    from .kernelpath import KernelPath, KernelPathError
+    from .kernelpath import KernelPath
     from .offload import ipv4_interfaces
     rloc4 = self.dataplane.rloc4
     try:
@@ -1041,7 +1041,7 @@ def _start_kernelpath(self):
         self.kernelpath = KernelPath(cfg.name, cfg.lan_interfaces, cfg.tun, rloc4,
                                      self.dataplane.iid, cfg.mtu, uplinks,
                                      cfg.decap_known_rlocs_only, log=self.log.write)
-    except (KernelPathError, OSError, ValueError) as e:
+    except Exception as e:          # (KernelPathError, OSError, ...): never stops the node
         self.io_counters["kernel_path_unavailable"] = 1
         self.log.write("kernel_path_unavailable", reason=str(e))
         print(f"lisp-node {cfg.name}: the kernel data path is unavailable ({e}): "
