@@ -163,9 +163,12 @@ def main(argv=None):
                                     and not (held["paths"] and f.endswith(SAVED_SYSCTLS)))}
         left = {k: v for k, v in left.items() if v}
         runs.append({"run": i, "rc": r.returncode, "seconds": round(time.monotonic() - t0, 1),
-                     "checks": checks, "leftovers": left, "rss_kb": peak})
+                     "checks": checks, "leftovers": left, "rss_kb": peak,
+                     "error": (r.stderr.strip().splitlines() or [""])[-1] if r.returncode
+                     else None})
         subprocess.run(["rm", "-rf", str(ROOT / "captures" / run_id)])
-        print(f"[{time.monotonic() - started:7.1f}s] run {i + 1}/{args.runs}: rc {r.returncode}, "
+        print(f"[{time.monotonic() - started:7.1f}s] run {i + 1}/{args.runs}: rc {r.returncode}"
+              + (f" ({runs[-1]['error']})" if r.returncode else "") + ", "
               f"{checks}, {'nothing left' if not left else 'LEFT: ' + json.dumps(left)}, "
               f"peak RSS " + ", ".join(f"{n} {kb // 1024} MiB" for n, kb in sorted(peak.items())),
               flush=True)
