@@ -11,6 +11,8 @@ Nothing here knows about a particular lab: what differs between labs is in their
 The Lab (lab/emu.py) underneath guarantees the clean-up, also on Ctrl-C and after a crash
 (`lisp-lab clean`).
 """
+import contextlib
+import fcntl
 import ipaddress
 import signal
 import sys
@@ -23,6 +25,19 @@ from topologies.topo import LabTopo
 from .emu import Lab, wait_for
 
 PY = sys.executable
+
+
+@contextlib.contextmanager
+def _bridges_lock():
+    """Held while a lab checks that its root-namespace names are free and builds them."""
+    from .cleanup import RUN_DIR
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RUN_DIR / "bridges.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Network:
@@ -56,14 +71,18 @@ class Network:
         return names
 
     def __enter__(self):
-        taken = [n for n in self.root_names() if Path("/sys/class/net", n).exists()]
-        if taken:
-            raise RuntimeError(f"the interfaces {', '.join(taken)} exist already: another "
-                               f"lab with the same switch names is running (or a crashed run "
-                               f"left them: sudo .venv/bin/lisp-lab clean)")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.lab = Lab(LabTopo(lab=self.model, delays=self.delays), run_id=self.run_id)
-        self.lab.start()
+        # The check and the building under one lock: Mininet's LinuxBridge deletes a bridge
+        # of its name before it makes its own, so two labs naming the same switch, started
+        # together, would take each other's bridges.
+        with _bridges_lock():
+            taken = [n for n in self.root_names() if Path("/sys/class/net", n).exists()]
+            if taken:
+                raise RuntimeError(f"the interfaces {', '.join(taken)} exist already: another "
+                                   f"lab with the same switch names is running (or a crashed "
+                                   f"run left them: sudo .venv/bin/lisp-lab clean)")
+            self.lab.start()
         try:
             self.configure()
         except BaseException:

@@ -86,6 +86,20 @@ def cmd_list(args):
     return 0
 
 
+def _failed(command, e):
+    """A run that failed: one line, with the traceback kept in a file for a bug report.
+    Everything the run started has been removed by then (the Lab stops on the way out)."""
+    import tempfile
+    import traceback
+    with tempfile.NamedTemporaryFile("w", prefix=f"lisp-lab-{command}-", suffix=".log",
+                                     delete=False) as f:
+        traceback.print_exception(e, file=f)
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"lisp-lab {command}: {text} (everything it started has been removed; details in "
+          f"{f.name})", file=sys.stderr)
+    return 1
+
+
 def _root(command):
     import os
     if os.geteuid() != 0:
@@ -117,9 +131,8 @@ def cmd_run(args):
         print("lisp-lab run: interrupted; everything it started has been removed",
               file=sys.stderr)
         return 130
-    except RuntimeError as e:
-        print(f"lisp-lab run: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:                  # noqa: BLE001 (one line, never a traceback)
+        return _failed("run", e)
     paths = write_report(run_dir, {model.name: result}, result.get("delay_emulation"))
     print()
     print(summary_table({model.name: result}))
@@ -151,6 +164,8 @@ def cmd_demo(args):
         print("lisp-lab demo: interrupted; everything it started has been removed",
               file=sys.stderr)
         return 130
+    except Exception as e:                  # noqa: BLE001 (one line, never a traceback)
+        return _failed("demo", e)
     print()
     print(summary_table(results))
     import json

@@ -226,6 +226,10 @@ class _Reader:
                         instance_id=iid_default, key=key_default or "")
             if "switch" in spec:
                 site.switch = _name(spec, "switch", "switch")
+                if not re.search(r"\d", site.switch):     # Mininet needs a datapath ID
+                    raise spec.error("switch", f"switch {site.switch!r}: a switch's name needs "
+                                               f"a number (Mininet derives its datapath ID "
+                                               f"from it), e.g. {site.switch}1")
                 claim(site.switch, spec, "switch", f"switch of site {sname}")
             if "anycast_gateway" in spec:
                 ag = _mapping(spec, "anycast_gateway", "anycast_gateway")

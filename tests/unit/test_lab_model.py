@@ -114,6 +114,16 @@ def test_extends_merges_mappings_replaces_lists_and_null_removes(tmp_path):
         load(loop)
 
 
+def test_a_switch_name_needs_a_number(tmp_path):
+    """Mininet derives a switch's datapath ID from the digits of its name: without one the
+    build would fail with a traceback, so the file is refused first."""
+    text = GOOD.replace("  sb: {kind: client, gateway: xb, ", "  sb: {kind: client, gateway: xb, "
+                        "switch: sw, ")
+    e = error_of(tmp_path, text)
+    assert str(e).endswith(":9: switch 'sw': a switch's name needs a number (Mininet derives "
+                           "its datapath ID from it), e.g. sw1")
+
+
 def test_yaml_1_1_surprises_are_not_made(tmp_path):
     """on/off/yes stay strings, a MAC is never a base-60 number: a wrong value is named."""
     e = error_of(tmp_path, GOOD.replace("routers: [r1]", "lisp: on\nrouters: [r1]"))
@@ -231,3 +241,26 @@ def test_a_stop_step_names_a_flow_started_before_it(tmp_path):
     assert "no traffic step before it starts a flow of that name" in str(e)
     e = error_of(tmp_path, GOOD + "  - {at: 2, traffic: probes, from: ha, to: hb}\n")
     assert "a flow named 'probes-ha-hb' exists already" in str(e) and ":17:" in str(e)
+
+
+def test_a_run_that_fails_says_one_line_never_a_traceback(tmp_path, monkeypatch, capsys):
+    """Whatever goes wrong while a scenario plays (a device gone, Mininet refusing a link),
+    `lisp-lab run` and `lisp-lab demo` print one line and keep the traceback in a file."""
+    import lab.cli as cli
+    import lab.demo
+
+    def boom(*a, **kw):
+        raise RuntimeError("move vm to dc2: Device does not exist\nmore detail")
+    monkeypatch.setattr(cli, "_root", lambda command: True)
+    monkeypatch.setattr(lab.demo, "run_scenario", boom)
+    monkeypatch.setattr(lab.demo, "run_demo", boom)
+    good = write(tmp_path, GOOD)
+    for argv in (["run", str(good)], ["demo", "--modes", "l2-extension"]):
+        if argv[0] == "demo":
+            monkeypatch.setattr("os.geteuid", lambda: 0)
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"lisp-lab {argv[0]}: move vm to dc2: Device does not exist" in err
+        log = err.rsplit("details in ", 1)[1].rstrip(")\n")
+        assert "RuntimeError" in open(log).read()
