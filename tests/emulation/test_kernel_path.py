@@ -44,8 +44,19 @@ elif not kernelpath.available()[0]:
 
 # No lab captures: they turn the captured links' offloads off, and the kernel path must be
 # right with them on (GSO packets from the hosts). The tests run their own tcpdump.
-sites = lab_fixture(DATA / "kernel-lab.yaml", "kernelpath",
-                    overrides={n: {"dataplane": {"path": "kernel"}} for n in XTRS})
+_lab = lab_fixture(DATA / "kernel-lab.yaml", "kernelpath",
+                   overrides={n: {"dataplane": {"path": "kernel"}} for n in XTRS})
+
+
+@pytest.fixture(scope="module")
+def sites(_lab):
+    """The running lab, once both xTRs say their kernel path runs (skip, with the
+    daemon's reason, where this kernel refuses the programs)."""
+    for node in XTRS:
+        if _lab.counters(node).get("kernel_path") != 1:
+            why = [e.get("reason") for e in _lab.events(node, "kernel_path_unavailable")]
+            pytest.skip(f"{node}: the kernel data path did not start: {why}")
+    return _lab
 
 SERVER = r'''
 import hashlib, socket, sys
