@@ -89,8 +89,8 @@ links:
   b-up: {ends: [xb, r1], subnet: 172.16.2.0/30}
   ms-link: {ends: [ms, r1], subnet: 172.16.9.0/30}
 sites:
-  d1: {kind: datacenter, gateway: xa, switch: sa, lan: 10.1.0.1/24, dynamic_eids: [10.1.0.0/24]}
-  d2: {kind: datacenter, gateway: xb, switch: sb, lan: 10.2.0.1/24, dynamic_eids: [10.1.0.0/24]}
+  d1: {kind: datacenter, gateway: xa, switch: sa1, lan: 10.1.0.1/24, dynamic_eids: [10.1.0.0/24]}
+  d2: {kind: datacenter, gateway: xb, switch: sb1, lan: 10.2.0.1/24, dynamic_eids: [10.1.0.0/24]}
 mapping_system: {map_servers: [ms], key: k}
 hosts:
   vm: {site: d1, address: 10.1.0.10/24, vm: true}
