@@ -171,6 +171,7 @@ class Lab:
     proxies: dict                  # node name -> [(iid, network)]
     timeline: list                 # [Step]
     register_interval: float = 1.0
+    dataplane: str | None = None   # the xTRs' [dataplane] path: "python", "kernel", or theirs
     core_delay_ms: float = 0.0
     extends: str | None = None
 
@@ -555,6 +556,8 @@ class Lab:
                 cfg["itr"]["petr"] = self.rloc(pxtrs[0])
             lans = [lan] + ([f"{node}-gw"] if site.anycast else [])
             cfg["dataplane"] = {"lan_interfaces": lans, "mtu": 1500}
+            if self.dataplane:
+                cfg["dataplane"]["path"] = self.dataplane
             if site.proxy_arp:
                 cfg["dataplane"]["proxy_arp"] = True
             out[node] = ("xtr", cfg)

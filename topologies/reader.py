@@ -15,7 +15,7 @@ from .model import (CHECK_KINDS, STEP_KINDS, TRAFFIC_KINDS, Dci, Host, Lab, P2PL
 __all__ = ["load", "build", "LabFileError"]
 
 TOP_KEYS = ("lab", "description", "lisp", "routers", "core", "links", "sites", "hosts",
-            "dci", "mapping_system", "proxies", "timeline")
+            "dci", "mapping_system", "proxies", "timeline", "dataplane")
 SITE_KINDS = ("datacenter", "client", "non-lisp")
 NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -470,6 +470,11 @@ def build(data, path="?"):
               sites=r.sites, hosts=r.hosts, dci=r.dci, map_servers=r.ms_names,
               proxies=r.proxies, timeline=[], register_interval=r.reg_interval,
               core_delay_ms=r.core_delay, extends=getattr(data, "extends", None))
+    if "dataplane" in data:
+        if data["dataplane"] not in ("python", "kernel"):
+            raise data.error("dataplane", f"dataplane {data['dataplane']!r}: python or kernel "
+                                          f"(the xTRs' data path)")
+        lab.dataplane = data["dataplane"]
     if "timeline" in data:
         lab.timeline = _timeline(_seq(data, "timeline", "timeline"), lab)
     return lab

@@ -264,3 +264,14 @@ def test_a_run_that_fails_says_one_line_never_a_traceback(tmp_path, monkeypatch,
         assert f"lisp-lab {argv[0]}: move vm to dc2: Device does not exist" in err
         log = err.rsplit("details in ", 1)[1].rstrip(")\n")
         assert "RuntimeError" in open(log).read()
+
+
+def test_a_lab_chooses_its_xtrs_data_path(tmp_path):
+    lab = load(write(tmp_path, "dataplane: kernel\n" + GOOD))
+    configs = lab.daemon_configs(tmp_path, tmp_path)
+    assert {n: c["dataplane"].get("path") for n, (role, c) in configs.items()
+            if role == "xtr"} == {"xa": "kernel", "xb": "kernel"}
+    assert "path" not in load(write(tmp_path, GOOD)).daemon_configs(tmp_path, tmp_path)[
+        "xa"][1]["dataplane"]
+    e = error_of(tmp_path, "dataplane: ebpf\n" + GOOD)
+    assert str(e).endswith(":1: dataplane 'ebpf': python or kernel (the xTRs' data path)")
