@@ -7,7 +7,6 @@ registered outside the site's dynamic-EID ranges. No sockets, no clock: time is 
 import ipaddress
 import random
 
-import pytest
 from scapy.layers.inet import ICMP, UDP
 from scapy.utils import rdpcap
 

@@ -7,42 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from topologies.model import LabFileError, load
+from topologies.model import load
 from topologies.render import toml
+
+from tests.unit.labtexts import CORE, TINY, error_of, write
 
 LABS = Path(__file__).resolve().parents[2] / "topologies" / "labs"
 
-GOOD = """\
-lab: tiny
-routers: [r1]
-links:
-  a-up: {ends: [xa, r1], subnet: 172.16.1.0/30}
-  b-up: {ends: [xb, r1], subnet: 172.16.2.0/30}
-  ms-link: {ends: [ms, r1], subnet: 172.16.9.0/30}
-sites:
-  sa: {kind: client, gateway: xa, lan: 10.1.0.1/24, eid_prefixes: [10.1.0.0/24]}
-  sb: {kind: client, gateway: xb, lan: 10.2.0.1/24, eid_prefixes: [10.2.0.0/24]}
-mapping_system: {map_servers: [ms], key: k}
-hosts:
-  ha: {site: sa, address: 10.1.0.10/24}
-  hb: {site: sb, address: 10.2.0.10/24}
-timeline:
-  - {at: 0, traffic: probes, from: ha, to: hb}
-  - {at: 1, check: reachable, from: ha, to: hb}
-"""
-
-
-def write(tmp_path, text, name="lab.yaml"):
-    p = tmp_path / name
-    p.write_text(text)
-    return p
-
-
-def error_of(tmp_path, text):
-    with pytest.raises(LabFileError) as e:
-        load(write(tmp_path, text))
-    assert "\n" not in str(e.value)
-    return e.value
+GOOD = TINY
 
 THREE_DC, MULTIHOMED, IPV6 = (load(LABS / f"{n}.yaml") for n in ("three-dc", "multihomed",
                                                                    "ipv6"))
@@ -81,13 +53,7 @@ def test_a_vm_may_move_back_to_the_site_it_left(tmp_path):
     assert "vm is already in d2 at t=4" in str(e)
 
 
-THREE_DC_BACK = """\
-lab: back
-routers: [r1]
-links:
-  a-up: {ends: [xa, r1], subnet: 172.16.1.0/30}
-  b-up: {ends: [xb, r1], subnet: 172.16.2.0/30}
-  ms-link: {ends: [ms, r1], subnet: 172.16.9.0/30}
+THREE_DC_BACK = "lab: back\n" + CORE + """\
 sites:
   d1: {kind: datacenter, gateway: xa, switch: sa1, lan: 10.1.0.1/24, dynamic_eids: [10.1.0.0/24]}
   d2: {kind: datacenter, gateway: xb, switch: sb1, lan: 10.2.0.1/24, dynamic_eids: [10.1.0.0/24]}

@@ -11,39 +11,11 @@ import pytest
 from topologies.model import LabFileError, lab_files, load
 from topologies.render import toml
 
+from tests.unit.labtexts import TINY, error_of, write
+
 LABS = Path(__file__).resolve().parents[2] / "topologies" / "labs"
 
-GOOD = """\
-lab: tiny
-routers: [r1]
-links:
-  a-up: {ends: [xa, r1], subnet: 172.16.1.0/30}
-  b-up: {ends: [xb, r1], subnet: 172.16.2.0/30}
-  ms-link: {ends: [ms, r1], subnet: 172.16.9.0/30}
-sites:
-  sa: {kind: client, gateway: xa, lan: 10.1.0.1/24, eid_prefixes: [10.1.0.0/24]}
-  sb: {kind: client, gateway: xb, lan: 10.2.0.1/24, eid_prefixes: [10.2.0.0/24]}
-mapping_system: {map_servers: [ms], key: k}
-hosts:
-  ha: {site: sa, address: 10.1.0.10/24}
-  hb: {site: sb, address: 10.2.0.10/24}
-timeline:
-  - {at: 0, traffic: probes, from: ha, to: hb}
-  - {at: 1, check: reachable, from: ha, to: hb}
-"""
-
-
-def write(tmp_path, text, name="lab.yaml"):
-    p = tmp_path / name
-    p.write_text(text)
-    return p
-
-
-def error_of(tmp_path, text):
-    p = write(tmp_path, text)
-    with pytest.raises(LabFileError) as e:
-        load(p)
-    return e.value
+GOOD = TINY
 
 
 def test_a_good_file_loads(tmp_path):

@@ -7,17 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from topologies.model import LabFileError, load
+from topologies.model import load
+
+from tests.unit.labtexts import CORE, error_of, write
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
-LAB = """\
-lab: held
-routers: [r1]
-links:
-  a-up: {ends: [xa, r1], subnet: 172.16.1.0/30}
-  b-up: {ends: [xb, r1], subnet: 172.16.2.0/30}
-  ms-link: {ends: [ms, r1], subnet: 172.16.9.0/30}
+LAB = "lab: held\n" + CORE + """\
 sites:
   sa:
     kind: datacenter
@@ -45,18 +41,6 @@ hosts:
   own: {site: sa, address: 10.1.0.10/24}
   rogue: {site: sa, address: 10.66.0.7/24, foreign: true}
 """
-
-
-def write(tmp_path, text):
-    p = tmp_path / "lab.yaml"
-    p.write_text(text)
-    return p
-
-
-def error_of(tmp_path, text):
-    with pytest.raises(LabFileError) as e:
-        load(write(tmp_path, text))
-    return e.value
 
 
 def test_xtr_held_gateways_go_to_the_daemon_config(tmp_path):
