@@ -19,8 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from lab.emu import wait_for
 from tests.emulation.harness import DATA, lab_fixture
 

@@ -244,8 +244,6 @@ if __name__ == "__main__":
 
 # --- the test ------------------------------------------------------------------------------
 
-import pytest  # noqa: E402
-
 from lab.emu import wait_for  # noqa: E402
 from tests.emulation.harness import DATA, lab_fixture  # noqa: E402
 

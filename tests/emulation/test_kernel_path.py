@@ -363,7 +363,6 @@ def test_a_killed_daemon_takes_its_programs_along(sites):
     """kill -9 of an xTR daemon: its tcx links close with it, so its node stops forwarding
     LISP as it would with the Python path (no program left with stale maps); a new daemon
     attaches again and traffic flows."""
-    import signal
     if sites.counters("kpx2").get("kernel_attach_tcx") != 1:
         pytest.skip("tc attachment (kernel before 6.6): the programs outlive the daemon")
     assert sites.warm("kph1", "kph2")
