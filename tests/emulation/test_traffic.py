@@ -52,8 +52,9 @@ def start(lab, host, log, child_env, emu, *args, name=None):
 
 def start_echo(lab, vm, log, child_env, emu):
     """Start the echo server on `vm` and return it once it listens."""
-    proc = start(lab, vm, log, child_env, emu, "echo", "--port", 7000, "--tcp-port", 7001)
+    # (counted before the start: a server that is ready at once must not be missed)
     mark = log.read_text().count("ready") if log.exists() else 0
+    proc = start(lab, vm, log, child_env, emu, "echo", "--port", 7000, "--tcp-port", 7001)
     assert emu.wait_for(lambda: log.exists() and log.read_text().count("ready") > mark, 10,
                         step=0.005), log.read_text() if log.exists() else "no log"
     return proc
