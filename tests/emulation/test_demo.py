@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lab.demo import MODES, mode_file, run_demo
+from lab.demo import CAPTURES_DIR, MODES, mode_file, run_demo
 from topologies.model import load
 
 MODELS = {m: load(mode_file(m)) for m in MODES}
@@ -31,10 +31,12 @@ def expected_path(mode, phase):
 @pytest.fixture(scope="module")
 def demo():
     run_id = f"pytest-demo-{int(time.time())}"
-    run_dir, results = run_demo(run_id)
-    report = json.loads((run_dir / "report.json").read_text())
-    yield run_dir, results, report
-    shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        run_dir, results = run_demo(run_id)
+        report = json.loads((run_dir / "report.json").read_text())
+        yield run_dir, results, report
+    finally:                                # also when the demo itself failed
+        shutil.rmtree(CAPTURES_DIR / run_id, ignore_errors=True)
 
 
 def tshark_count(tshark, pcap, display_filter):
