@@ -184,3 +184,39 @@ def lab_fixture(lab_file, name, scope="module", **options):
         with running(lab_file, name, tmp_path_factory.mktemp(name), **options) as run:
             yield run
     return fixture
+
+
+# --- a checked TCP transfer -----------------------------------------------------------------
+
+# In the receiving host: `python -c TCP_SERVER PORT [6]` says "ready", then prints the byte
+# count and SHA-256 of one connection. In the sending host: `python -c TCP_SENDER ADDRESS
+# PORT PATTERN_HEX SIZE` sends SIZE bytes of the 32-byte pattern.
+TCP_SERVER = r'''
+import hashlib, socket, sys
+v6 = len(sys.argv) > 2 and sys.argv[2] == "6"
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if v6 else "0.0.0.0", int(sys.argv[1]))); s.listen(1); print("ready", flush=True)
+c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+'''
+
+TCP_SENDER = r'''
+import socket, sys
+data = bytes.fromhex(sys.argv[3]) * (int(sys.argv[4]) // 32)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+'''
+
+
+def transfer_received(server, pattern, size):
+    """True when the TCP_SERVER process got exactly `size` bytes of `pattern`."""
+    import hashlib
+    server.wait(10)
+    n, digest = server.read_log().split()[-2:]
+    return int(n) == size and digest == hashlib.sha256(pattern * (size // 32)).hexdigest()

@@ -15,7 +15,6 @@ What these tests prove:
 - the same inner packet through the kernel path and through the Python path (the kernel
   path switched off in its config map for a moment) gives the same packet field by field.
 """
-import hashlib
 import os
 import sys
 import time
@@ -25,7 +24,8 @@ import pytest
 
 from lab.emu import wait_for
 from nodes.dataplane import flow_of, outer_sport
-from tests.emulation.harness import DATA, lab_fixture
+from tests.emulation.harness import (DATA, TCP_SENDER, TCP_SERVER, lab_fixture,
+                                     transfer_received)
 
 kernelpath = pytest.importorskip("nodes.kernelpath")
 
@@ -57,28 +57,6 @@ def sites(_lab):
             why = [e.get("reason") for e in _lab.events(node, "kernel_path_unavailable")]
             pytest.skip(f"{node}: the kernel data path did not start: {why}")
     return _lab
-
-SERVER = r'''
-import hashlib, socket, sys
-v6 = len(sys.argv) > 2 and sys.argv[2] == "6"
-s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::" if v6 else "0.0.0.0", int(sys.argv[1]))); s.listen(1); print("ready", flush=True)
-c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b:
-        break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-'''
-
-SENDER = r'''
-import socket, sys
-data = bytes.fromhex(sys.argv[3]) * (int(sys.argv[4]) // 32)
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
-s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
-'''
 
 # One UDP datagram with a fixed 5-tuple and payload (the comparison test).
 ONE_UDP = r'''
@@ -150,17 +128,14 @@ def tshark(pcap, *args):
 
 def transfer(run, src, dst, port, version=4):
     lab, workdir = run.lab, run.workdir
-    server = lab.start_process(dst, [PY, "-c", SERVER, str(port), str(version)], workdir /
+    server = lab.start_process(dst, [PY, "-c", TCP_SERVER, str(port), str(version)], workdir /
                                f"server-{dst}.log", name=f"tcp-server-{dst}")
     assert started(server), server.read_log()
     pattern = os.urandom(32)
-    r = lab.run(src, [PY, "-c", SENDER, run.ip(dst, version), str(port), pattern.hex(),
+    r = lab.run(src, [PY, "-c", TCP_SENDER, run.ip(dst, version), str(port), pattern.hex(),
                       str(TRANSFER)], timeout=60)
     assert r.returncode == 0, r.stderr
-    server.wait(10)
-    n, digest = server.read_log().split()[-2:]
-    assert int(n) == TRANSFER
-    assert digest == hashlib.sha256(pattern * (TRANSFER // 32)).hexdigest()
+    assert transfer_received(server, pattern, TRANSFER), server.read_log()
 
 
 def test_the_kernel_path_is_attached(sites):

@@ -10,7 +10,6 @@ test must not), a TCP transfer goes from h1 (behind xtr1) to h2, and a raw-socke
 receiver on the core router reads every frame on xtr1's uplink and on xtr2's link: no frame
 may be larger than the MTU plus the Ethernet header, and each LISP data frame must carry
 exactly one inner packet."""
-import hashlib
 import json
 import os
 import signal
@@ -18,7 +17,8 @@ import sys
 import time
 
 from lab.emu import wait_for
-from tests.emulation.harness import DATA, lab_fixture
+from tests.emulation.harness import (DATA, TCP_SENDER, TCP_SERVER, lab_fixture,
+                                     transfer_received)
 
 PY = sys.executable
 MTU = 1500
@@ -87,27 +87,6 @@ print(json.dumps({n: dict(st, seqs=sum(st["seqs"].values())) for n, st in stats.
       flush=True)
 '''.replace("int(MTU)", str(MTU))
 
-SERVER = r'''
-import hashlib, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 5001)); s.listen(1); print("ready", flush=True)
-c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b:
-        break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-'''
-
-SENDER = r'''
-import os, socket, sys
-data = bytes.fromhex(sys.argv[2]) * (int(sys.argv[3]) // 32)
-s = socket.create_connection((sys.argv[1], 5001), timeout=20)
-s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
-'''
-
-
 def started(proc, timeout=5):
     return wait_for(lambda: "ready" in proc.read_log(), timeout, 0.05)
 
@@ -121,17 +100,14 @@ def test_a_tcp_transfer_leaves_the_xtr_one_lisp_packet_per_frame(sites):
     (workdir / "receiver.py").write_text(RECEIVER)
     receiver = lab.start_process("r0", [PY, workdir / "receiver.py", sites.rloc("xtr1"),
                                         *LINKS], workdir / "receiver.log", name="raw-receiver")
-    server = lab.start_process("h2", [PY, "-c", SERVER], workdir / "server.log",
+    server = lab.start_process("h2", [PY, "-c", TCP_SERVER, "5001"], workdir / "server.log",
                                name="tcp-server")
     assert started(receiver) and started(server), (receiver.read_log(), server.read_log())
     pattern = os.urandom(32)
-    r = lab.run("h1", [PY, "-c", SENDER, sites.ip("h2", 4), pattern.hex(), str(TRANSFER)],
-                timeout=60)
+    r = lab.run("h1", [PY, "-c", TCP_SENDER, sites.ip("h2", 4), "5001", pattern.hex(),
+                       str(TRANSFER)], timeout=60)
     assert r.returncode == 0, r.stderr
-    server.wait(10)
-    n, digest = server.read_log().split()[-2:]
-    assert int(n) == TRANSFER and digest == hashlib.sha256(
-        pattern * (TRANSFER // 32)).hexdigest()
+    assert transfer_received(server, pattern, TRANSFER), server.read_log()
     time.sleep(0.3)
     receiver.stop(signal.SIGTERM)
     stats = json.loads(receiver.read_log().strip().splitlines()[-1])
