@@ -60,23 +60,13 @@ def others():
     return held
 
 
-def netns_of(pid):
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
 def our_processes(held):
+    from lab.cleanup import proc_cmdline, proc_netns
     found = []
     for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid() or netns_of(pid) in held["netns"]:
+        if not pid.isdigit() or int(pid) == os.getpid() or proc_netns(int(pid)) in held["netns"]:
             continue
-        try:
-            cmd = (Path("/proc", pid, "cmdline").read_bytes().replace(b"\0", b" ")
-                   .decode(errors="replace"))
-        except OSError:
-            continue
+        cmd = " ".join(proc_cmdline(int(pid)) or [])
         if any(x in cmd for x in OURS) and "bench.soak" not in cmd:
             found.append(f"{pid} {cmd.strip()[:120]}")
     return found
@@ -89,15 +79,16 @@ def run_files():
 
 def daemons_rss(run_id):
     """{node: VmRSS in kB} of the LISP daemons of run `run_id` running now."""
+    from lab.cleanup import proc_cmdline
     out = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
+        cmd = proc_cmdline(int(pid)) or []
+        if "nodes.daemon" not in cmd or not any(f"/{run_id}/" in a for a in cmd):
+            continue
         try:
-            cmd = Path("/proc", pid, "cmdline").read_bytes().split(b"\0")
-            if b"nodes.daemon" not in cmd or f"/{run_id}/".encode() not in b" ".join(cmd):
-                continue
-            node = Path(cmd[cmd.index(b"nodes.daemon") + 1].decode()).stem
+            node = Path(cmd[cmd.index("nodes.daemon") + 1]).stem
             for line in Path("/proc", pid, "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     out[node] = max(out.get(node, 0), int(line.split()[1]))
