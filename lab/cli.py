@@ -86,6 +86,19 @@ def cmd_list(args):
     return 0
 
 
+def _played(command, play, *args, **kwargs):
+    """(what `play` returned, None), or (None, exit code) after one line on stderr when it
+    was interrupted or failed: never a traceback."""
+    try:
+        return play(*args, **kwargs), None
+    except KeyboardInterrupt:
+        print(f"lisp-lab {command}: interrupted; everything it started has been removed",
+              file=sys.stderr)
+        return None, 130
+    except Exception as e:                  # noqa: BLE001 (one line, never a traceback)
+        return None, _failed(command, e)
+
+
 def _failed(command, e):
     """A run that failed: one line, with the traceback kept in a file for a bug report.
     Everything the run started has been removed by then (the Lab stops on the way out)."""
@@ -125,14 +138,10 @@ def cmd_run(args):
     from captures.report import summary_table, write_report
     from lab.demo import CAPTURES_DIR, Progress, run_scenario
     run_dir = CAPTURES_DIR / (args.run_id or time.strftime("%Y%m%d-%H%M%S"))
-    try:
-        result = run_scenario(args.file, run_dir, Progress(), cold_s=max(args.cold, 0.0))
-    except KeyboardInterrupt:
-        print("lisp-lab run: interrupted; everything it started has been removed",
-              file=sys.stderr)
-        return 130
-    except Exception as e:                  # noqa: BLE001 (one line, never a traceback)
-        return _failed("run", e)
+    result, rc = _played("run", run_scenario, args.file, run_dir, Progress(),
+                         cold_s=max(args.cold, 0.0))
+    if rc is not None:
+        return rc
     paths = write_report(run_dir, {model.name: result}, result.get("delay_emulation"))
     print()
     print(summary_table({model.name: result}))
@@ -158,14 +167,10 @@ def cmd_demo(args):
         return 2
     from captures.report import summary_table
     from lab.demo import run_demo
-    try:
-        run_dir, results = run_demo(args.run_id, modes, cold_s=max(args.cold, 0.0))
-    except KeyboardInterrupt:
-        print("lisp-lab demo: interrupted; everything it started has been removed",
-              file=sys.stderr)
-        return 130
-    except Exception as e:                  # noqa: BLE001 (one line, never a traceback)
-        return _failed("demo", e)
+    played, rc = _played("demo", run_demo, args.run_id, modes, cold_s=max(args.cold, 0.0))
+    if rc is not None:
+        return rc
+    run_dir, results = played
     print()
     print(summary_table(results))
     import json
