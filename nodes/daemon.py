@@ -1040,7 +1040,9 @@ def _start_kernelpath(self):
         uplinks = sorted({n for n, a in ipv4_interfaces() if a == str(rloc4)})
         self.kernelpath = KernelPath(cfg.name, cfg.lan_interfaces, cfg.tun, rloc4,
                                      self.dataplane.iid, cfg.mtu, uplinks,
-                                     cfg.decap_known_rlocs_only, log=self.log.write)
+                                     cfg.decap_known_rlocs_only, log=self.log.write,
+                                     header=(self.dataplane._lisp_flags,
+                                             self.dataplane._lisp_word2))
     except Exception as e:          # (KernelPathError, OSError, ...): never stops the node
         self.io_counters["kernel_path_unavailable"] = 1
         self.log.write("kernel_path_unavailable", reason=str(e))

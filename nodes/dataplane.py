@@ -48,6 +48,7 @@ from .offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET, VNET_LEN, Coalescer
                       UDP_SEGMENTATION, complete_checksum, default_route_interfaces,
                       ipv4_interfaces, tso_segments, udp_segmentation_off,
                       udp_segmentation_on)
+from .lisp.data import header_words, site_lsb
 
 
 TUNSETIFF = 0x400454CA
@@ -57,6 +58,7 @@ IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6 = 0x01, 0x02, 0x04
 SOL_UDP = 17
+_OWN = object()                    # DataPlane(lsb=...): "from our own locators"
 UDP_SEGMENT = 103                  # send: one buffer, the kernel cuts it into datagrams
 UDP_GRO = 104                      # receive: same-sized datagrams of a flow, coalesced
 IP_TTL = 2
@@ -209,11 +211,12 @@ class DataPlane:
     """
 
     def __init__(self, tun_name, rlocs, iid, decide, core_lock, counters, mtu=1500,
-                 known_rlocs=None, log=None, devices=None):
+                 known_rlocs=None, log=None, devices=None, lsb=_OWN):
         """`log(event, **fields)` reports what goes wrong in the threads (default: a JSON
         line on stderr). `devices` = (TUN fd, raw IPv4 socket, UDP IPv6 socket or None,
         [UDP sockets on port 4341]) replaces the ones opened here (tests, without root);
-        then the uplink's offloads are left alone too."""
+        then the uplink's offloads are left alone too. `lsb`: the Locator-Status-Bits
+        to send (None: L = 0); by default, every one of `rlocs` up (site_lsb)."""
         self.tun_name = tun_name
         self.rlocs = [ipaddress.ip_address(r) for r in rlocs]
         self.rloc4 = next((r for r in self.rlocs if r.version == 4), None)
@@ -232,9 +235,11 @@ class DataPlane:
         self._lookups = {}                 # inner source EID -> when we asked to resolve it
         self._flows_gen = -1
         self._known = None
-        # The LISP header's constant parts: N and L (and I with the instance ID), LSB 1.
-        self._lisp_flags = 0xC8000000 if iid is not None else 0xC0000000
-        self._lisp_word2 = ((iid & 0xFFFFFF) << 8 | 1) if iid is not None else 1
+        # The LISP header's constant parts (N; I with the instance ID; L with the
+        # site's Locator-Status-Bits, all our locators up): the same words as the kernel
+        # path's (nodes.lisp.data.header_words).
+        self.lsb = site_lsb(self.rlocs, instance_id=iid) if lsb is _OWN else lsb
+        self._lisp_flags, self._lisp_word2 = header_words(iid, self.lsb)
         self._stop = threading.Event()
         self.nonce = int.from_bytes(os.urandom(3), "big") | 1
         self.threads = []

@@ -32,6 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .lisp.data import header_words, site_lsb
+
 OBJECT_NAME = "lisp_tc.o"
 BPFFS = "/sys/fs/bpf"
 PIN_ROOT = BPFFS + "/lisp-lab"
@@ -52,7 +54,8 @@ COUNTERS = ("kernel_encapsulated", "kernel_decapsulated", "kernel_punt_miss",
             "kernel_redirect_errors")
 N_COUNTERS = 16
 
-_CFG = struct.Struct("=II4sIII")             # enabled, tun ifindex, rloc4 (BE), iid, mtu, flags
+# enabled, tun ifindex, rloc4 (BE), iid, mtu, flags, the LISP header's two words (no nonce)
+_CFG = struct.Struct("=II4sIIIII")
 _KEY = struct.Struct("=I4s4s")              # prefixlen (host order), iid BE, address BE
 _KEY6 = struct.Struct("=I4s16s")
 _MC = struct.Struct(f"=III{MAX_LOCS}I" + "4s" * MAX_LOCS)
@@ -65,6 +68,17 @@ BPF_MAP_GET_NEXT_KEY, BPF_OBJ_GET = 4, 7
 BPF_LINK_CREATE, BPF_TCX_INGRESS = 28, 46
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+
+
+def config_value(tun_ifindex, rloc4, iid, mtu, known_rlocs_only=False, header=None):
+    """The config map's value (struct lisp_cfg), disabled until the first sync: `header`
+    is the (first, second) word pair of the LISP header the Python path sends
+    (DataPlane._lisp_flags/_lisp_word2), so that both paths write the same bits; by
+    default N, I and the instance ID with L and LSB 1 (one locator, up)."""
+    if header is None:
+        header = header_words(iid, site_lsb([rloc4], instance_id=iid))
+    return _CFG.pack(0, tun_ifindex, ipaddress.IPv4Address(rloc4).packed, iid or 0, mtu,
+                     CFG_DECAP_KNOWN_ONLY if known_rlocs_only else 0, *header)
 
 
 class KernelPathError(Exception):
@@ -294,7 +308,7 @@ class KernelPath:
     """The programs attached on one node, and their maps."""
 
     def __init__(self, name, lan_interfaces, tun, rloc4, iid, mtu, uplinks,
-                 known_rlocs_only=False, log=None):
+                 known_rlocs_only=False, log=None, header=None):
         ok, why = available()
         if not ok:
             raise KernelPathError(why)
@@ -314,9 +328,8 @@ class KernelPath:
         self.syncs = 0
         try:
             self._load()
-            cfg = _CFG.pack(0, socket.if_nametoindex(tun),
-                            ipaddress.IPv4Address(rloc4).packed,
-                            iid or 0, mtu, CFG_DECAP_KNOWN_ONLY if known_rlocs_only else 0)
+            cfg = config_value(socket.if_nametoindex(tun), rloc4, iid, mtu,
+                               known_rlocs_only, header)
             self.maps["cfg"].update(struct.pack("=I", 0), cfg)
             for dev in self.uplinks:
                 self._uplink_features(dev)

@@ -7,8 +7,8 @@
  *                the TUN (a FIB lookup with the ingress interface, so the policy rules of
  *                the daemon apply) and whose destination has a map-cache entry with IPv4
  *                locators is encapsulated here (outer IPv4, UDP 4341 with the flow-hash
- *                source port, UDP checksum 0, LISP header with N, L, I bits, nonce,
- *                instance ID and LSB) and redirected to the uplink with bpf_redirect_neigh.
+ *                source port, UDP checksum 0, LISP header with N, I (and L) bits, nonce,
+ *                instance ID and LSB as the config map gives them) and redirected to the uplink with bpf_redirect_neigh.
  *   lisp_decap   on the uplink: a LISP data packet to our RLOC whose inner IPv4
  *                destination is one of our EIDs is decapsulated (inner TTL = min(inner,
  *                outer)) and handed to the kernel, which forwards it to the LAN.
@@ -83,6 +83,8 @@ struct lisp_cfg {
 	__u32 iid;
 	__u32 mtu;              /* outer path MTU */
 	__u32 flags;
+	__u32 hdr0;             /* the LISP header's words, host order, nonce 0 (N, L, I, */
+	__u32 hdr1;             /* instance ID, LSB): nodes.lisp.data.header_words()     */
 };
 
 struct lpm_key {
@@ -294,8 +296,8 @@ static __always_inline int emit(struct __sk_buff *skb, struct lisp_cfg *cfg, __u
 	__u32 nonce = bpf_get_prandom_u32() & 0xFFFFFF;
 	if (!nonce)
 		nonce = 1;
-	o.lisp0 = bpf_htonl(0xC8000000u | nonce);           /* N, L, I; nonce */
-	o.lisp1 = bpf_htonl(((cfg->iid & 0xFFFFFF) << 8) | 1); /* instance ID, LSB */
+	o.lisp0 = bpf_htonl(cfg->hdr0 | nonce);
+	o.lisp1 = bpf_htonl(cfg->hdr1);
 	__u32 sum = 0;
 	__u16 *w = (__u16 *)&o;
 #pragma unroll

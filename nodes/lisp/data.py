@@ -134,3 +134,43 @@ def fast_header(nonce, instance_id=None, lsb=1):
         return _HDR.pack(0xC0000000 | (nonce & 0xFFFFFF), lsb & 0xFFFFFFFF)
     return _HDR.pack(0xC8000000 | (nonce & 0xFFFFFF), ((instance_id & 0xFFFFFF) << 8)
                      | (lsb & 0xFF))
+
+
+def header_words(instance_id=None, lsb=None):
+    """The two header words an ITR sends on every packet, with the nonce left 0 (to be
+    OR-ed in): N always; I with the instance ID; L only when `lsb` is given (None: the
+    Locator-Status-Bits are not in use). Both data paths (nodes/dataplane.py and the
+    kernel path's config map) write exactly these words."""
+    first = FLAG_N << 24
+    second = 0
+    if lsb is not None:
+        first |= FLAG_L << 24
+    if instance_id is not None:
+        first |= FLAG_I << 24
+        second = (check_range(instance_id, 24, "instance_id") << 8) | (
+            check_range(lsb, 8, "lsb") if lsb is not None else 0)
+    elif lsb is not None:
+        second = check_range(lsb, 32, "lsb")
+    return first, second
+
+
+def site_lsb(own_locators, site_locators=None, down=(), instance_id=None):
+    """The Locator-Status-Bits this ITR sends for its site (RFC 9300 5.3): bit k (from the
+    least significant) says whether the k-th locator of the site's mapping is up, in the
+    order the site registers them. Only an xTR that knows every locator of its site can set
+    them: with `site_locators` naming a locator that is not its own (a site of several
+    xTRs, whose status it does not know), or more locators than the field holds (8 bits
+    with an instance ID, 32 without), the answer is None: L = 0, "no status" - never a bit
+    that tells a receiver that a working locator is down. Its own locators are up unless
+    listed in `down`."""
+    own = list(own_locators)
+    site = list(site_locators) if site_locators is not None else own
+    if not site or any(loc not in own for loc in site):
+        return None
+    if len(site) > (8 if instance_id is not None else 32):
+        return None
+    bits = 0
+    for k, loc in enumerate(site):
+        if loc not in down:
+            bits |= 1 << k
+    return bits

@@ -66,7 +66,7 @@ class Plane:
     """A DataPlane on socket pairs: `tun` is the far end of its TUN, `send(datagram)`
     reaches its port 4341, `log` lists what it logged."""
 
-    def __init__(self, core, known_rlocs=None):
+    def __init__(self, core, known_rlocs=None, rlocs=("192.0.2.1",), iid=7):
         self.tun, tun_fd = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rx.bind(("127.0.0.1", 0))
@@ -75,7 +75,7 @@ class Plane:
         self.raw = RawSock()
         self.log = []
         self._tun_fd = tun_fd
-        self.dp = DataPlane("lisp-test", ["192.0.2.1"], 7, core, threading.Lock(), Counter(),
+        self.dp = DataPlane("lisp-test", list(rlocs), iid, core, threading.Lock(), Counter(),
                             known_rlocs=known_rlocs,
                             log=lambda event, **f: self.log.append((event, f)),
                             devices=(tun_fd.detach(), self.raw, None, [self.rx]))
@@ -101,8 +101,8 @@ class Plane:
 def plane():
     made = []
 
-    def make(core=None, known_rlocs=None):
-        p = Plane(core or Core(), known_rlocs)
+    def make(core=None, known_rlocs=None, **kw):
+        p = Plane(core or Core(), known_rlocs, **kw)
         made.append(p)
         return p
     yield make
@@ -307,3 +307,22 @@ def test_a_packet_from_an_unknown_rloc_is_dropped_and_its_source_looked_up(plane
     p.dp.invalidate()
     p.send(LISP_IID7 + inner())
     assert p.from_tun() == inner()
+
+
+@pytest.mark.parametrize("rlocs, iid, flags, word2", [
+    (("192.0.2.1",), 7, 0xC8, 0x00000701),                   # one RLOC: LSB 1
+    (("192.0.2.1", "198.51.100.1"), 7, 0xC8, 0x00000703),    # multihomed: both up
+    (("192.0.2.1", "2001:db8::1"), 7, 0xC8, 0x00000703),
+    (("192.0.2.1", "198.51.100.1", "203.0.113.1"), None, 0xC0, 0x00000007),
+])
+def test_the_locator_status_bits_say_every_locator_of_the_site_is_up(plane, rlocs, iid,
+                                                                     flags, word2):
+    """(issue 11, RFC 9300 5.3) Bit k of the LSB is the k-th locator of the site: an xTR
+    with two RLOCs that sent LSB 0x01 told every receiver that its second one was down."""
+    p = plane(rlocs=rlocs, iid=iid)
+    p.dp.start()
+    p.to_tun(inner())
+    assert wait(lambda: p.raw.sent), "nothing was encapsulated"
+    lisp = p.raw.sent[0][28:36]
+    assert lisp[0] == flags and lisp[1:4] != b"\0\0\0"
+    assert int.from_bytes(lisp[4:8], "big") == word2

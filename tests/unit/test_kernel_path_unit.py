@@ -149,3 +149,19 @@ def test_path_default_from_the_environment(monkeypatch):
     assert "LISP_LAB_DATAPLANE_PATH" in str(e.value)
     monkeypatch.delenv("LISP_LAB_DATAPLANE_PATH")
     assert _cfg().dataplane_path == "python"
+
+
+def test_the_config_map_carries_the_python_paths_header_words():
+    """The kernel path writes the LISP header words the Python path sends (N, I, the
+    instance ID and the Locator-Status-Bits: issue 10/11), not constants of its own: it
+    used to send I with instance ID 0 where the Python path sent no I at all."""
+    from nodes.kernelpath import _CFG, config_value
+    from nodes.lisp.data import DataHeader, encode_data_header, header_words
+    for iid, lsb in ((7, 1), (7, 3), (None, 1), (None, None), (0xABCDEF, None)):
+        words = header_words(iid, lsb)
+        fields = _CFG.unpack(config_value(5, "192.0.2.1", iid, 1500, True, words))
+        assert fields[:6] == (0, 5, bytes([192, 0, 2, 1]), iid or 0, 1500, 1)
+        hdr = struct.pack("!II", fields[6] | 0x123456, fields[7])
+        assert hdr == encode_data_header(DataHeader(nonce=0x123456, instance_id=iid, lsb=lsb))
+    default = _CFG.unpack(config_value(5, "192.0.2.1", 7, 1500))
+    assert (default[6], default[7]) == (0xC8000000, 0x00000701)
