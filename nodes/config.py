@@ -135,7 +135,7 @@ class NodeConfig:
     lan_interfaces: list = field(default_factory=list)
     mtu: int = 1500                             # outer path MTU
     proxy_arp: bool = False                     # answer ARP on the LAN for routed addresses
-    dataplane_path: str = "python"              # "python" (TUN) or "kernel" (tc-BPF too)
+    dataplane_path: str = "python"              # "python" (TUN) or "kernel" (an xtr: default)
     smr_interval: float = 1.0                   # seconds
     eid_space: list = field(default_factory=list)          # [(iid, network)], pxtr
     # ITR limits (RFC 9301 section 5.3) and the Map-Reply check
@@ -660,13 +660,17 @@ def _xtr(data, cfg):
 
 
 def _default_path(role):
-    """`dataplane.path` when the file does not say: "python", or for an xtr the value of
-    $LISP_LAB_DATAPLANE_PATH (to run a whole test suite or lab on the kernel path)."""
-    value = os.environ.get("LISP_LAB_DATAPLANE_PATH", "") if role == "xtr" else ""
+    """`dataplane.path` when the file does not say: for an xtr "kernel" (the tc-BPF fast
+    path where this kernel runs it; where it does not, the daemon says why in one line and
+    the Python path carries everything), or the value of $LISP_LAB_DATAPLANE_PATH (to run a
+    whole test suite or lab on one path); "python" for the other roles."""
+    if role != "xtr":
+        return "python"
+    value = os.environ.get("LISP_LAB_DATAPLANE_PATH", "")
     if value and value not in ("python", "kernel"):
         raise _Invalid("dataplane.path", f"LISP_LAB_DATAPLANE_PATH={value!r} must be one of "
                                          f"python, kernel")
-    return value or "python"
+    return value or "kernel"
 
 
 def _check_gateways(dynamic_eids):

@@ -18,6 +18,7 @@ test left) and carry the process id, so two sessions never share one.
 """
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,42 @@ def transfer_received(server, pattern, size):
     server.wait(10)
     n, digest = server.read_log().split()[-2:]
     return int(n) == size and digest == hashlib.sha256(pattern * (size // 32)).hexdigest()
+
+
+# The daemons' pinned maps live in their node's mount namespace (its own bpffs): read and
+# write them from there.
+IN_NODE = r'''
+import glob, json, os, struct, sys
+from pathlib import Path
+import nodes.kernelpath as kp
+d = Path(sorted(glob.glob(f"{kp.PIN_ROOT}/{sys.argv[1]}-*"), key=os.path.getmtime)[-1]) / "maps"
+if sys.argv[2] == "entries":
+    m = kp.Map(d / "lisp_mc4", kp._KEY.size, kp._MC.size)
+    print(json.dumps([[kp.decode_key(k)[0], str(kp.decode_key(k)[1]),
+                       kp.decode_mc(m.lookup(k))[0]] for k in m.keys()]))
+else:
+    m = kp.Map(d / "lisp_cfg", 4, kp._CFG.size)
+    raw = bytearray(m.lookup(struct.pack("=I", 0)))
+    raw[0:4] = struct.pack("=I", int(sys.argv[3]))
+    m.update(struct.pack("=I", 0), bytes(raw))
+    print("ok")
+'''
+
+
+def in_node(run, node, *args):
+    """Run IN_NODE in `node` ("entries": the IPv4 map-cache trie; "cfg", "0" or "1": the
+    kernel path off or on in its config map)."""
+    r = run.lab.run(node, [sys.executable, "-c", IN_NODE, node, *args], timeout=10,
+                    cwd=str(Path(__file__).resolve().parents[2]))
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def set_kernel_path(run, node, on):
+    """Switch `node`'s kernel path off (everything goes to the Python path, as if the
+    programs were not there) or back on."""
+    assert in_node(run, node, "cfg", "1" if on else "0").strip() == "ok"
+
+
+def kernel_path_running(run, node):
+    return run.counters(node).get("kernel_path") == 1

@@ -24,8 +24,8 @@ import pytest
 
 from lab.emu import wait_for
 from nodes.dataplane import flow_of, outer_sport
-from tests.emulation.harness import (DATA, TCP_SENDER, TCP_SERVER, lab_fixture,
-                                     transfer_received)
+from tests.emulation.harness import (DATA, TCP_SENDER, TCP_SERVER, in_node, lab_fixture,
+                                     set_kernel_path, transfer_received)
 
 kernelpath = pytest.importorskip("nodes.kernelpath")
 
@@ -74,33 +74,6 @@ def started(proc, timeout=5):
 
 def kernel(run, node):
     return {k: v for k, v in run.counters(node).items() if k.startswith("kernel_")}
-
-
-# The daemons' pinned maps live in their node's mount namespace (its own bpffs): read and
-# write them from there.
-IN_NODE = r'''
-import glob, json, os, struct, sys
-from pathlib import Path
-import nodes.kernelpath as kp
-d = Path(sorted(glob.glob(f"{kp.PIN_ROOT}/{sys.argv[1]}-*"), key=os.path.getmtime)[-1]) / "maps"
-if sys.argv[2] == "entries":
-    m = kp.Map(d / "lisp_mc4", kp._KEY.size, kp._MC.size)
-    print(json.dumps([[kp.decode_key(k)[0], str(kp.decode_key(k)[1]),
-                       kp.decode_mc(m.lookup(k))[0]] for k in m.keys()]))
-else:
-    m = kp.Map(d / "lisp_cfg", 4, kp._CFG.size)
-    raw = bytearray(m.lookup(struct.pack("=I", 0)))
-    raw[0:4] = struct.pack("=I", int(sys.argv[3]))
-    m.update(struct.pack("=I", 0), bytes(raw))
-    print("ok")
-'''
-
-
-def in_node(run, node, *args):
-    r = run.lab.run(node, [PY, "-c", IN_NODE, node, *args], timeout=10,
-                    cwd=str(Path(__file__).resolve().parents[2]))
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 def tcpdump(run, node, iface, name, bpf="udp port 4341"):
@@ -267,7 +240,7 @@ def ipaddressip(text):
 
 
 def _set_enabled(run, node, on):
-    assert in_node(run, node, "cfg", "1" if on else "0").strip() == "ok"
+    set_kernel_path(run, node, on)
 
 
 def test_both_paths_send_the_same_packet(sites):

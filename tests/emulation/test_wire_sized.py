@@ -9,16 +9,19 @@ first. Here, with the offloads left on (the demo turns them off on its captured 
 test must not), a TCP transfer goes from h1 (behind xtr1) to h2, and a raw-socket (AF_PACKET)
 receiver on the core router reads every frame on xtr1's uplink and on xtr2's link: no frame
 may be larger than the MTU plus the Ethernet header, and each LISP data frame must carry
-exactly one inner packet."""
+exactly one inner packet. Both data paths: the Python one (UDP_SEGMENT sends) and the kernel
+one (tc-BPF encapsulation of the hosts' GSO packets, segmented by the kernel)."""
 import json
 import os
 import signal
 import sys
 import time
 
+import pytest
+
 from lab.emu import wait_for
-from tests.emulation.harness import (DATA, TCP_SENDER, TCP_SERVER, lab_fixture,
-                                     transfer_received)
+from tests.emulation.harness import (DATA, TCP_SENDER, TCP_SERVER, kernel_path_running,
+                                     lab_fixture, set_kernel_path, transfer_received)
 
 PY = sys.executable
 MTU = 1500
@@ -91,8 +94,24 @@ def started(proc, timeout=5):
     return wait_for(lambda: "ready" in proc.read_log(), timeout, 0.05)
 
 
-def test_a_tcp_transfer_leaves_the_xtr_one_lisp_packet_per_frame(sites):
+@pytest.fixture(params=["python", "kernel"])
+def path(request, sites):
+    """Each data path of xtr1 in turn: the kernel path (the default where it runs) or the
+    Python path (the kernel programs switched off in their config map)."""
+    kernel = kernel_path_running(sites, "xtr1")
+    if request.param == "kernel" and not kernel:
+        pytest.skip("xtr1's kernel data path is not running here: "
+                    f"{[e.get('reason') for e in sites.events('xtr1', 'kernel_path_unavailable')]}")
+    if request.param == "python" and kernel:
+        set_kernel_path(sites, "xtr1", False)
+    yield request.param
+    if request.param == "python" and kernel:
+        set_kernel_path(sites, "xtr1", True)
+
+
+def test_a_tcp_transfer_leaves_the_xtr_one_lisp_packet_per_frame(sites, path):
     lab, workdir = sites.lab, sites.workdir
+    before = sites.counters("xtr1")
     offloads = sites.sh("xtr1", ["ethtool", "-k", "xtr1-r0"]).stdout \
         + sites.sh("r0", ["ethtool", "-k", "r0-xtr2"]).stdout
     assert offloads.count("generic-segmentation-offload: on") == 2   # nothing turned off
@@ -120,5 +139,12 @@ def test_a_tcp_transfer_leaves_the_xtr_one_lisp_packet_per_frame(sites):
         assert st["inner"] == st["lisp_frames"], (link, st)      # one inner packet each
         assert st["lisp_frames"] >= TRANSFER // MTU, (link, st)   # it saw the transfer
         assert st["seqs"] >= TRANSFER, (link, st)                 # every byte, readable
-    # Still one UDP_SEGMENT send per batch: the kernel segments before the uplink.
-    assert xtr1.get("udp_gso_sends", 0) > 0 and xtr1.get("gso_off_uplink_offload", 0) == 0, xtr1
+    sent = {k: xtr1.get(k, 0) - before.get(k, 0)
+            for k in ("udp_gso_sends", "kernel_encapsulated", "gso_off_uplink_offload")}
+    if path == "python":
+        # Still one UDP_SEGMENT send per batch: the kernel segments before the uplink.
+        assert sent["udp_gso_sends"] > 0 and sent["gso_off_uplink_offload"] == 0, sent
+        assert sent["kernel_encapsulated"] == 0, sent
+    else:
+        # The tc program encapsulated the transfer (GSO packets from h1 included).
+        assert sent["kernel_encapsulated"] >= TRANSFER // MTU, sent

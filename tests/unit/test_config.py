@@ -361,11 +361,12 @@ def test_defaults_of_a_minimal_xtr():
         rlocs=[RlocConfig(ip("192.0.2.1"), 1, 100)],
         eid_prefixes=[(0, net("10.1.0.0/24"))],
         map_servers=[MapServerConfig(ip("192.0.2.100"), "k", 0, ALG_HMAC_SHA256_128)],
-        map_resolvers=[ip("192.0.2.100")])
+        map_resolvers=[ip("192.0.2.100")], dataplane_path="kernel")
     assert (cfg.register_interval, cfg.record_ttl, cfg.want_map_notify, cfg.proxy_reply,
             cfg.miss_policy, cfg.petr, cfg.tun, cfg.lan_interfaces, cfg.mtu,
-            cfg.smr_interval, cfg.decap_known_rlocs_only, cfg.proxy_arp) == (
-        3.0, 1440, True, False, "drop", None, "lisp0", [], 1500, 1.0, False, False)
+            cfg.smr_interval, cfg.decap_known_rlocs_only, cfg.proxy_arp,
+            cfg.dataplane_path) == (
+        3.0, 1440, True, False, "drop", None, "lisp0", [], 1500, 1.0, False, False, "kernel")
 
 
 def test_defaults_of_a_minimal_msmr():

@@ -126,7 +126,7 @@ def _cfg(path="", role="xtr", extra='[[eid_prefix]]\nprefix = "10.1.0.0/24"\n'
 
 
 def test_path_key():
-    assert _cfg().dataplane_path == "python"
+    assert _cfg().dataplane_path == "kernel"                   # the default for an xtr
     assert _cfg('path = "kernel"').dataplane_path == "kernel"
     assert _cfg('path = "python"').dataplane_path == "python"
     for bad in ('path = "ebpf"', "path = 1"):
@@ -147,8 +147,11 @@ def test_path_default_from_the_environment(monkeypatch):
     with pytest.raises(ConfigError) as e:
         _cfg()
     assert "LISP_LAB_DATAPLANE_PATH" in str(e.value)
-    monkeypatch.delenv("LISP_LAB_DATAPLANE_PATH")
+    monkeypatch.setenv("LISP_LAB_DATAPLANE_PATH", "python")
     assert _cfg().dataplane_path == "python"
+    assert _cfg('path = "kernel"').dataplane_path == "kernel"
+    monkeypatch.delenv("LISP_LAB_DATAPLANE_PATH")
+    assert _cfg().dataplane_path == "kernel"
 
 
 def test_the_config_map_carries_the_python_paths_header_words():
