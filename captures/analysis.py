@@ -70,7 +70,12 @@ RESULT_KEYS = {
     "dci_packets_after_move": "client->VM probe and TCP frames on the DCI from move_time on",
     "dci_bytes_after_move": "their bytes (Ethernet frame lengths as recorded in the pcap)",
     "convergence_ms": "move_time -> the first probe seen on the VM's new access link "
-                      "(role vm-target) that did not cross the DCI; null if never",
+                      "(role vm-target) that took the direct path (the lab model's expected "
+                      "path after the move, expected_path_after); null if never, and where "
+                      "that path crosses the DCI (the hair-pin is not a convergence)",
+    "first_delivery_ms": "move_time -> the first probe seen on the VM's new access link "
+                         "that did not cross the DCI, on any path (with LISP it may still "
+                         "make a triangle through the old site's xTR); null if never",
     "probes_sent": "distinct probes seen on the client link",
     "probes_lost": "probes sent whose echo never came back to the client link",
     "rtt_ms": "[t_s, rtt_ms] per answered probe, from its probe and echo on the client link",
@@ -463,20 +468,40 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
             lost_times.append(ts)
     lost_before = sum(1 for t in lost_times if t < move)
 
-    # Convergence: the first probe on the new access link that did not cross the DCI.
-    convergence_ms = None
+    # Paths per probe: the captured links it crossed, in capture-time order.
+    order = sorted(range(len(caps)),
+                   key=lambda i: (_ROLE_RANK.get(caps[i].role, 1), i))
+    rank = {caps[i].name: r for r, i in enumerate(order)}
+    seen_on = [(c.name, rank[c.name], c.probe_first) for c in caps if c.probe_first]
+    paths = {}
+    for key in sent:
+        hops = sorted((d[key], r, name) for name, r, d in seen_on if key in d)
+        paths[key] = tuple(h[2] for h in hops)
+
+    # First delivery: the first probe on the new access link that did not cross the DCI
+    # (it may still have made a triangle through the old site's xTR).
+    first_delivery_ms = None
     if target is not None and not dci_unknown:
         crossed = dci.probe_first if dci is not None else {}
         arrivals = [ts for key, ts in target.probe_first.items()
                     if ts >= move and key not in crossed]
         if arrivals:
-            convergence_ms = round((min(arrivals) - move) * 1000.0, 3)
+            first_delivery_ms = round((min(arrivals) - move) * 1000.0, 3)
+    # Convergence: the first probe, on the new access link, that took the direct path (the
+    # model's expected path after the move). A direct path over the DCI is the hair-pin
+    # itself: never converged. An older links.json without the expected path: the first
+    # delivery, as this figure used to be.
+    direct = meta.get("expected_path_after")
+    if direct is None:
+        convergence_ms = first_delivery_ms
+    elif "dci" in direct or dci_unknown or target is None:
+        convergence_ms = None
+    else:
+        arrivals = [ts for key, ts in target.probe_first.items()
+                    if ts >= move and paths.get(key) == tuple(direct)]
+        convergence_ms = round((min(arrivals) - move) * 1000.0, 3) if arrivals else None
 
-    # Paths per probe, most common sequence per phase.
-    order = sorted(range(len(caps)),
-                   key=lambda i: (_ROLE_RANK.get(caps[i].role, 1), i))
-    rank = {caps[i].name: r for r, i in enumerate(order)}
-    seen_on = [(c.name, rank[c.name], c.probe_first) for c in caps if c.probe_first]
+    # The most common path per phase.
     settle = move
     if convergence_ms is not None:
         settle = move + convergence_ms / 1000.0
@@ -485,8 +510,7 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
     before, after, after_move = Counter(), Counter(), Counter()
     per_probe = []
     for key, ts in sent.items():
-        hops = sorted((d[key], r, name) for name, r, d in seen_on if key in d)
-        path = tuple(h[2] for h in hops)
+        path = paths[key]
         per_probe.append((ts, path))
         if ts < move:
             before[path] += 1
@@ -575,6 +599,7 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
         "dci_packets_after_convergence": dci_pk_conv,
         "dci_bytes_after_convergence": dci_by_conv,
         "convergence_ms": convergence_ms,
+        "first_delivery_ms": first_delivery_ms,
         "probes_sent": len(sent),
         "probes_answered": len(answered_times),
         "probes_lost": len(lost_times),

@@ -863,3 +863,44 @@ def test_analysis_speed_30k_packets(tmp_path):
     assert r["probes_sent"] == n and r["probes_lost"] == n // 100
     assert r["path_before"] == ["client-access", "client-uplink"]
     assert r["links"]["client-access"]["frames"] == n + n - n // 100
+
+
+def test_convergence_is_the_first_probe_on_the_direct_path(tmp_path):
+    """(issue 12) After an across-subnet move the old xTR re-encapsulates stale probes to the
+    new one (client -> DC1's xTR -> DC2's xTR: a triangle through the core), which reach the
+    new access link without crossing any DCI. That is the first delivery at the new site,
+    not convergence: convergence is the first probe on the model's expected path after the
+    move (links.json's expected_path_after), here seq 56."""
+    links = [x for x in LINKS if x[0] != "dci"]
+    run = Run(links)
+    to_dc1, to_dc2 = (RLOC["xtrc"], RLOC["xtr1"]), (RLOC["xtrc"], RLOC["xtr2"])
+    triangle = TO_DC1[:4] + ["dc2-uplink", "dc2-access"]
+    for seq in range(N_PROBES):
+        t = T0 + SPACING * seq
+        path, rlocs = (TO_DC1, to_dc1) if seq <= 50 else (triangle, to_dc1) if seq <= 55 \
+            else (TO_DC2, to_dc2)
+        run.along(path, t, probe_pkt(seq, t), rlocs)
+        run.back(path if seq <= 50 else TO_DC2, t + 0.010, echo_pkt(seq, t),
+                 (RLOC["xtr1"], RLOC["xtrc"]) if seq <= 50 else (RLOC["xtr2"], RLOC["xtrc"]))
+    r = analyze_mode(run.write(tmp_path / "across", expected_path_before=TO_DC1,
+                               expected_path_after=TO_DC2))
+    # seq 51 (sent T0 + 1.02) reaches dc2-access 5 hops later: 1.025 - 1.01 = 15 ms.
+    assert r["first_delivery_ms"] == pytest.approx(15.0, abs=2e-3)
+    # seq 56 (sent T0 + 1.12) on the direct path, 4 hops: 1.124 - 1.01 = 114 ms.
+    assert r["convergence_ms"] == pytest.approx(114.0, abs=2e-3)
+    assert r["path_after"] == TO_DC2
+    # Without the expected path (an older links.json) it is the first delivery, as before.
+    old = analyze_mode(run.write(tmp_path / "old"))
+    assert old["convergence_ms"] == pytest.approx(15.0, abs=2e-3)
+
+
+def test_a_direct_path_through_the_dci_never_converges(runs, tmp_path):
+    """Where the expected path after the move crosses the DCI (no LISP, no host route: the
+    hair-pin is what the network does), there is no convergence to measure: null."""
+    d = build(tmp_path, "triangular", name="tri")
+    meta = json.loads((d / "links.json").read_text())
+    meta["expected_path_after"] = TRIANGLE
+    (d / "links.json").write_text(json.dumps(meta))
+    r = analyze_mode(d)
+    assert r["convergence_ms"] is None and r["first_delivery_ms"] is None
+    assert r["path_after"] == TRIANGLE
