@@ -81,6 +81,9 @@ RESULT_KEYS = {
     "rtt_ms": "[t_s, rtt_ms] per answered probe, from its probe and echo on the client link",
     "tcp_survived": "the TCP session (port 7001) had packets both ways after the move until "
                     "the end of the traffic, and no RST was seen",
+    "convergence_budget": "a move's convergence step by step (LISP): {steps: [{step, "
+                          "first_seen_ms, at_destination_ms, from, to}], floor_ms: the propagation floors "
+                          "of the lab's link delays, convergence_ms}; null without LISP",
     "control_messages": "LISP control messages from move_time - 1 s: {time_s, link, type, "
                         "inner, src, dst}",
     "core_routing_updates_after_move": "OSPF LS Update packets captured on the links from "
@@ -421,7 +424,7 @@ def analyze_mode(mode_dir) -> dict:
     parser = FrameParser(meta.get("client"), meta["vm"])
     caps = [read_link(mode_dir / f"{x['name']}.pcap", x["name"], x.get("role", ""), parser)
             for x in links]
-    result = compute(meta, caps)
+    result = compute(meta, caps, mode_dir)
     result["mode"] = mode_dir.name
     result["analysis_s"] = round(time.perf_counter() - started, 3)
     for x in links:              # anything else links.json says per link (e.g. drops)
@@ -430,8 +433,9 @@ def analyze_mode(mode_dir) -> dict:
     return result
 
 
-def compute(meta: dict, caps: list[LinkCapture]) -> dict:
-    """The result dict from links.json's metadata and the links' captures."""
+def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
+    """The result dict from links.json's metadata and the links' captures (and, in
+    `mode_dir`, the nodes' event logs for the convergence budget)."""
     links = meta["links"]
     move = float(meta["move_time"])
     move_done = meta.get("move_done")
@@ -600,6 +604,8 @@ def compute(meta: dict, caps: list[LinkCapture]) -> dict:
         "dci_bytes_after_convergence": dci_by_conv,
         "convergence_ms": convergence_ms,
         "first_delivery_ms": first_delivery_ms,
+        "convergence_budget": convergence_budget(meta, control["messages"], convergence_ms,
+                                                 mode_dir),
         "probes_sent": len(sent),
         "probes_answered": len(answered_times),
         "probes_lost": len(lost_times),
@@ -706,6 +712,79 @@ def _tcp_verdict(caps, client, move):
         not rst_times and to_vm and from_vm and end is not None
         and to_vm[-1] >= end - TCP_END_SLACK_S and from_vm[-1] >= end - TCP_END_SLACK_S)
     return out
+
+
+# The steps of a move's convergence, in order: (step, message type, from, to), the roles
+# of links.json's "budget" nodes. A Map-Reply comes from the new xTR, or from the
+# Map-Server when it answers for the site (proxy reply).
+BUDGET_STEPS = (
+    ("map_register", "Map-Register", ("new_xtr",), "map_server"),
+    ("map_notify", "Map-Notify", ("map_server",), "old_xtr"),
+    ("smr", "SMR", ("old_xtr",), "itr"),
+    ("map_request", "ECM", ("itr",), "map_server"),
+    ("map_reply", "Map-Reply", ("new_xtr", "map_server"), "itr"),
+)
+
+
+def convergence_budget(meta, messages, convergence_ms, mode_dir=None):
+    """Where a move's convergence time goes: per step, when its message was first captured
+    (on any link, after the previous step's) and when on its destination's uplink, in ms
+    after the move; the new xTR's detection of the host from its event log; the first
+    probe on the direct path (convergence_ms); and the propagation floors of the lab's link
+    delays (links.json "budget", written by lab/scenario.py). None without LISP."""
+    info = meta.get("budget")
+    if not info:
+        return None
+    nodes = info["nodes"]
+    rloc = {role: n["rloc"] for role, n in nodes.items()}
+    steps = []
+    detected = _detected_ms(meta, nodes["new_xtr"]["node"], mode_dir)
+    steps.append({"step": "detected", "first_seen_ms": detected, "at_destination_ms": detected,
+                  "from": nodes["new_xtr"]["node"], "to": nodes["new_xtr"]["node"]})
+    after = detected if detected is not None else 0.0
+    for step, kind, senders, dst in BUDGET_STEPS:
+        srcs = {rloc[r] for r in senders}
+        mine = [m for m in messages if m["type"] == kind and m["src"] in srcs
+                and m["dst"] == rloc[dst] and m["time_s"] * 1000.0 >= after]
+        if not mine:
+            steps.append({"step": step, "first_seen_ms": None, "at_destination_ms": None,
+                          "from": None, "to": nodes[dst]["node"]})
+            continue
+        first = mine[0]
+        left = round(first["time_s"] * 1000.0, 3)
+        at_dst = next((m for m in mine if m["link"] == nodes[dst]["link"]
+                       and m["src"] == first["src"]), None)
+        arrived = round(at_dst["time_s"] * 1000.0, 3) if at_dst else None
+        sender = next(nodes[r]["node"] for r in senders if rloc[r] == first["src"])
+        steps.append({"step": step, "first_seen_ms": left, "at_destination_ms": arrived,
+                      "from": sender, "to": nodes[dst]["node"]})
+        after = left
+    steps.append({"step": "first_direct_probe", "first_seen_ms": None,
+                  "at_destination_ms": convergence_ms, "from": nodes["itr"]["node"],
+                  "to": nodes["new_xtr"]["node"]})
+    return {"steps": steps, "floor_ms": info.get("floor_ms"), "convergence_ms": convergence_ms}
+
+
+def _detected_ms(meta, node, mode_dir):
+    """When `node` (the new xTR) detected the moved host (its event log's first
+    dynamic_eid_detected for the VM's address after the move), in ms after the move."""
+    if mode_dir is None:
+        return None
+    path = Path(mode_dir) / f"{node}.events.jsonl"
+    move = float(meta["move_time"])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if (e.get("event") == "dynamic_eid_detected" and str(e.get("eid", "")).endswith(
+                "]" + str(meta["vm"])) and float(e.get("time", 0)) >= move):
+            return round((float(e["time"]) - move) * 1000.0, 3)
+    return None
 
 
 def _control(caps, move):

@@ -236,6 +236,32 @@ def _control_section(mode: str, r: dict) -> list[str]:
     return lines
 
 
+BUDGET_LABELS = {"detected": "host detected by the new xTR",
+                 "map_register": "Map-Register (new xTR → Map-Server)",
+                 "map_notify": "Map-Notify (Map-Server → old xTR)",
+                 "smr": "Solicit-Map-Request (old xTR → ITR)",
+                 "map_request": "Map-Request (ITR → Map-Resolver)",
+                 "map_reply": "Map-Reply (→ ITR)",
+                 "first_direct_probe": "first probe on the direct path"}
+
+
+def _budget_section(mode, budget) -> list[str]:
+    lines = [f"### `{mode}`", "", "| step | first seen (ms) | at its destination (ms) |",
+             "|---|---|---|"]
+    for st in budget["steps"]:
+        lines.append(f"| {BUDGET_LABELS.get(st['step'], st['step'])} | "
+                     f"{_num(st['first_seen_ms'])} | {_num(st['at_destination_ms'])} |")
+    floor = budget.get("floor_ms")
+    if floor:
+        lines += ["", f"Propagation floors from the link delays: register then notify the ITR "
+                      f"(as PubSub does) and its first packet **{floor['notify']:g} ms**; through "
+                      f"the old xTR's SMR **{floor['smr']:g} ms** (of which the SMR round "
+                      f"{floor['smr_round']:g} ms). Measured: "
+                      f"**{_num(budget.get('convergence_ms'), ' ms')}**."]
+    lines.append("")
+    return lines
+
+
 def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: list[str],
                     first_lisp_probe_s: float | None = None) -> str:
     modes = order_modes(results)
@@ -261,6 +287,15 @@ def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: lis
                 out.append(f"- `{m}` {'ok' if c['ok'] else '**FAILED**'} ({where}, "
                            f"{c['step']}): {c['detail']}")
         out.append("")
+    budgets = [m for m in modes if results[m].get("convergence_budget")]
+    if budgets:
+        out += ["## Convergence budget", "",
+                "Where each LISP mode's convergence time went, from the captures (a message's "
+                "first capture after the previous step, and its capture on the destination's "
+                "uplink) and the new xTR's event log (detection); beside them the "
+                "propagation floors of the lab's link delays.", ""]
+        for m in budgets:
+            out += _budget_section(m, results[m]["convergence_budget"])
     out += ["## LISP control messages around the move", "",
             "Captured on every link from 1 s before the move (the same message appears once "
             "per link it crosses).", ""]

@@ -317,7 +317,27 @@ def links_json(net, state, start_wall):
             "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]]}
     if first:
         meta["move"] = (f"cold ({first['cold_s']:g} s down)" if first["cold_s"] else "live")
+        meta["budget"] = budget_meta(model, src, origin, first["to"])
     return meta
+
+
+def budget_meta(model, src, origin, target):
+    """What the analysis needs for a move's convergence budget: the nodes whose messages
+    make it (the new and the old site's xTRs, the client's ITR, the Map-Server) with their
+    RLOCs, and the propagation floors from the lab's link delays. None without LISP on
+    all three sites."""
+    if not model.lisp or not model.map_servers:
+        return None
+    sites = [model.sites[model.hosts[src].site], model.sites[origin], model.sites[target]]
+    if not all(s.lisp for s in sites):
+        return None
+    itr, old, new = (s.gateway for s in sites)
+    ms = model.map_servers[0]
+    floor = model.convergence_floor(new, old, itr, ms)
+    return {"nodes": {role: {"node": n, "rloc": model.rloc(n),
+                             "link": model.uplinks(n)[0].name} for role, n in
+                      (("new_xtr", new), ("old_xtr", old), ("itr", itr), ("map_server", ms))},
+            "floor_ms": floor}
 
 
 def _deferred(model, step, wall):

@@ -257,6 +257,42 @@ class Lab:
             path.append(prev[path[-1]])
         return path[::-1]
 
+    def one_way_ms(self, a, b):
+        """The configured propagation delay from edge node `a` to edge node `b` (xTRs,
+        Map-Servers, proxies) over the core: a's first uplink, the routers' shortest path
+        and b's first uplink, as the static routes go. None where there is no path."""
+        if a == b:
+            return 0.0
+        up_a, up_b = self.uplinks(a), self.uplinks(b)
+        if not up_a or not up_b:
+            return None
+        routers = self.router_path(up_a[0].other(a), up_b[0].other(b))
+        if routers is None:
+            return None
+        hops = [self.link_between(x, y) for x, y in zip(routers, routers[1:])]
+        return up_a[0].delay_ms + sum(x.delay_ms for x in hops) + up_b[0].delay_ms
+
+    def convergence_floor(self, new_xtr, old_xtr, itr, map_server):
+        """The propagation floors of a move (RFC 9301 / RFC 9437 message paths, no
+        processing time), in ms: `notify` is the register-then-notify path (the new xTR's
+        Map-Register to the Map-Server, its Map-Notify to the ITR, as PubSub does, then the
+        ITR's first packet to the new xTR); `smr` the path through the old xTR (Map-Register,
+        Map-Notify to the old xTR, its SMR to the ITR, the ITR's Map-Request through the
+        Map-Resolver to the new xTR, its Map-Reply, the first packet); `smr_round` that SMR
+        round alone."""
+        d = self.one_way_ms
+        legs = {"register": d(new_xtr, map_server), "notify_old": d(map_server, old_xtr),
+                "smr": d(old_xtr, itr), "request": d(itr, map_server),
+                "forward": d(map_server, new_xtr), "reply": d(new_xtr, itr),
+                "publish": d(map_server, itr), "first_packet": d(itr, new_xtr)}
+        if any(v is None for v in legs.values()):
+            return None
+        smr_round = legs["smr"] + legs["request"] + legs["forward"] + legs["reply"]
+        return {"notify": legs["register"] + legs["publish"] + legs["first_packet"],
+                "smr": (legs["register"] + legs["notify_old"] + smr_round
+                        + legs["first_packet"]),
+                "smr_round": smr_round, "legs": legs}
+
     def link_between(self, a, b):
         return next((x for x in self.links.values() if set(x.ends()) == {a, b}), None)
 

@@ -904,3 +904,45 @@ def test_a_direct_path_through_the_dci_never_converges(runs, tmp_path):
     r = analyze_mode(d)
     assert r["convergence_ms"] is None and r["first_delivery_ms"] is None
     assert r["path_after"] == TRIANGLE
+
+
+BUDGET_NODES = {"new_xtr": ("xtr2", "dc2-uplink"), "old_xtr": ("xtr1", "dc1-uplink"),
+                "itr": ("xtrc", "client-uplink"), "map_server": ("msmr", "msmr-link")}
+
+
+def test_the_convergence_budget_follows_the_moves_messages(tmp_path):
+    """(issue 12) Per step of the move, the first capture of its message after the previous
+    step and its capture on the destination's uplink; detection from the new xTR's event
+    log; the direct-path convergence last; the floors passed through."""
+    d = build(tmp_path, "lisp-extended")
+    meta = json.loads((d / "links.json").read_text())
+    floor = {"notify": 60.0, "smr": 160.0, "smr_round": 90.0, "legs": {}}
+    meta["budget"] = {"nodes": {role: {"node": n, "rloc": RLOC[n], "link": link}
+                                for role, (n, link) in BUDGET_NODES.items()},
+                      "floor_ms": floor}
+    meta["expected_path_after"] = TO_DC2
+    (d / "links.json").write_text(json.dumps(meta))
+    events = [{"time": MOVE - 0.5, "node": "xtr2", "event": "dynamic_eid_detected",
+               "eid": f"[0]{VM}"},                          # before the move: not this one
+              {"time": MOVE + 0.021, "node": "xtr2", "event": "dynamic_eid_detected",
+               "eid": f"[0]{OTHER}"},                        # another host
+              {"time": MOVE + 0.025, "node": "xtr2", "event": "dynamic_eid_detected",
+               "eid": f"[0]{VM}"}]
+    (d / "xtr2.events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    b = analyze_mode(d)["convergence_budget"]
+    got = [(s["step"], s["first_seen_ms"], s["at_destination_ms"], s["from"], s["to"])
+           for s in b["steps"]]
+    want = [("detected", 25.0, 25.0, "xtr2", "xtr2"),
+            ("map_register", 30.0, 32.0, "xtr2", "msmr"),
+            ("map_notify", 34.0, 36.0, "msmr", "xtr1"),
+            ("smr", 40.0, 42.0, "xtr1", "xtrc"),
+            ("map_request", 50.0, None, "xtrc", "msmr"),     # not captured at the MS
+            ("map_reply", 60.0, 60.0, "xtr2", "xtrc"),
+            ("first_direct_probe", None, pytest.approx(114.0, abs=2e-3), "xtrc", "xtr2")]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g[0] == w[0] and g[3:] == w[3:], (g, w)
+        for x, y in zip(g[1:3], w[1:3]):
+            assert (x is None and y is None) or x == pytest.approx(y, abs=2e-3), (g, w)
+    assert b["floor_ms"] == floor and b["convergence_ms"] == pytest.approx(114.0, abs=2e-3)
+    assert analyze_mode(build(tmp_path, "triangular", name="t2"))["convergence_budget"] is None

@@ -247,3 +247,38 @@ def test_a_lab_chooses_its_xtrs_data_path(tmp_path):
         "xa"][1]["dataplane"]
     e = error_of(tmp_path, "dataplane: ebpf\n" + GOOD)
     assert str(e).endswith(":1: dataplane 'ebpf': python or kernel (the xTRs' data path)")
+
+
+def test_one_way_delays_and_the_floors_of_a_move():
+    """(issue 12) The propagation floors of a move from the link delays of the demo's lab:
+    every core link and xTR uplink 10 ms, the Map-Server's link 0 ms; the client's xTR on
+    r1, DC1's on r2, DC2's on r3, the Map-Server on r1."""
+    from topologies.model import load
+    from pathlib import Path
+    m = load(Path(__file__).resolve().parents[2] / "topologies" / "labs"
+             / "demo-lisp-across-subnet.yaml")
+    assert m.one_way_ms("xtr2", "msmr") == 20.0            # uplink + r3-r1
+    assert m.one_way_ms("xtr1", "xtrc") == 30.0            # uplink + r2-r1 + uplink
+    assert m.one_way_ms("xtrc", "xtrc") == 0.0
+    f = m.convergence_floor("xtr2", "xtr1", "xtrc", "msmr")
+    assert f["notify"] == 20 + 10 + 30                     # register, publish, first packet
+    assert f["smr_round"] == 30 + 10 + 20 + 30             # SMR, request, forward, reply
+    assert f["smr"] == 20 + 20 + f["smr_round"] + 30
+
+
+def test_links_json_names_the_nodes_of_a_moves_budget():
+    from pathlib import Path
+    from lab.scenario import budget_meta
+    from topologies.model import load
+    labs = Path(__file__).resolve().parents[2] / "topologies" / "labs"
+    m = load(labs / "demo-lisp-across-subnet.yaml")
+    vm = next(h for h in m.hosts.values() if h.vm)
+    client = next(h for h in m.hosts.values() if not h.vm and m.sites[h.site].lisp)
+    b = budget_meta(m, client.name, vm.site, "dc2" if vm.site == "dc1" else "dc1")
+    assert {r: n["node"] for r, n in b["nodes"].items()} == {
+        "new_xtr": "xtr2", "old_xtr": "xtr1", "itr": "xtrc", "map_server": "msmr"}
+    assert b["nodes"]["new_xtr"] == {"node": "xtr2", "rloc": m.rloc("xtr2"),
+                                     "link": "dc2-uplink"}
+    assert b["floor_ms"]["notify"] == 60.0
+    assert budget_meta(load(labs / "demo-l2-extension.yaml"), client.name, vm.site,
+                       "dc2") is None                   # no LISP: no budget
