@@ -104,6 +104,7 @@ def test_l2_extension_hairpins_over_the_dci(demo):
     assert r["dci_packets_after_move"] > 1000        # ~1000 probes/s for several seconds
     assert r["convergence_ms"] is None
     assert r["path_after"][-1] == "dci"
+    assert r["convergence_budget"] is None
 
 
 @pytest.mark.parametrize("mode", LISP_MODES)
@@ -118,6 +119,15 @@ def test_lisp_converges_under_a_second_and_leaves_the_dci(demo, mode):
     for kind in ("Map-Register", "Map-Notify", "SMR", "Map-Reply"):
         assert kind in kinds, (mode, kind, kinds)
     assert kinds & {"SMR-invoked Map-Request", "Map-Request"}, kinds
+    # The budget (issue 12): every step found, in order, the direct path after the reply.
+    b = r["convergence_budget"]
+    times = [s["first_seen_ms"] if s["first_seen_ms"] is not None else s["at_destination_ms"]
+             for s in b["steps"]]
+    assert None not in times, b["steps"]
+    assert times == sorted(times) and times[-1] == r["convergence_ms"], b["steps"]
+    reply = next(s for s in b["steps"] if s["step"] == "map_reply")
+    assert reply["at_destination_ms"] is not None and reply["at_destination_ms"] <= times[-1]
+    assert 0 < b["floor_ms"]["notify"] < b["floor_ms"]["smr"] <= r["convergence_ms"]
 
 
 def test_host_route_changes_the_core_routing_table_through_ospf(demo, tshark):
