@@ -81,6 +81,8 @@ RESULT_KEYS = {
     "rtt_ms": "[t_s, rtt_ms] per answered probe, from its probe and echo on the client link",
     "tcp_survived": "the TCP session (port 7001) had packets both ways after the move until "
                     "the end of the traffic, and no RST was seen",
+    "neighbours": "how the lab kept neighbour entries (links.json): permanent on point-to-"
+                  "point links, so no cold ARP is in a measured time; null if unknown",
     "convergence_budget": "a move's convergence step by step (LISP): {steps: [{step, "
                           "first_seen_ms, at_destination_ms, from, to}], floor_ms: the propagation floors "
                           "of the lab's link delays, convergence_ms}; null without LISP",
@@ -630,6 +632,7 @@ def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
         "client": meta.get("client"),
         "vm": meta["vm"],
         "delay_emulation": meta.get("delay_emulation"),
+        "neighbours": meta.get("neighbours"),
         "scenario": meta.get("scenario"),
         "link_roles": {"client": client_name, "dci": dci_name,
                        "vm-origin": _pick(links, "vm-origin"), "vm-target": target_name},

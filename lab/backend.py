@@ -126,6 +126,8 @@ class Network:
             if r.returncode != 0:
                 raise RuntimeError(f"ebtables -t {table} -A {rule}: {r.stderr.strip()}")
             self._rules.append((table, rule))
+        for x in m.links.values():
+            self.warm_neighbours(x)
         if m.routing == "ospf":
             from . import frr
             frr.start(self.lab, m.frr_configs(), self.out_dir)
@@ -273,6 +275,21 @@ class Network:
         self.where[host] = to_site
         self.announce(host)
 
+    def warm_neighbours(self, link):
+        """Permanent neighbour entries (ARP, and NDP with subnet6) for both ends of a
+        point-to-point link, as a routing protocol's hellos keep them fresh on a real
+        network: the first packet after an idle spell (a Map-Register after a move, say)
+        waits for no address resolution, and a move's measured convergence has no cold ARP
+        in it (issue 12). Taking a link down flushes them; set_link puts them back."""
+        for end in link.ends():
+            peer = link.other(end)
+            mac = self.sh(peer, f"cat /sys/class/net/{link.intf(peer)}/address").split()[0]
+            self.sh(end, f"ip neigh replace {link.ip(peer)} lladdr {mac} nud permanent "
+                         f"dev {link.intf(end)}")
+            if link.subnet6:
+                self.sh(end, f"ip -6 neigh replace {link.ip6(peer)} lladdr {mac} "
+                             f"nud permanent dev {link.intf(end)}")
+
     def set_link(self, name, up):
         """Both ends of a routed link (or the DCI's ports) up or down."""
         state = "up" if up else "down"
@@ -283,6 +300,8 @@ class Network:
         x = self.model.links[name]
         for end in x.ends():
             self.sh(end, f"ip link set dev {x.intf(end)} {state}")
+        if up:
+            self.warm_neighbours(x)
 
     def inject_host_route(self, host, timeout=5.0):
         """Route health injection: the gateway of the site where `host` is now adds a static

@@ -313,6 +313,7 @@ def links_json(net, state, start_wall):
                                     if first else None),
             "core_routes": state["host_routes"][0] if state["host_routes"] else None,
             "core_routing": model.routing,
+            "neighbours": "permanent on point-to-point links (warm paths)",
             "checks": state["checks"],
             "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]]}
     if first:

@@ -713,6 +713,7 @@ def test_write_report(tmp_path, runs):
         assert f"| {label} |" in md
     assert "triangular routing" in md.lower()
     assert "| 40.0 | dc1-uplink | SMR |" in md
+    assert "Warm paths" not in md                 # these links.json do not say so
     assert "ECM (SMR-invoked Map-Request)" in md
     assert "![comparison.png](comparison.png)" in md
 
@@ -946,3 +947,15 @@ def test_the_convergence_budget_follows_the_moves_messages(tmp_path):
             assert (x is None and y is None) or x == pytest.approx(y, abs=2e-3), (g, w)
     assert b["floor_ms"] == floor and b["convergence_ms"] == pytest.approx(114.0, abs=2e-3)
     assert analyze_mode(build(tmp_path, "triangular", name="t2"))["convergence_budget"] is None
+
+
+def test_the_report_says_how_neighbours_were_kept(tmp_path):
+    d = build(tmp_path / "run", "lisp-across", name="lisp-across-subnet")
+    meta = json.loads((d / "links.json").read_text())
+    meta["neighbours"] = "permanent on point-to-point links (warm paths)"
+    (d / "links.json").write_text(json.dumps(meta))
+    r = analyze_mode(d)
+    assert r["neighbours"] == meta["neighbours"]
+    write_report(tmp_path / "run", {"lisp-across-subnet": r}, "userspace relay")
+    assert "Warm paths: the lab keeps permanent neighbour" in (
+        tmp_path / "run" / "report.md").read_text()
