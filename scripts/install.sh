@@ -53,11 +53,12 @@ optional_install() {
 # Packages: emulation (mininet, iproute2, bridges, ebtables/iptables), captures (tcpdump,
 # tshark), traffic (iperf3), routing for the core (frr), the venv, the headers that the
 # NetfilterQueue delay emulator builds against, and YAML for the lab files (also for
-# `mn --custom topologies/dc.py`, which runs under the distribution's python3).
+# `mn --custom topologies/dc.py`, which runs under the distribution's python3), and make
+# (the README's commands, and the kernel fast path's build below; cloud images lack it).
 apt_packages=(
     mininet iproute2 bridge-utils ebtables iptables ethtool procps psmisc kmod
     iputils-ping iputils-arping netcat-openbsd
-    tcpdump tshark iperf3 frr sudo
+    tcpdump tshark iperf3 frr sudo make
     python3 python3-venv python3-dev python3-pip gcc libnetfilter-queue-dev
     python3-yaml
 )

@@ -60,7 +60,7 @@ def test_the_script_parses():
 def test_debian_12_names(tmp_path):
     installed, calls, _ = run_packages(tmp_path, "debian-12")
     assert {"mininet", "tshark", "frr", "tcpdump", "iperf3", "clang", "libbpf-dev",
-            "bpftool"} <= installed
+            "bpftool", "make"} <= installed
     assert not {p for p in installed if p.startswith(("linux-tools", "linux-modules-extra"))}
     assert not [c for c in calls if c.startswith("modprobe")]
 
