@@ -263,25 +263,31 @@ def _fact(facts, key):
     return facts.get(key) or {"ok": None, "detail": facts.get("error", "not checked")}
 
 
-# (fact key, check name, needed, when it fails: what follows)
+# (fact key, check name, needed, when it fails: what follows, fix)
 KERNEL_CHECKS = (
-    ("tun", "tun", True, "the xTRs' data plane has no TUN device"),
+    ("tun", "tun", True, "the xTRs' data plane has no TUN device",
+     "a kernel with CONFIG_TUN (modprobe tun; /dev/net/tun)"),
     ("tun_offloads", "tun offloads", True,
      "the data plane opens its TUN with the virtio-net header and TSO "
-     "(nodes/dataplane.py open_tun) and would not start"),
+     "(nodes/dataplane.py open_tun) and would not start",
+     "a kernel whose TUN driver takes IFF_VNET_HDR and TUNSETOFFLOAD (any current Linux)"),
     ("udp_gso", "udp gso", False,
-     "xTRs send one LISP packet per system call (slower bulk TCP)"),
-    ("udp_gro", "udp gro", False, "ETRs receive one LISP packet per system call"),
+     "xTRs send one LISP packet per system call (slower bulk TCP)",
+     "Linux 4.18 or later (UDP_SEGMENT)"),
+    ("udp_gro", "udp gro", False, "ETRs receive one LISP packet per system call",
+     "Linux 5.0 or later (UDP_GRO)"),
     ("uplink_segmentation", "uplink segmentation", False,
-     "xTRs cannot keep UDP GSO batches off the wire, so they send one packet per call"),
+     "xTRs cannot keep UDP GSO batches off the wire, so they send one packet per call",
+     "install ethtool; a kernel whose veths let tx-udp-segmentation be turned off"),
     ("control_steering", "control steering", False,
-     "one control socket: a Map-Request flood can delay registrations"),
+     "one control socket: a Map-Request flood can delay registrations",
+     "Linux 4.5 or later (SO_ATTACH_REUSEPORT_CBPF)"),
 )
 
 
 def check_kernel(p, facts):
     out = []
-    for key, name, needed, consequence in KERNEL_CHECKS:
+    for key, name, needed, consequence, fix in KERNEL_CHECKS:
         f = _fact(facts, key)
         if f["ok"]:
             out.append(Check(name, OK, f["detail"], needed=needed))
@@ -289,8 +295,6 @@ def check_kernel(p, facts):
             out.append(Check(name, MISSING if needed else DEGRADED,
                              f"not checked ({f['detail']})", AGAIN, needed=needed))
         else:
-            fix = ("a kernel with CONFIG_TUN (/dev/net/tun)" if key.startswith("tun")
-                   else "a newer kernel (Linux 5.x or later has it)")
             out.append(Check(name, MISSING if needed else DEGRADED,
                              f"{f['detail']}: {consequence}", fix, needed=needed))
     return out

@@ -189,6 +189,7 @@ def test_kernel_features(key, name, rc):
     checks = checks_of(facts=facts)
     assert checks[name].status == (MISSING if rc else DEGRADED)
     assert f"{key} refused (Invalid argument)" in checks[name].detail
+    assert checks[name].fix == next(k[4] for k in doctor.KERNEL_CHECKS if k[0] == key)
     assert status(checks) == rc
 
 
