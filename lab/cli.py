@@ -1,4 +1,4 @@
-"""`lisp-lab`: the lab's command line (run, cli, validate, list, demo, show, clean)."""
+"""`lisp-lab`: the lab's command line (run, cli, validate, list, demo, doctor, show, clean)."""
 import argparse
 import sys
 
@@ -29,6 +29,10 @@ def build_parser():
     validate = sub.add_parser("validate", help="check a lab or scenario file (no root needed)")
     validate.add_argument("files", nargs="+", metavar="FILE")
     sub.add_parser("list", help="the shipped labs and scenarios, one line each")
+    sub.add_parser("doctor", help="check what this machine gives the lab (root, Mininet, "
+                                  "netem, tools, kernel features, leftovers) and how to fix "
+                                  "each; exit 1 only when no lab can run"
+                   ).add_argument("--json", action="store_true", help="print it as JSON")
     cli = sub.add_parser("cli", help="build a lab's network and open Mininet's CLI with LISP "
                                      "commands (needs root)")
     cli.add_argument("file", metavar="FILE", help="a lab or scenario file (YAML)")
@@ -84,6 +88,11 @@ def cmd_list(args):
     for name, kind, text in rows:
         print(f"{name.ljust(w)}  {kind:<8}  {text}")
     return 0
+
+
+def cmd_doctor(args):
+    from lab.doctor import main as doctor
+    return doctor(as_json=args.json)
 
 
 def _played(command, play, *args, **kwargs):
@@ -201,6 +210,8 @@ def main(argv=None):
         return cmd_validate(args)
     if args.command == "list":
         return cmd_list(args)
+    if args.command == "doctor":
+        return cmd_doctor(args)
     if args.command == "run":
         return cmd_run(args)
     if args.command == "cli":

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 
-__all__ = ["netem_available", "netem_status", "NETEM_NOTICE"]
+__all__ = ["netem_available", "netem_status", "probe_netem", "enter_new_netns", "NETEM_NOTICE"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
@@ -25,16 +25,19 @@ _netem = None           # (available, detail) once probed in this process
 _netem_lock = threading.Lock()
 
 
-def _probe_netem():
-    """Try to add a netem qdisc to the loopback of a throwaway network namespace. That is
+def enter_new_netns():
+    """Move the calling process into a new, empty network namespace (a subprocess's
+    preexec_fn: what it does there dies with it)."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"unshare(CLONE_NEWNET): {os.strerror(e)}")
+
+
+def probe_netem():
+    """(available, detail), probed now and saying nothing (`lisp-lab doctor` asks this).
+    It tries to add a netem qdisc to the loopback of a throwaway network namespace. That is
     what a TCLink with a delay needs, it loads sch_netem on demand where it is a module,
     and it changes nothing on the machine (the namespace dies with the command)."""
-
-    def enter_new_netns():
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"unshare(CLONE_NEWNET): {os.strerror(e)}")
-
     try:
         tc = shutil.which("tc") or "/sbin/tc"
         proc = subprocess.run([tc, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
@@ -52,7 +55,7 @@ def netem_status():
     global _netem
     with _netem_lock:
         if _netem is None:
-            _netem = _probe_netem()
+            _netem = probe_netem()
             if not _netem[0]:
                 print(NETEM_NOTICE, file=sys.stderr, flush=True)
         return _netem

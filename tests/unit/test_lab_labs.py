@@ -2,10 +2,14 @@
 model derives from them, and the keys they added to the format (a map_cache check's
 `rlocs: all`, a step's `family:`, a VM moving back to a site it left)."""
 import ipaddress
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:          # Python 3.10 (Ubuntu 22.04): the same parser as tomli
+    import tomli as tomllib
 
 from topologies.model import load
 from topologies.render import toml

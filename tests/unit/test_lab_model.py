@@ -3,10 +3,14 @@ problem; the shipped files validate; derivations (routes, paths, configs) are ri
 import ipaddress
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:          # Python 3.10 (Ubuntu 22.04): the same parser as tomli
+    import tomli as tomllib
 
 from topologies.model import LabFileError, lab_files, load
 from topologies.render import toml
