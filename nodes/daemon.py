@@ -908,7 +908,8 @@ class Daemon:
     def _setup_routes(self):
         cfg, r = self.cfg, self.routes
         idx = r.ifindex(cfg.tun)
-        r.ipr.link("set", index=idx, state="up", mtu=cfg.mtu - ENCAP_OVERHEAD_V4)
+        r.ipr.link("set", index=idx, state="up",
+                   mtu=tun_mtu(cfg.mtu, [x.address for x in cfg.rlocs]))
         sysctl(f"net/ipv4/conf/{cfg.tun}/rp_filter", 0)
         # Traffic from the LAN: main table without its default route, then the LISP
         # table whose default route leads into the TUN (map-cache misses included); only
@@ -1020,7 +1021,7 @@ class Daemon:
         return bool(self.signalled) or (self.stopping is not None and self.stopping.is_set())
 
 
-from .dataplane import ENCAP_OVERHEAD_V4, DataPlane  # noqa: E402  (after Daemon for reading order)
+from .dataplane import DataPlane, tun_mtu  # noqa: E402  (after Daemon for reading order)
 
 
 # --- the kernel fast path (issue 10): tc-BPF programs fed from the core's map-cache ---------

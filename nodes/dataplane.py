@@ -95,6 +95,14 @@ def _fast_key(pkt):
     return None
 
 
+def tun_mtu(path_mtu, rlocs):
+    """The TUN's MTU: the outer path MTU less the encapsulation, 56 bytes (IPv6 + UDP +
+    LISP) when this xTR has an IPv6 RLOC to send from, else 36, so that the kernel answers
+    a packet too big for either outer header with ICMP (RFC 9300 7.2, stateful)."""
+    v6 = any(ipaddress.ip_address(r).version == 6 for r in rlocs)
+    return path_mtu - (ENCAP_OVERHEAD_V6 if v6 else ENCAP_OVERHEAD_V4)
+
+
 def ttl_and_tos(pkt):
     """(TTL or hop limit, DSCP/ECN byte) of an inner IPv4/IPv6 packet: what the outer
     header copies (RFC 9300 5.3)."""
@@ -246,6 +254,7 @@ class DataPlane:
         self._reported = set()             # kinds of per-packet errors already logged
         self._died = {}                    # thread -> why it stopped for good
         self._gso_socks = {}               # outer source port -> UDP socket (GSO sends)
+        self._udp6_socks = {}              # outer source port -> UDP socket on the IPv6 RLOC
         self._rloc_addrs = {}
         self._batch = []                   # encapsulation: packets for one GSO send
         self._batch_entry = self._batch_ttl = self._batch_tos = None
@@ -273,7 +282,8 @@ class DataPlane:
         for t in self.threads:
             t.join(timeout=0.5)
         for s in self.rx + [self.raw4] + ([self.udp6] if self.udp6 else []) \
-                + [e[0] for e in self._gso_socks.values()]:
+                + [e[0] for e in self._gso_socks.values()] \
+                + [x for x in self._udp6_socks.values() if x is not None]:
             s.close()
         try:
             os.close(self.tun_fd)          # a non-persistent TUN disappears with its fd
@@ -471,6 +481,24 @@ class DataPlane:
             entry = self._gso_socks[sport] = [s, None, None]
         return entry
 
+    def _udp6_socket(self, sport):
+        """A UDP socket bound to (our IPv6 RLOC, sport), one per outer port (at most 256
+        kept), or None when the port is taken."""
+        s = self._udp6_socks.get(sport)
+        if s is None and sport not in self._udp6_socks:
+            if len(self._udp6_socks) >= 256:
+                old = self._udp6_socks.pop(next(iter(self._udp6_socks)))
+                if old is not None:
+                    old.close()
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                s.bind((self.udp6.getsockname()[0], sport))
+            except OSError:
+                s.close()
+                s = None
+            self._udp6_socks[sport] = s
+        return s
+
     def send_gso(self, segs, rloc, sport, nonce, first):
         """Send the LISP packets of `segs` (equal-sized but for the last) with UDP_SEGMENT,
         from outer source port `sport`. Such packets carry a UDP checksum (the kernel's
@@ -611,7 +639,13 @@ class DataPlane:
                 self.raw4.sendmsg([hdr, pkt], (), 0, addr)
             elif self.udp6 is not None:
                 hdr = _LISP.pack(self._lisp_flags | nonce, self._lisp_word2)
-                self.udp6.sendmsg([hdr, pkt], (), 0, (str(rloc), DATA_PORT))
+                # RFC 9300 5.3/7: the flow's source port, the inner hop limit and traffic
+                # class (one socket per outer port, as for GSO; the shared one if the port
+                # is taken).
+                s = self._udp6_socket(sport) or self.udp6
+                cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("=i", ttl)),
+                        (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, struct.pack("=i", tos))]
+                s.sendmsg([hdr, pkt], cmsg, 0, (str(rloc), DATA_PORT))
             else:
                 self.counters["drop_no_ipv6_rloc"] += 1
                 return

@@ -12,6 +12,7 @@ LISP port by a UDP socket on 127.0.0.1.
 """
 import ipaddress
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -326,3 +327,50 @@ def test_the_locator_status_bits_say_every_locator_of_the_site_is_up(plane, rloc
     lisp = p.raw.sent[0][28:36]
     assert lisp[0] == flags and lisp[1:4] != b"\0\0\0"
     assert int.from_bytes(lisp[4:8], "big") == word2
+
+
+class Core6(Core):
+    def route(self, iid, dst, key):
+        return Decision("encap", rloc=ipaddress.ip_address("::1"))
+
+
+def test_an_ipv6_rloc_gets_the_flow_hash_port_hop_limit_and_traffic_class(plane,
+                                                                          monkeypatch):
+    """(issue 11) Over an IPv6 RLOC the outer header follows the same rules as over IPv4
+    (RFC 9300 5.3 and 7): the flow-hash source port, the inner hop limit/TTL and traffic
+    class copied. It used to leave from one ephemeral port with the socket's defaults."""
+    import nodes.dataplane as dpmod
+    from nodes.dataplane import flow_of, outer_sport
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rx.bind(("::1", 0))
+    rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+    rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+    rx.settimeout(2)
+    monkeypatch.setattr(dpmod, "DATA_PORT", rx.getsockname()[1])
+    udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    udp6.bind(("::1", 0))
+    p = plane(Core6(), rlocs=("192.0.2.1", "::1"))
+    p.dp.udp6 = udp6
+    p.dp.start()
+    sent = []
+    for tos, ttl, sport in ((0xB8, 37, 1234), (0x00, 64, 4321)):
+        pkt = bytes(IP(src="10.1.0.10", dst="10.2.0.10", ttl=ttl, tos=tos)
+                    / UDP(sport=sport, dport=7) / (b"x" * 20))
+        p.to_tun(pkt)
+        data, anc, _, addr = rx.recvmsg(2048, 256)
+        cmsg = {t: int.from_bytes(v, sys.byteorder) for lvl, t, v in anc}
+        sent.append((addr[1], cmsg.get(socket.IPV6_HOPLIMIT), cmsg.get(socket.IPV6_TCLASS)))
+        inner = data[8:]
+        assert inner[12:] == pkt[12:], inner                  # the inner packet, after LISP
+        assert sent[-1] == (outer_sport(flow_of(inner)[4]), inner[8], tos), sent
+    assert sent[0][0] != sent[1][0]                    # two flows, two ports
+    rx.close()
+
+
+def test_the_tun_mtu_leaves_room_for_an_ipv6_outer_header():
+    """(issue 11) With an IPv6 RLOC the encapsulation is 56 bytes, not 36: a 1464-byte
+    packet fitted the TUN and left as a 1520-byte IPv6 packet on a 1500-byte path."""
+    from nodes.dataplane import tun_mtu
+    assert tun_mtu(1500, ["192.0.2.1"]) == 1464
+    assert tun_mtu(1500, ["192.0.2.1", "2001:db8::1"]) == 1444
+    assert tun_mtu(1400, ["2001:db8::1"]) == 1344
