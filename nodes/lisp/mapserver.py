@@ -8,10 +8,17 @@ an unknown site, for a prefix outside its site, or that replays an earlier one (
 above the last one accepted from that registrant: see replay.py) is rejected and counted,
 and nothing of it is stored.
 
-Registrations of a configured prefix from several ETRs of the site are merged (a multi-homed
-site). A more-specific registration is a host that moved: the newest registrant owns it, and
-the ETRs that registered it before receive a Map-Notify with the new RLOC set, retransmitted
-until they answer with a Map-Notify-Ack.
+Registrations of a configured prefix from several xTRs of the site are merged (a multi-homed
+site): each registrant, known by its xTR-ID (RFC 9301 section 5.6: it identifies the xTR;
+without one, by the address its Map-Register came from), keeps its own locators and its own
+expiry, and the prefix's mapping is the union of them, in the order the xTRs registered (the
+merge semantics lispers.net applies, its "individual registrations"). Whenever that merged
+set changes while the prefix has more than one registrant, every registrant receives a
+Map-Notify carrying the merged record (each locator with its priority and weight), so that
+each ETR can answer Map-Requests with the site's whole locator set. A more-specific
+registration is a host that moved: the newest registrant owns it, and the ETRs that
+registered it before receive a Map-Notify with the new RLOC set. Both kinds of Map-Notify are
+retransmitted until the xTR answers with a Map-Notify-Ack.
 
 Map-Requests reaching the Map-Server are answered by proxy (when the registration asked for
 it with the P bit) or forwarded, still encapsulated, to a registered ETR. Map-Requests are
@@ -67,14 +74,21 @@ class Site:
 
 @dataclass(slots=True)
 class Registrant:
-    """One ETR's registration of one prefix."""
-    source: object                 # the RLOC the Map-Register came from
+    """One xTR's registration of one prefix."""
+    source: object                 # the RLOC its last Map-Register came from
     record: EidRecord
     expires: float
     key_id: int
     alg_id: int
     proxy_reply: bool
     xtr_id: object = None
+    site_id: int = 0
+
+
+def registrant_key(msg, src):
+    """Which registrant of a prefix a Map-Register speaks for: its xTR-ID (RFC 9301 section
+    5.6: unique per xTR), or without one the address it came from."""
+    return msg.xtr_id if msg.xtr_id is not None else src
 
 
 @dataclass
@@ -83,8 +97,8 @@ class Registration:
     prefix: object
     site: Site
     more_specific: bool
-    registrants: dict = field(default_factory=dict)   # source -> Registrant
-    moved_away: dict = field(default_factory=dict)    # source -> hold-down end (moved host)
+    registrants: dict = field(default_factory=dict)   # registrant_key -> Registrant
+    moved_away: dict = field(default_factory=dict)    # registrant_key -> hold-down end
 
     def locators(self):
         if len(self.registrants) == 1:
@@ -96,6 +110,11 @@ class Registration:
                     seen.add(loc.address)
                     out.append(loc)
         return out
+
+    def locator_set(self):
+        """What a change of the merged mapping is measured by."""
+        return [(x.address, x.priority, x.weight, x.m_priority, x.m_weight, x.reachable)
+                for x in self.locators()]
 
     def record(self, authoritative=True):
         """The merged record for a Map-Reply or Map-Notify."""
@@ -264,33 +283,36 @@ class MapServer(Core):
         self.nonces.commit(mode, registrant, msg.nonce, now)
         self.counters["registrations_accepted"] += 1
         expires = now + self.registration_timeout
+        key_of = registrant_key(msg, src)
         ignored = 0
+        merged = []                  # (Registration, registrants) whose merged set changed
         for iid, prefix, more, rec in placed:
             reg = self.registrations.get((iid, prefix))
             if reg is None:
                 reg = self.registrations[(iid, prefix)] = Registration(iid, prefix, site, more)
-            if more and reg.moved_away.get(src, 0.0) > now:
+            if more and reg.moved_away.get(key_of, 0.0) > now:
                 ignored += 1
                 self.counters["register_ignored_after_move"] += 1
                 out.append(Event("register_ignored", {
                     "iid": iid, "eid": prefix, "from": src,
                     "reason": "the host moved away from this RLOC moments ago"}))
                 continue
-            reg.moved_away.pop(src, None)
+            reg.moved_away.pop(key_of, None)
             new = Registrant(src, rec, expires, msg.key_id, msg.alg_id, msg.proxy_reply,
-                             msg.xtr_id)
+                             msg.xtr_id, msg.site_id)
             if more:
                 moved_from = []
                 others = reg.registrants
-                if len(others) > 1 or (others and src not in others):
+                if len(others) > 1 or (others and key_of not in others):
                     new_rlocs = {loc.address for loc in rec.locators}
-                    moved_from = [r for s, r in reg.registrants.items()
-                                  if s != src and {x.address for x in r.record.locators}
+                    moved_from = [(k, r) for k, r in reg.registrants.items()
+                                  if k != key_of and {x.address for x in r.record.locators}
                                   != new_rlocs]
-                reg.registrants = {src: new}
-                for old in moved_from:
-                    reg.moved_away[old.source] = now + self.move_holddown
-                    self._send_notify(old.source, reg, site, old.key_id, old.alg_id, now, out)
+                reg.registrants = {key_of: new}
+                for k, old in moved_from:
+                    reg.moved_away[k] = now + self.move_holddown
+                    self._send_notify(old, reg, site, now, out)
+                moved_from = [old for _, old in moved_from]
                 if moved_from:
                     self.counters["host_moves"] += 1
                     out.append(Event("eid_moved", {
@@ -298,9 +320,12 @@ class MapServer(Core):
                         "to": [x.address for x in rec.locators]}))
                 changed = True
             else:
-                old = reg.registrants.get(src)
+                old = reg.registrants.get(key_of)
                 changed = old is None or old.record.locators != rec.locators
-                reg.registrants[src] = new
+                before, had = reg.locator_set(), len(reg.registrants)
+                reg.registrants[key_of] = new
+                if changed and had and reg.locator_set() != before:
+                    merged.append(reg)
             if changed or self.table.get(iid, prefix) is None:
                 self.table.insert(iid, prefix, reg.locators(), float("inf"), now)
             out.append(Event("registered", {"site": site.name, "iid": iid, "eid": prefix,
@@ -310,13 +335,31 @@ class MapServer(Core):
             notify, data = notify_for_register(raw, msg, key)
             self.counters["map_notify_sent"] += 1
             out.append(SendControl(src, notify, data=data))
+        for reg in merged:
+            self._notify_merged(reg, now, out)
 
-    def _send_notify(self, dst, reg, site, key_id, alg_id, now, out):
-        """An unsolicited Map-Notify telling `dst` the new RLOC set of `reg`."""
-        key = site.keys[key_id]
+    def _notify_merged(self, reg, now, out):
+        """Tell every registrant of a multi-xTR prefix its new merged locator set."""
+        if not reg.registrants:
+            return
+        for r in reg.registrants.values():
+            self._send_notify(r, reg, reg.site, now, out)
+        self.counters["merged_notify"] += 1
+        out.append(Event("merged_notify", {
+            "eid": f"[{reg.iid}]{reg.prefix}", "rlocs": [str(x.address) for x in reg.locators()],
+            "to": [str(r.source) for r in reg.registrants.values()]}))
+
+    def _send_notify(self, registrant, reg, site, now, out):
+        """An unsolicited Map-Notify telling a registrant the (new) RLOC set of `reg`,
+        signed with the key it registered with, and with its xTR-ID when it sent one."""
+        key = site.keys[registrant.key_id]
         # An increasing nonce, so that the ETR can refuse a replayed move (etr.py).
         self.last_notify_nonce = next_nonce(self.last_notify_nonce, now)
-        notify = sign(MapNotify(self.last_notify_nonce, [reg.record()], key_id, alg_id), key)
+        notify = sign(MapNotify(self.last_notify_nonce, [reg.record()], registrant.key_id,
+                                registrant.alg_id, xtr_id=registrant.xtr_id,
+                                site_id=registrant.site_id if registrant.xtr_id is not None
+                                else 0), key)
+        dst = registrant.source
         self.pending_notifies[notify.nonce] = PendingNotify(
             dst, notify, key, self.notify_retries, now + self.notify_interval)
         self.counters["map_notify_sent"] += 1
@@ -372,17 +415,20 @@ class MapServer(Core):
         """Expire registrations and retransmit unacknowledged Map-Notifies."""
         out = []
         for key, reg in list(self.registrations.items()):
-            for src, r in list(reg.registrants.items()):
+            before, had = reg.locator_set(), len(reg.registrants)
+            for k, r in list(reg.registrants.items()):
                 if r.expires <= now:
-                    del reg.registrants[src]
+                    del reg.registrants[k]
                     self.counters["registrations_expired"] += 1
                     out.append(Event("registration_expired", {
-                        "eid": f"[{reg.iid}]{reg.prefix}", "from": str(src)}))
+                        "eid": f"[{reg.iid}]{reg.prefix}", "from": str(r.source)}))
             if not reg.registrants:
                 del self.registrations[key]
                 self.table.remove(reg.iid, reg.prefix)
-            else:
+            elif len(reg.registrants) < had:
                 self.table.insert(reg.iid, reg.prefix, reg.locators(), float("inf"), now)
+                if not reg.more_specific and reg.locator_set() != before:
+                    self._notify_merged(reg, now, out)
         for nonce, p in list(self.pending_notifies.items()):
             if p.next_time > now:
                 continue

@@ -1,0 +1,146 @@
+"""The Map-Server's side of issues 11 and 12: merged registrations, de-registration, moves
+back, negative replies next to registered prefixes, reply ports and PubSub (RFC 9437).
+
+Every test drives the Map-Server core (nodes/lisp/mapserver.py) with encoded messages, as the
+daemon does, and reads what it sends back. No sockets, no clock: time is `now`."""
+import ipaddress
+import random
+
+from nodes.lisp.actions import Event, SendControl
+from nodes.lisp.address import make_eid
+from nodes.lisp.auth import sign, verify
+from nodes.lisp.mapserver import MapServer, Site
+from nodes.lisp.messages import (ALG_HMAC_SHA256_128, EidRecord, Locator, MapNotify,
+                                 MapNotifyAck, MapRegister, MapReply, MapRequest,
+                                 RequestRecord, decode, encode)
+
+ip = ipaddress.ip_address
+net = ipaddress.ip_network
+KEY = "dc-secret"
+XTR_A, XTR_B, XTR_A2, ITR = (ip("192.0.2.1"), ip("192.0.2.2"), ip("198.51.100.1"),
+                             ip("192.0.2.9"))
+ID_A, ID_B = 0xA0A0_0000_0000_0000_0000_0000_0000_0001, 0xB0B0 << 112
+
+
+def sends(actions):
+    return [a for a in actions if isinstance(a, SendControl)]
+
+
+def events(actions, name):
+    return [a for a in actions if isinstance(a, Event) and a.name == name]
+
+
+def site(**kw):
+    return Site("dc", {0: KEY}, [(0, net("10.1.0.0/24"))], **kw)
+
+
+_nonce = iter(range(1, 1 << 30))
+
+
+def register(prefix, rlocs, xtr_id=None, ttl=1440, notify=True, proxy=False, key=KEY):
+    """A signed Map-Register: rlocs are (address, priority, weight)."""
+    eid, mask = make_eid(prefix)
+    locs = [Locator(ip(a), p, w, local=True) for a, p, w in rlocs]
+    msg = MapRegister(next(_nonce), [EidRecord(eid, mask, locs, ttl=ttl)], 0,
+                      ALG_HMAC_SHA256_128, proxy_reply=proxy, want_map_notify=notify,
+                      xtr_id=xtr_id, site_id=7 if xtr_id is not None else 0)
+    return encode(sign(msg, key))
+
+
+def request(eid="10.1.0.5", nonce=42):
+    e, mask = make_eid(f"{eid}/32")
+    return encode(MapRequest(nonce, [RequestRecord(e, mask)], [ITR]))
+
+
+def rloc_set(record):
+    return [(str(x.address), x.priority, x.weight) for x in record.locators]
+
+
+def ack(notify_action, key=KEY):
+    """The Map-Notify-Ack an ETR sends back for a Map-Notify."""
+    n = notify_action.message
+    return encode(sign(MapNotifyAck(n.nonce, n.records, n.key_id, n.alg_id,
+                                    xtr_id=n.xtr_id, site_id=n.site_id), key))
+
+
+# --- item 1: merged registrations (issue 11) -------------------------------------------
+
+A_SET = [("192.0.2.1", 1, 50)]
+B_SET = [("192.0.2.2", 1, 50)]
+MERGED = [("192.0.2.1", 1, 50), ("192.0.2.2", 1, 50)]
+
+
+def test_every_registrant_of_a_two_xtr_site_is_notified_of_the_merged_locator_set():
+    """Two xTRs (each with its xTR-ID) register the site prefix. When the second arrives,
+    the Map-Server sends each of them a signed Map-Notify with the merged set, priorities
+    and weights included, so that each ETR can answer Map-Requests with the whole set."""
+    ms = MapServer([site()], rng=random.Random(1))
+    first = ms.receive(register("10.1.0.0/24", A_SET, ID_A), XTR_A, 0.0)
+    # Alone, A gets the acknowledgement of its Map-Register only (its own set).
+    [ack_a] = sends(first)
+    assert ack_a.dst == XTR_A and rloc_set(ack_a.message.records[0]) == A_SET
+    out = ms.receive(register("10.1.0.0/24", B_SET, ID_B), XTR_B, 1.0)
+    ack_b, *merged = sends(out)
+    assert ack_b.dst == XTR_B and rloc_set(ack_b.message.records[0]) == B_SET
+    assert sorted(s.dst for s in merged) == [XTR_A, XTR_B]
+    for s in merged:
+        wire = s.wire()
+        msg = decode(wire)
+        assert isinstance(msg, MapNotify) and verify(wire, KEY)
+        [rec] = msg.records
+        assert (str(rec.eid), rec.mask_len) == ("10.1.0.0", 24)
+        assert rloc_set(rec) == MERGED
+        assert not any(x.local for x in rec.locators)
+        assert msg.xtr_id == (ID_A if s.dst == XTR_A else ID_B) and msg.site_id == 7
+    assert events(out, "merged_notify")[0].fields["rlocs"] == ["192.0.2.1", "192.0.2.2"]
+    # Retransmitted until acknowledged, then quiet.
+    assert sorted(s.dst for s in sends(ms.tick(2.0))) == [XTR_A, XTR_B]
+    for s in merged:
+        ms.receive(ack(s), s.dst, 2.1)
+    assert sends(ms.tick(3.5)) == [] and not ms.pending_notifies
+    # A periodic refresh that changes nothing notifies nobody but the registrant.
+    again = sends(ms.receive(register("10.1.0.0/24", A_SET, ID_A), XTR_A, 10.0))
+    assert [s.dst for s in again] == [XTR_A]
+
+
+def test_the_proxy_reply_lists_every_rloc_of_the_site_with_priority_and_weight():
+    ms = MapServer([site()], rng=random.Random(1))
+    ms.receive(register("10.1.0.0/24", A_SET, ID_A, proxy=True), XTR_A, 0.0)
+    ms.receive(register("10.1.0.0/24", [("192.0.2.2", 2, 100)], ID_B, proxy=True),
+               XTR_B, 0.0)
+    [reply] = sends(ms.receive(request(), ITR, 0.5))
+    assert isinstance(reply.message, MapReply) and reply.dst == ITR
+    assert rloc_set(reply.message.records[0]) == [("192.0.2.1", 1, 50), ("192.0.2.2", 2, 100)]
+
+
+def test_registrations_are_keyed_by_xtr_id_not_by_the_source_address():
+    """An xTR that registers from another of its addresses (RFC 9301 section 5.6: the
+    xTR-ID identifies the xTR) replaces its own registration: no stale locator remains."""
+    ms = MapServer([site()], rng=random.Random(1))
+    ms.receive(register("10.1.0.0/24", A_SET, ID_A), XTR_A, 0.0)
+    ms.receive(register("10.1.0.0/24", B_SET, ID_B), XTR_B, 0.0)
+    out = ms.receive(register("10.1.0.0/24", [("198.51.100.1", 1, 50)], ID_A), XTR_A2, 5.0)
+    reg = ms.lookup(0, ip("10.1.0.5"), 5.0)
+    # A keeps its place (it registered first), with its new locator only.
+    assert [str(x.address) for x in reg.locators()] == ["198.51.100.1", "192.0.2.2"]
+    assert len(reg.registrants) == 2
+    # Both xTRs hear of the new set; A at the address it registered from now.
+    new_set = [("198.51.100.1", 1, 50), ("192.0.2.2", 1, 50)]
+    assert sorted(str(s.dst) for s in sends(out)
+                  if rloc_set(s.message.records[0]) == new_set) == ["192.0.2.2",
+                                                                    "198.51.100.1"]
+
+
+def test_each_registrant_expires_on_its_own_and_the_rest_hear_of_it():
+    ms = MapServer([site()], registration_timeout=30.0, rng=random.Random(1))
+    ms.receive(register("10.1.0.0/24", A_SET, ID_A), XTR_A, 0.0)
+    ms.receive(register("10.1.0.0/24", B_SET, ID_B), XTR_B, 10.0)
+    ms.pending_notifies.clear()
+    out = ms.tick(30.0)
+    assert [str(x.address) for x in ms.lookup(0, ip("10.1.0.5"), 30.0).locators()] == \
+        ["192.0.2.2"]
+    [to_b] = sends(out)
+    assert to_b.dst == XTR_B and rloc_set(to_b.message.records[0]) == B_SET
+    ms.pending_notifies.clear()
+    assert sends(ms.tick(40.0)) == []          # the last one leaves: nobody to tell
+    assert ms.lookup(0, ip("10.1.0.5"), 40.0) is None
