@@ -298,6 +298,9 @@ class MapServer(Core):
                     "reason": "the host moved away from this RLOC moments ago"}))
                 continue
             reg.moved_away.pop(key_of, None)
+            if rec.ttl == 0:
+                self._deregister(reg, key_of, src, now, out, merged)
+                continue
             new = Registrant(src, rec, expires, msg.key_id, msg.alg_id, msg.proxy_reply,
                              msg.xtr_id, msg.site_id)
             if more:
@@ -337,6 +340,23 @@ class MapServer(Core):
             out.append(SendControl(src, notify, data=data))
         for reg in merged:
             self._notify_merged(reg, now, out)
+
+    def _deregister(self, reg, key_of, src, now, out, merged):
+        """A record with TTL 0: the registrant withdraws its registration of the prefix
+        (RFC 9301 section 5.4: a TTL of 0 removes the mapping at once). The others of a
+        merged prefix then hear of the smaller set, as after any change."""
+        before, had = reg.locator_set(), len(reg.registrants)
+        if reg.registrants.pop(key_of, None) is not None:
+            self.counters["deregistrations"] += 1
+            out.append(Event("deregistered", {"site": reg.site.name, "iid": reg.iid,
+                                              "eid": reg.prefix, "from": src}))
+        if not reg.registrants:
+            del self.registrations[(reg.iid, reg.prefix)]
+            self.table.remove(reg.iid, reg.prefix)
+            return
+        self.table.insert(reg.iid, reg.prefix, reg.locators(), float("inf"), now)
+        if not reg.more_specific and had > 1 and reg.locator_set() != before:
+            merged.append(reg)
 
     def _notify_merged(self, reg, now, out):
         """Tell every registrant of a multi-xTR prefix its new merged locator set."""

@@ -144,3 +144,40 @@ def test_each_registrant_expires_on_its_own_and_the_rest_hear_of_it():
     ms.pending_notifies.clear()
     assert sends(ms.tick(40.0)) == []          # the last one leaves: nobody to tell
     assert ms.lookup(0, ip("10.1.0.5"), 40.0) is None
+
+
+# --- item 6: a Map-Register with TTL 0 de-registers (issue 12) ---------------------------
+
+def test_a_register_with_ttl_0_withdraws_the_registrants_locators_and_tells_the_others():
+    """RFC 9301 section 5.4: a record TTL of 0 means the mapping is to be removed at once;
+    a Map-Register carries those records (5.6). The registrant's locators leave the merged
+    set, the remaining registrants hear of it, and the withdrawing xTR gets its ack."""
+    ms = MapServer([site()], rng=random.Random(1))
+    ms.receive(register("10.1.0.0/24", A_SET, ID_A), XTR_A, 0.0)
+    ms.receive(register("10.1.0.0/24", B_SET, ID_B), XTR_B, 0.0)
+    ms.pending_notifies.clear()
+    out = ms.receive(register("10.1.0.0/24", A_SET, ID_A, ttl=0), XTR_A, 1.0)
+    assert [str(x.address) for x in ms.lookup(0, ip("10.1.0.5"), 1.0).locators()] == \
+        ["192.0.2.2"]
+    ack_a, to_b = sends(out)
+    assert ack_a.dst == XTR_A and isinstance(ack_a.message, MapNotify)
+    assert to_b.dst == XTR_B and rloc_set(to_b.message.records[0]) == B_SET
+    assert events(out, "deregistered") and not events(out, "registered")
+    assert ms.counters["deregistrations"] == 1
+    # The last one withdraws: nothing is left, and no request is forwarded to anyone.
+    ms.receive(register("10.1.0.0/24", B_SET, ID_B, ttl=0), XTR_B, 2.0)
+    assert ms.lookup(0, ip("10.1.0.5"), 2.0) is None
+    assert (0, net("10.1.0.0/24")) not in ms.registrations
+    [neg] = sends(ms.receive(request(), ITR, 2.5))
+    assert neg.message.records[0].locators == []
+
+
+def test_a_host_deregistered_with_ttl_0_is_gone_and_a_ttl_0_from_a_stranger_stores_nothing():
+    ms = MapServer([site(accept_more_specifics=True)], rng=random.Random(1))
+    ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 0.0)
+    assert ms.lookup(0, ip("10.1.0.5"), 0.0).prefix == net("10.1.0.5/32")
+    ms.receive(register("10.1.0.5/32", A_SET, ttl=0, notify=False), XTR_A, 1.0)
+    assert ms.lookup(0, ip("10.1.0.5"), 1.0) is None
+    out = ms.receive(register("10.1.0.6/32", B_SET, ttl=0), XTR_B, 2.0)
+    assert ms.lookup(0, ip("10.1.0.6"), 2.0) is None and not ms.registrations
+    assert not events(out, "registered")
