@@ -131,6 +131,8 @@ class PendingNotify:
     key: object
     retries_left: int
     next_time: float
+    # A move notification: (iid, prefix, registrant key) whose hold-down its ack ends.
+    holddown: tuple = None
 
 
 def registrant_id(msg, src, placed):
@@ -153,9 +155,11 @@ class MapServer(Core):
                  notify_retries=3, move_holddown=2.0, map_request_rate=1000.0,
                  map_request_rate_per_source=100.0, replay_window=3600.0, rng=None):
         super().__init__(name, rng)
-        # After a host moved from ETR A to ETR B, A's registrations of it are ignored this
-        # long: a periodic Map-Register A sent just before it learnt of the move would
-        # otherwise read as a move back, and both ETRs would think the host is away.
+        # After a host moved from ETR A to ETR B, A's registrations of it are ignored until
+        # A acknowledges the move's Map-Notify, or at most this long: a periodic
+        # Map-Register A sent just before it learnt of the move would otherwise read as a
+        # move back, and both ETRs would think the host is away. After A's ack, a
+        # registration from A is sent knowing of the move: the host really came back.
         self.move_holddown = move_holddown
         self.sites = list(sites)
         self.registration_timeout = registration_timeout
@@ -314,7 +318,7 @@ class MapServer(Core):
                 reg.registrants = {key_of: new}
                 for k, old in moved_from:
                     reg.moved_away[k] = now + self.move_holddown
-                    self._send_notify(old, reg, site, now, out)
+                    self._send_notify(old, reg, site, now, out, holddown=(iid, prefix, k))
                 moved_from = [old for _, old in moved_from]
                 if moved_from:
                     self.counters["host_moves"] += 1
@@ -369,7 +373,7 @@ class MapServer(Core):
             "eid": f"[{reg.iid}]{reg.prefix}", "rlocs": [str(x.address) for x in reg.locators()],
             "to": [str(r.source) for r in reg.registrants.values()]}))
 
-    def _send_notify(self, registrant, reg, site, now, out):
+    def _send_notify(self, registrant, reg, site, now, out, holddown=None):
         """An unsolicited Map-Notify telling a registrant the (new) RLOC set of `reg`,
         signed with the key it registered with, and with its xTR-ID when it sent one."""
         key = site.keys[registrant.key_id]
@@ -381,7 +385,7 @@ class MapServer(Core):
                                 else 0), key)
         dst = registrant.source
         self.pending_notifies[notify.nonce] = PendingNotify(
-            dst, notify, key, self.notify_retries, now + self.notify_interval)
+            dst, notify, key, self.notify_retries, now + self.notify_interval, holddown)
         self.counters["map_notify_sent"] += 1
         out.append(SendControl(dst, notify))
 
@@ -393,6 +397,11 @@ class MapServer(Core):
             return
         del self.pending_notifies[msg.nonce]
         out.append(Event("notify_acked", {"from": str(src)}))
+        if pending.holddown is not None:
+            iid, prefix, key_of = pending.holddown
+            reg = self.registrations.get((iid, prefix))
+            if reg is not None:
+                reg.moved_away.pop(key_of, None)
 
     def handle_request(self, request, ecm, src, now, out):
         """Answer (proxy) or forward one Map-Request (plain or encapsulated)."""

@@ -181,3 +181,55 @@ def test_a_host_deregistered_with_ttl_0_is_gone_and_a_ttl_0_from_a_stranger_stor
     out = ms.receive(register("10.1.0.6/32", B_SET, ttl=0), XTR_B, 2.0)
     assert ms.lookup(0, ip("10.1.0.6"), 2.0) is None and not ms.registrations
     assert not events(out, "registered")
+
+
+# --- item 5: a move back within the hold-down is honoured (issue 12) ----------------------
+
+def test_a_move_back_right_after_the_old_xtr_acknowledged_the_move_is_honoured_at_once():
+    """The hold-down after a move ignores the old xTR's Map-Registers sent before it learnt
+    of the move. Its Map-Notify-Ack proves it has learnt: a registration after the ack is
+    the host really back, even 0.5 s later, and the other xTR is told at once."""
+    ms = MapServer([site(accept_more_specifics=True)], move_holddown=2.0,
+                   rng=random.Random(1))
+    ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 0.0)
+    [moved] = sends(ms.receive(register("10.1.0.5/32", B_SET, notify=False), XTR_B, 1.0))
+    assert moved.dst == XTR_A
+    stale = ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 1.005)
+    assert sends(stale) == [] and events(stale, "register_ignored")   # sent before the ack
+    ms.receive(ack(moved), XTR_A, 1.01)
+    back = ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 1.5)
+    assert [s.dst for s in sends(back)] == [XTR_B]
+    assert rloc_set(sends(back)[0].message.records[0]) == A_SET
+    assert [str(x.address) for x in ms.lookup(0, ip("10.1.0.5"), 1.5).locators()] == \
+        ["192.0.2.1"]
+    assert ms.counters["host_moves"] == 2
+
+
+def test_vm_moves_back_within_the_holddown_and_only_the_xtr_it_is_behind_claims_it():
+    """In memory, with real xTRs: DC1 -> DC2 -> DC1 in one second. Afterwards the Map-Server
+    maps the VM to xTR1, xTR2 has it away (toward xTR1), and xTR1 has it local."""
+    from nodes.lisp.etr import Etr, MapServerConfig
+    from nodes.lisp.itr import Itr
+    from nodes.lisp.mapserver import MapServerResolver
+    from nodes.lisp.sim import SimNetwork
+    from nodes.lisp.xtr import Xtr
+    ms_rloc, vm = ip("192.0.2.100"), ip("10.1.0.5")
+
+    def xtr(name, rloc, seed):
+        rng = random.Random(seed)
+        etr = Etr([Locator(rloc)], [], [MapServerConfig(ms_rloc, KEY, 0)], name=name,
+                  register_interval=10.0, dynamic_ranges=[(0, net("10.1.0.0/24"))], rng=rng)
+        return Xtr(Itr([rloc], [ms_rloc], name=name, rng=rng), etr, name=name)
+
+    msmr = MapServerResolver([site(accept_more_specifics=True)], rng=random.Random(1))
+    x1, x2 = xtr("xtr1", XTR_A, 2), xtr("xtr2", XTR_B, 3)
+    sim = SimNetwork()
+    for addr, node in ((ms_rloc, msmr), (XTR_A, x1), (XTR_B, x2)):
+        sim.attach(addr, node)
+    for t, x, rloc in ((0.0, x1, XTR_A), (1.0, x2, XTR_B), (1.5, x1, XTR_A)):
+        sim.now = t
+        sim.deliver(rloc, x.host_seen(0, vm, t))
+    assert [str(a.address) for a in msmr.ms.lookup(0, vm, 1.5).locators()] == ["192.0.2.1"]
+    assert (0, vm) in x1.etr.dynamic and (0, vm) not in x2.etr.dynamic
+    away = x2.etr.away.lookup(0, vm, 1.5)
+    assert away is not None and [a.address for a in away.locators] == [XTR_A]
