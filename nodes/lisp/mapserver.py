@@ -21,7 +21,10 @@ registered it before receive a Map-Notify with the new RLOC set. Both kinds of M
 retransmitted until the xTR answers with a Map-Notify-Ack.
 
 Map-Requests reaching the Map-Server are answered by proxy (when the registration asked for
-it with the P bit) or forwarded, still encapsulated, to a registered ETR. Map-Requests are
+it with the P bit) or forwarded, still encapsulated, to a registered ETR. A request for a
+configured EID that nothing registered gets a negative Map-Reply for the least-specific
+prefix that holds the EID and no registered prefix (RFC 9301 section 8.4): the site's prefix
+when nothing inside it is registered, less around a registered host. Map-Requests are
 rate-limited per source and in all (ratelimit.RequestLimiter) before they are even decoded;
 Map-Registers are not, so a flood of requests cannot starve registrations in the core.
 
@@ -29,6 +32,9 @@ Map-Resolver: takes Encapsulated Map-Requests, forwards them to the Map-Server t
 EID (or hands them to the co-located one), and answers requests for EIDs outside every
 configured prefix with a negative Map-Reply for the largest hole that contains the EID.
 """
+import ipaddress
+from bisect import bisect_left, insort
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from .actions import Event, SendControl
@@ -150,6 +156,43 @@ def registrant_id(msg, src, placed):
     return ("rlocs", rlocs or src, frozenset((iid, prefix) for iid, prefix, *_ in placed))
 
 
+class RegisteredIndex:
+    """The network addresses of the registered prefixes, sorted per (instance ID, family),
+    for the negative reply's prefix: the registered prefix that agrees longest with an EID
+    is the one just before or just after it in that order."""
+
+    def __init__(self):
+        self.sorted = {}               # (iid, version) -> [network address as int]
+        self.count = Counter()         # (iid, version, int) -> registered prefixes there
+
+    def add(self, iid, prefix):
+        key = (iid, prefix.version, int(prefix.network_address))
+        self.count[key] += 1
+        if self.count[key] == 1:
+            insort(self.sorted.setdefault(key[:2], []), key[2])
+
+    def remove(self, iid, prefix):
+        key = (iid, prefix.version, int(prefix.network_address))
+        self.count[key] -= 1
+        if self.count[key] <= 0:
+            del self.count[key]
+            addrs = self.sorted[key[:2]]
+            del addrs[bisect_left(addrs, key[2])]
+
+    def free_prefix(self, iid, address, within):
+        """The least-specific prefix inside `within` that holds `address` and no registered
+        prefix. A registered prefix that does not hold the address overlaps a prefix of
+        length L around it exactly when they agree on their first L bits (largest_hole)."""
+        width = address.max_prefixlen
+        a = int(address)
+        addrs = self.sorted.get((iid, address.version), [])
+        i = bisect_left(addrs, a)
+        length = within.prefixlen
+        for n in addrs[max(i - 1, 0):i + 1]:
+            length = max(length, min(width, width - (a ^ n).bit_length() + 1))
+        return ipaddress.ip_network((a, length), strict=False)
+
+
 class MapServer(Core):
     def __init__(self, sites, name="ms", registration_timeout=180.0, notify_interval=1.0,
                  notify_retries=3, move_holddown=2.0, map_request_rate=1000.0,
@@ -166,6 +209,7 @@ class MapServer(Core):
         self.notify_interval = notify_interval
         self.notify_retries = notify_retries
         self.table = MapCache(max_entries=1_000_000)     # LPM index over registrations
+        self.index = RegisteredIndex()                   # the same prefixes, sorted
         self.registrations = {}                          # (iid, prefix) -> Registration
         self.pending_notifies = {}                       # nonce -> PendingNotify
         self._site_cache = {}                            # (iid, prefix) -> site_for()
@@ -334,7 +378,7 @@ class MapServer(Core):
                 if changed and had and reg.locator_set() != before:
                     merged.append(reg)
             if changed or self.table.get(iid, prefix) is None:
-                self.table.insert(iid, prefix, reg.locators(), float("inf"), now)
+                self._publish(reg, now)
             out.append(Event("registered", {"site": site.name, "iid": iid, "eid": prefix,
                                             "rlocs": [x.address for x in rec.locators],
                                             "from": src}))
@@ -344,6 +388,17 @@ class MapServer(Core):
             out.append(SendControl(src, notify, data=data))
         for reg in merged:
             self._notify_merged(reg, now, out)
+
+    def _publish(self, reg, now):
+        """Put a registration's (merged) mapping into the look-up table and the index."""
+        if self.table.get(reg.iid, reg.prefix) is None:
+            self.index.add(reg.iid, reg.prefix)
+        self.table.insert(reg.iid, reg.prefix, reg.locators(), float("inf"), now)
+
+    def _withdraw(self, reg):
+        if self.table.get(reg.iid, reg.prefix) is not None:
+            self.index.remove(reg.iid, reg.prefix)
+            self.table.remove(reg.iid, reg.prefix)
 
     def _deregister(self, reg, key_of, src, now, out, merged):
         """A record with TTL 0: the registrant withdraws its registration of the prefix
@@ -356,9 +411,9 @@ class MapServer(Core):
                                               "eid": reg.prefix, "from": src}))
         if not reg.registrants:
             del self.registrations[(reg.iid, reg.prefix)]
-            self.table.remove(reg.iid, reg.prefix)
+            self._withdraw(reg)
             return
-        self.table.insert(reg.iid, reg.prefix, reg.locators(), float("inf"), now)
+        self._publish(reg, now)
         if not reg.more_specific and had > 1 and reg.locator_set() != before:
             merged.append(reg)
 
@@ -412,11 +467,13 @@ class MapServer(Core):
         itr = reply_rloc(request)
         reg = self.lookup(iid, prefix.network_address, now)
         if reg is None:
-            site, _ = self.site_for(iid, prefix)
             covering = next((p for s in self.sites for i, p in s.prefixes
                              if i == iid and p.version == prefix.version
                              and prefix.subnet_of(p)), prefix)
-            self._negative(request, iid, covering, 1, itr, out, "not registered")
+            # Never the whole site prefix when a host inside it is registered: the ITR
+            # would forward that host's traffic natively for the TTL (RFC 9301 8.4).
+            free = self.index.free_prefix(iid, prefix.network_address, covering)
+            self._negative(request, iid, free, 1, itr, out, "not registered")
             return
         if any(r.proxy_reply for r in reg.registrants.values()):
             self.counters["map_reply_sent"] += 1
@@ -453,9 +510,9 @@ class MapServer(Core):
                         "eid": f"[{reg.iid}]{reg.prefix}", "from": str(r.source)}))
             if not reg.registrants:
                 del self.registrations[key]
-                self.table.remove(reg.iid, reg.prefix)
+                self._withdraw(reg)
             elif len(reg.registrants) < had:
-                self.table.insert(reg.iid, reg.prefix, reg.locators(), float("inf"), now)
+                self._publish(reg, now)
                 if not reg.more_specific and reg.locator_set() != before:
                     self._notify_merged(reg, now, out)
         for nonce, p in list(self.pending_notifies.items()):

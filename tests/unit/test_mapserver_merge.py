@@ -233,3 +233,50 @@ def test_vm_moves_back_within_the_holddown_and_only_the_xtr_it_is_behind_claims_
     assert (0, vm) in x1.etr.dynamic and (0, vm) not in x2.etr.dynamic
     away = x2.etr.away.lookup(0, vm, 1.5)
     assert away is not None and [a.address for a in away.locators] == [XTR_A]
+
+
+# --- item 4: negative replies never cover a registered prefix (issue 12) ------------------
+
+def negative_for(ms, eid, now=1.0):
+    [reply] = sends(ms.receive(request(eid), ITR, now))
+    [rec] = reply.message.records
+    assert rec.locators == [] and rec.action == 1 and rec.ttl == 1    # Natively-Forward
+    return net(f"{rec.eid}/{rec.mask_len}")
+
+
+def test_a_negative_reply_next_to_a_registered_host_covers_the_least_specific_free_prefix():
+    """RFC 9301 section 8.3 (a configured prefix with nothing registered: a negative
+    Map-Reply, Natively-Forward, TTL 1 minute) and 8.4 (its prefix is the least-specific
+    one that contains the requested EID and no EID-prefix known to exist)."""
+    ms = MapServer([site(accept_more_specifics=True)], rng=random.Random(1))
+    assert negative_for(ms, "10.1.0.6", 0.0) == net("10.1.0.0/24")     # nothing registered
+    ms.receive(register("10.1.0.5/32", A_SET), XTR_A, 0.5)
+    assert negative_for(ms, "10.1.0.6") == net("10.1.0.6/31")          # the VM's neighbour
+    assert negative_for(ms, "10.1.0.4") == net("10.1.0.4/32")
+    assert negative_for(ms, "10.1.0.200") == net("10.1.0.128/25")
+    assert negative_for(ms, "10.1.0.20") == net("10.1.0.16/28")
+    ms.receive(register("10.1.0.130/32", B_SET), XTR_B, 0.5)
+    assert negative_for(ms, "10.1.0.200") == net("10.1.0.192/26")
+    for eid in ("10.1.0.6", "10.1.0.200", "10.1.0.129", "10.1.0.1"):
+        hole = negative_for(ms, eid)
+        assert ip("10.1.0.5") not in hole and ip("10.1.0.130") not in hole, (eid, hole)
+    # Once the hosts are gone, the whole site prefix is free again.
+    ms.receive(register("10.1.0.5/32", A_SET, ttl=0), XTR_A, 2.0)
+    ms.receive(register("10.1.0.130/32", B_SET, ttl=0), XTR_B, 2.0)
+    assert negative_for(ms, "10.1.0.6", 2.5) == net("10.1.0.0/24")
+
+
+def test_an_itr_given_the_negative_reply_still_asks_for_the_registered_vm():
+    """The ITR side of issue 12: after the negative reply for the VM's neighbour, the
+    ITR's map-cache does not send the VM's own traffic natively."""
+    from nodes.lisp.itr import Itr
+    ms = MapServer([site(accept_more_specifics=True)], rng=random.Random(1))
+    ms.receive(register("10.1.0.5/32", A_SET), XTR_A, 0.0)
+    itr = Itr([ITR], [ip("192.0.2.100")], rng=random.Random(3))
+    _, actions = itr.route(0, ip("10.1.0.6"), 1.0)
+    [req] = sends(actions)
+    [reply] = sends(ms.receive(req.wire(), ITR, 1.0))
+    itr.receive_reply(reply.message, ip("192.0.2.100"), 1.0)
+    assert itr.route(0, ip("10.1.0.6"), 1.1)[0].verb == "native"
+    decision, _ = itr.route(0, ip("10.1.0.5"), 1.1)
+    assert decision.verb != "native"
