@@ -28,6 +28,11 @@ when nothing inside it is registered, less around a registered host. Map-Request
 rate-limited per source and in all (ratelimit.RequestLimiter) before they are even decoded;
 Map-Registers are not, so a flood of requests cannot starve registrations in the core.
 
+Ports (RFC 9301 section 5): a Map-Notify that acknowledges a Map-Register goes to the
+register's UDP source port, a Map-Reply to the source port of the Map-Request (an ECM's inner
+UDP header); Map-Notifies sent as notifications go to 4342. `receive()` takes the datagram's
+source port for that.
+
 Map-Resolver: takes Encapsulated Map-Requests, forwards them to the Map-Server that owns the
 EID (or hands them to the co-located one), and answers requests for EIDs outside every
 configured prefix with a negative Map-Reply for the largest hole that contains the EID.
@@ -43,7 +48,7 @@ from .auth import notify_for_register, sign, verify
 from .common import Core, reply_rloc, requested_prefix, unwrap_request
 from .ipudp import IpUdp
 from .mapcache import MapCache, largest_hole
-from .messages import (ACT_NATIVELY_FORWARD, ECM, MAP_REQUEST, EidRecord,
+from .messages import (ACT_NATIVELY_FORWARD, CONTROL_PORT, ECM, MAP_REQUEST, EidRecord,
                        EncapsulatedControl, Locator, MapNotify, MapNotifyAck, MapRegister,
                        MapReply)
 from .ratelimit import RequestLimiter
@@ -260,7 +265,8 @@ class MapServer(Core):
 
     # --- events ---------------------------------------------------------------------
 
-    def receive(self, raw, src, now):
+    def receive(self, raw, src, now, port=CONTROL_PORT):
+        """Actions for one datagram from `src`, UDP source port `port`."""
         out = []
         if is_map_request(raw) and not self.limiter.allow(src, now, self.counters):
             return out
@@ -269,7 +275,7 @@ class MapServer(Core):
             return out
         if isinstance(msg, MapRegister):
             self.counters["map_register_received"] += 1
-            self._register(msg, raw, src, now, out)
+            self._register(msg, raw, src, now, out, port)
         elif isinstance(msg, MapNotifyAck):
             self.counters["map_notify_ack_received"] += 1
             self._notify_ack(msg, raw, src, out)
@@ -281,7 +287,7 @@ class MapServer(Core):
                                                         "type": type(msg).__name__}))
             else:
                 self.counters["map_request_received"] += 1
-                self.handle_request(request, ecm, src, now, out)
+                self.handle_request(request, ecm, src, now, out, port)
         return out
 
     def _reject(self, out, counter, src, reason, **fields):
@@ -289,7 +295,7 @@ class MapServer(Core):
         self.counters["map_register_rejected"] += 1
         out.append(Event("register_rejected", {"from": str(src), "reason": reason, **fields}))
 
-    def _register(self, msg, raw, src, now, out):
+    def _register(self, msg, raw, src, now, out, port=CONTROL_PORT):
         if not msg.records:
             return self._reject(out, "register_empty", src, "no records")
         site, placed = None, []
@@ -385,7 +391,8 @@ class MapServer(Core):
         if msg.want_map_notify and ignored < len(placed):
             notify, data = notify_for_register(raw, msg, key)
             self.counters["map_notify_sent"] += 1
-            out.append(SendControl(src, notify, data=data))
+            # An acknowledgement: to the port the Map-Register came from (RFC 9301 5).
+            out.append(SendControl(src, notify, dport=port, data=data))
         for reg in merged:
             self._notify_merged(reg, now, out)
 
@@ -458,13 +465,16 @@ class MapServer(Core):
             if reg is not None:
                 reg.moved_away.pop(key_of, None)
 
-    def handle_request(self, request, ecm, src, now, out):
-        """Answer (proxy) or forward one Map-Request (plain or encapsulated)."""
+    def handle_request(self, request, ecm, src, now, out, port=CONTROL_PORT):
+        """Answer (proxy) or forward one Map-Request (plain or encapsulated; `port`: the
+        UDP source port of the datagram)."""
         asked = requested_prefix(request, self.counters)
         if asked is None:
             return
         iid, prefix = asked
         itr = reply_rloc(request)
+        # Where the ITR listens: the source port it sent the request from (RFC 9301 5).
+        dport = ecm.inner.sport if ecm is not None else port
         reg = self.lookup(iid, prefix.network_address, now)
         if reg is None:
             covering = next((p for s in self.sites for i, p in s.prefixes
@@ -473,27 +483,27 @@ class MapServer(Core):
             # Never the whole site prefix when a host inside it is registered: the ITR
             # would forward that host's traffic natively for the TTL (RFC 9301 8.4).
             free = self.index.free_prefix(iid, prefix.network_address, covering)
-            self._negative(request, iid, free, 1, itr, out, "not registered")
+            self._negative(request, iid, free, 1, itr, out, "not registered", dport)
             return
         if any(r.proxy_reply for r in reg.registrants.values()):
             self.counters["map_reply_sent"] += 1
             reply = MapReply(request.nonce, [reg.record(authoritative=False)])
-            out.append(SendControl(itr, reply))
+            out.append(SendControl(itr, reply, dport=dport))
             out.append(Event("proxy_reply", {"eid": f"[{iid}]{reg.prefix}", "to": str(itr)}))
             return
         etr = next(iter(reg.registrants.values())).source
         if ecm is None:
-            ecm = EncapsulatedControl(request, IpUdp(itr, etr))
+            ecm = EncapsulatedControl(request, IpUdp(itr, etr, sport=port))
         self.counters["map_request_forwarded"] += 1
         out.append(SendControl(etr, ecm))
         out.append(Event("request_forwarded", {"eid": f"[{iid}]{reg.prefix}",
                                                "to": str(etr)}))
 
-    def _negative(self, request, iid, prefix, ttl, itr, out, why):
+    def _negative(self, request, iid, prefix, ttl, itr, out, why, dport=CONTROL_PORT):
         rec = EidRecord(eid_address(iid, prefix.network_address), prefix.prefixlen, [],
                         ttl=ttl, action=ACT_NATIVELY_FORWARD, authoritative=True)
         self.counters["negative_reply_sent"] += 1
-        out.append(SendControl(itr, MapReply(request.nonce, [rec])))
+        out.append(SendControl(itr, MapReply(request.nonce, [rec]), dport=dport))
         out.append(Event("negative_reply", {"eid": f"[{iid}]{prefix}", "reason": why,
                                             "to": str(itr)}))
 
@@ -556,16 +566,16 @@ class MapResolver(Core):
         self.routes.insert(iid, prefix, [Locator(ms_rloc)] if ms_rloc else [], float("inf"), 0)
         self.space.append((iid, prefix))
 
-    def receive(self, raw, src, now):
+    def receive(self, raw, src, now, port=CONTROL_PORT):
         out = []
         if is_map_request(raw) and not self.limiter.allow(src, now, self.counters):
             return out
         msg = self.decode(raw, src, out)
         if msg is not None:
-            self.handle(msg, src, now, out)
+            self.handle(msg, src, now, out, port)
         return out
 
-    def handle(self, msg, src, now, out):
+    def handle(self, msg, src, now, out, port=CONTROL_PORT):
         request, ecm = unwrap_request(msg)
         if request is None or ecm is None:
             self.counters["mr_unexpected_message"] += 1
@@ -587,11 +597,13 @@ class MapResolver(Core):
                             ttl=self.negative_ttl, action=ACT_NATIVELY_FORWARD)
             itr = reply_rloc(request)
             self.counters["negative_reply_sent"] += 1
-            out.append(SendControl(itr, MapReply(request.nonce, [rec])))
+            # To the ITR's port: the ECM's inner UDP source port (RFC 9301 section 5).
+            out.append(SendControl(itr, MapReply(request.nonce, [rec]),
+                                   dport=ecm.inner.sport))
             out.append(Event("negative_reply", {"eid": f"[{iid}]{hole}",
                                                 "reason": "not EID space", "to": str(itr)}))
         elif not route.locators:
-            self.local_ms.handle_request(request, ecm, src, now, out)
+            self.local_ms.handle_request(request, ecm, src, now, out, port)
         else:
             self.counters["map_request_forwarded"] += 1
             out.append(SendControl(route.locators[0].address, ecm))
@@ -609,10 +621,10 @@ class MapServerResolver:
     def counters(self):
         return self.ms.counters + self.mr.counters
 
-    def receive(self, raw, src, now):
+    def receive(self, raw, src, now, port=CONTROL_PORT):
         if raw and raw[0] >> 4 == ECM:
-            return self.mr.receive(raw, src, now)
-        return self.ms.receive(raw, src, now)
+            return self.mr.receive(raw, src, now, port)
+        return self.ms.receive(raw, src, now, port)
 
     def tick(self, now):
         return self.ms.tick(now)

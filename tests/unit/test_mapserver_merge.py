@@ -280,3 +280,94 @@ def test_an_itr_given_the_negative_reply_still_asks_for_the_registered_vm():
     assert itr.route(0, ip("10.1.0.6"), 1.1)[0].verb == "native"
     decision, _ = itr.route(0, ip("10.1.0.5"), 1.1)
     assert decision.verb != "native"
+
+
+# --- item 3: replies go to the port the request came from (issue 11) ---------------------
+
+def ecm_request(eid, sport, nonce=7):
+    from nodes.lisp.ipudp import IpUdp
+    from nodes.lisp.messages import EncapsulatedControl
+    e, mask = make_eid(f"{eid}/32")
+    return encode(EncapsulatedControl(MapRequest(nonce, [RequestRecord(e, mask)], [ITR]),
+                                      IpUdp(ITR, ip(eid), sport=sport)))
+
+
+def test_map_notify_answers_the_source_port_of_the_map_register():
+    """RFC 9301 section 5: a Map-Notify acknowledging a Map-Register goes to the register's
+    source port; a Map-Notify sent as a notification goes to 4342."""
+    ms = MapServer([site(accept_more_specifics=True)], rng=random.Random(1))
+    [notify] = sends(ms.receive(register("10.1.0.5/32", A_SET), XTR_A, 0.0, port=40001))
+    assert (notify.dst, notify.dport, notify.sport) == (XTR_A, 40001, 4342)
+    out = sends(ms.receive(register("10.1.0.5/32", B_SET), XTR_B, 1.0, port=40002))
+    assert {(s.dst, s.dport) for s in out} == {(XTR_B, 40002), (XTR_A, 4342)}
+
+
+def test_map_replies_go_to_the_source_port_of_the_requests_inner_udp_header():
+    """The Map-Server's proxy reply, its negative reply and the Map-Resolver's negative
+    reply all go to the port the ITR sent its Map-Request from (the ECM's inner UDP source
+    port), not to 4342: an ITR sending from an ephemeral port hears back."""
+    from nodes.lisp.mapserver import MapServerResolver
+    msmr = MapServerResolver([site(accept_more_specifics=True)], rng=random.Random(1))
+    msmr.receive(register("10.1.0.5/32", A_SET, proxy=True), XTR_A, 0.0)
+    for eid, what in (("10.1.0.5", "proxy"), ("10.1.0.6", "ms negative"),
+                      ("8.8.8.8", "mr negative")):
+        [reply] = sends(msmr.receive(ecm_request(eid, 50001), ITR, 1.0, port=50001))
+        assert isinstance(reply.message, MapReply), what
+        assert (reply.dst, reply.dport) == (ITR, 50001), what
+    # A plain (not encapsulated) request is answered at its UDP source port.
+    [reply] = sends(msmr.ms.receive(request("10.1.0.5"), ITR, 1.0, port=50002))
+    assert reply.dport == 50002
+
+
+def test_a_forwarded_request_carries_the_itrs_port_and_the_etr_answers_there():
+    """Without proxy-reply the Map-Server forwards the ECM as it came (a plain request is
+    wrapped with its source port); the ETR's Map-Reply goes to that port."""
+    from nodes.lisp.etr import Etr, MapServerConfig
+    from nodes.lisp.itr import Itr
+    from nodes.lisp.xtr import Xtr
+    ms = MapServer([site()], rng=random.Random(1))
+    ms.receive(register("10.1.0.0/24", A_SET), XTR_A, 0.0)
+    etr = Etr([Locator(XTR_A)], [(0, net("10.1.0.0/24"))],
+              [MapServerConfig(ip("192.0.2.100"), KEY, 0)], rng=random.Random(2))
+    xtr = Xtr(Itr([XTR_A], [ip("192.0.2.100")], rng=random.Random(2)), etr)
+    for raw, port in ((ecm_request("10.1.0.7", 50003), 50003),
+                      (request("10.1.0.7"), 50004)):
+        [fwd] = sends(ms.receive(raw, ITR, 1.0, port=port))
+        assert fwd.dst == XTR_A and fwd.message.inner.sport == port
+        [reply] = sends(xtr.receive(fwd.wire(), ip("192.0.2.100"), 1.0))
+        assert isinstance(reply.message, MapReply)
+        assert (reply.dst, reply.dport) == (ITR, port)
+    # An RLOC-probe (a plain Map-Request to the ETR) is answered at its source port too.
+    e, mask = make_eid("10.1.0.7/32")
+    probe = encode(MapRequest(9, [RequestRecord(e, mask)], [ITR], probe=True))
+    [reply] = sends(xtr.receive(probe, ITR, 2.0, port=50005))
+    assert reply.message.probe and reply.dport == 50005
+
+
+def test_the_daemon_hands_the_source_port_to_the_core_and_sends_to_it():
+    """nodes/daemon.py glue: the port of a received datagram reaches the core, and the
+    core's SendControl(dport=...) is what the socket sends to."""
+    import threading
+    from collections import Counter
+    from nodes import daemon as dmod
+    from nodes.eventlog import EventLog
+    from nodes.lisp.mapserver import MapServerResolver
+
+    class Transport:
+        def __init__(self):
+            self.sent = []
+
+        def sendto(self, data, addr):
+            self.sent.append((data, addr))
+
+    d = object.__new__(dmod.Daemon)
+    d.core = MapServerResolver([site(accept_more_specifics=True)], rng=random.Random(1))
+    d.cfg = type("Cfg", (), {"role": "msmr"})()
+    d.lock, d.io_counters, d.dataplane = threading.Lock(), Counter(), None
+    d.log = EventLog(None, "ms")
+    d.transports = {4: Transport()}
+    d.now = lambda: 0.0
+    dmod.ControlProtocol(d).datagram_received(register("10.1.0.5/32", A_SET),
+                                              ("192.0.2.1", 40009))
+    [(data, addr)] = d.transports[4].sent
+    assert addr == ("192.0.2.1", 40009) and isinstance(decode(data), MapNotify)
