@@ -33,6 +33,19 @@ register's UDP source port, a Map-Reply to the source port of the Map-Request (a
 UDP header); Map-Notifies sent as notifications go to 4342. `receive()` takes the datagram's
 source port for that.
 
+PubSub (RFC 9437): a Map-Request with the I bit (an xTR-ID) whose record has the N bit
+subscribes its sender to that mapping, kept per (instance ID, prefix): the registered prefix
+that answers it, or the requested one when none does. The subscription is acknowledged with
+a Map-Notify carrying the current mapping (the request's nonce), and each change of the
+mapping (a registration, a move, a change of a merged set, an expiry, a de-registration)
+sends every subscriber a Map-Notify with the new record, its nonce one more than the last,
+retransmitted until acknowledged; a subscriber that never acknowledges is dropped. These
+Map-Notifies are signed with the key of the subscriber's site: the site its xTR-ID
+registered with, else the site holding the request's source EID; without one the request is
+answered but not subscribed (subscription_refused). Not done: unsubscribing, and checking
+that the request comes from its xTR-ID (RFC 9437 section 7 asks for LISP-SEC or a
+signature): any sender of a Map-Request can subscribe an xTR-ID of a known site.
+
 Map-Resolver: takes Encapsulated Map-Requests, forwards them to the Map-Server that owns the
 EID (or hands them to the co-located one), and answers requests for EIDs outside every
 configured prefix with a negative Map-Reply for the largest hole that contains the EID.
@@ -48,7 +61,8 @@ from .auth import notify_for_register, sign, verify
 from .common import Core, reply_rloc, requested_prefix, unwrap_request
 from .ipudp import IpUdp
 from .mapcache import MapCache, largest_hole
-from .messages import (ACT_NATIVELY_FORWARD, CONTROL_PORT, ECM, MAP_REQUEST, EidRecord,
+from .messages import (ACT_NATIVELY_FORWARD, ALG_HMAC_SHA256_128, CONTROL_PORT, ECM,
+                       MAP_REQUEST, EidRecord,
                        EncapsulatedControl, Locator, MapNotify, MapNotifyAck, MapRegister,
                        MapReply)
 from .ratelimit import RequestLimiter
@@ -110,6 +124,7 @@ class Registration:
     more_specific: bool
     registrants: dict = field(default_factory=dict)   # registrant_key -> Registrant
     moved_away: dict = field(default_factory=dict)    # registrant_key -> hold-down end
+    published: list = None                            # locator_set() subscribers last saw
 
     def locators(self):
         if len(self.registrants) == 1:
@@ -144,6 +159,20 @@ class PendingNotify:
     next_time: float
     # A move notification: (iid, prefix, registrant key) whose hold-down its ack ends.
     holddown: tuple = None
+    # A PubSub notification: ((iid, prefix), xTR-ID) dropped if it is never acknowledged.
+    subscription: tuple = None
+
+
+@dataclass
+class Subscription:
+    """An xTR subscribed to a mapping (RFC 9437)."""
+    xtr_id: int
+    site_id: int
+    itr: object                    # the ITR-RLOC its Map-Notifies go to
+    key_id: int
+    alg_id: int
+    key: object
+    nonce: int                     # of the last Map-Notify sent to it
 
 
 def registrant_id(msg, src, placed):
@@ -221,6 +250,9 @@ class MapServer(Core):
         self.limiter = RequestLimiter(map_request_rate, map_request_rate_per_source)
         self.nonces = NonceMemory(window=replay_window)  # registrant -> nonces accepted
         self.last_notify_nonce = 0                       # our Map-Notifies count up too
+        self.subscriptions = {}            # (iid, prefix) -> {xTR-ID: Subscription}
+        self._changed = set()              # (iid, prefix) whose mapping changed, to tell
+        self._xtr_keys = {}                # xTR-ID -> (site, key_id, alg_id) it registered
 
     # --- configuration look-ups ---------------------------------------------------
 
@@ -288,6 +320,7 @@ class MapServer(Core):
             else:
                 self.counters["map_request_received"] += 1
                 self.handle_request(request, ecm, src, now, out, port)
+        self._tell_subscribers(now, out)
         return out
 
     def _reject(self, out, counter, src, reason, **fields):
@@ -336,6 +369,10 @@ class MapServer(Core):
                                 site=site.name)
         self.nonces.commit(mode, registrant, msg.nonce, now)
         self.counters["registrations_accepted"] += 1
+        if msg.xtr_id is not None:
+            if len(self._xtr_keys) > 100_000:
+                self._xtr_keys.clear()
+            self._xtr_keys[msg.xtr_id] = (site, msg.key_id, msg.alg_id)
         expires = now + self.registration_timeout
         key_of = registrant_key(msg, src)
         ignored = 0
@@ -401,11 +438,95 @@ class MapServer(Core):
         if self.table.get(reg.iid, reg.prefix) is None:
             self.index.add(reg.iid, reg.prefix)
         self.table.insert(reg.iid, reg.prefix, reg.locators(), float("inf"), now)
+        if self.subscriptions:          # (the common case, no subscriber, stays cheap)
+            current = reg.locator_set()
+            if current != reg.published:
+                reg.published = current
+                self._changed.add((reg.iid, reg.prefix))
 
     def _withdraw(self, reg):
         if self.table.get(reg.iid, reg.prefix) is not None:
             self.index.remove(reg.iid, reg.prefix)
             self.table.remove(reg.iid, reg.prefix)
+            if self.subscriptions:
+                self._changed.add((reg.iid, reg.prefix))
+
+    # --- PubSub (RFC 9437) ---------------------------------------------------------
+
+    def _mapping_record(self, iid, prefix):
+        """The record a subscriber of (iid, prefix) is told: the registration's, or no
+        locators with TTL 0 when it is gone (RFC 9301 section 5.4: remove it at once)."""
+        reg = self.registrations.get((iid, prefix))
+        if reg is not None and reg.registrants:
+            return reg.record()
+        return EidRecord(eid_address(iid, prefix.network_address), prefix.prefixlen, [],
+                         ttl=0, action=ACT_NATIVELY_FORWARD)
+
+    def _subscriber_key(self, request, iid):
+        """(site, key_id, alg_id) to sign a subscriber's Map-Notifies with, or None."""
+        known = self._xtr_keys.get(request.xtr_id)
+        if known is not None:
+            return known
+        src = request.source_eid
+        if getattr(src, "version", None) not in (4, 6):
+            return None
+        for site in self.sites:
+            for s_iid, p in site.prefixes:
+                if s_iid == iid and p.version == src.version and src in p:
+                    key_id = min(site.keys)
+                    return site, key_id, ALG_HMAC_SHA256_128
+        return None
+
+    def _subscribe(self, request, iid, prefix, reg, itr, now, out):
+        """RFC 9437 section 5: subscribe the requester, and acknowledge with a Map-Notify
+        carrying the current mapping and the Map-Request's nonce."""
+        found = self._subscriber_key(request, iid)
+        if found is None or itr is None:
+            self.counters["subscription_refused"] += 1
+            out.append(Event("subscription_refused", {
+                "eid": f"[{iid}]{prefix}", "xtr_id": f"{request.xtr_id:032x}",
+                "reason": "no ITR-RLOC" if itr is None
+                else "no key for the subscriber's site"}))
+            return
+        site, key_id, alg_id = found
+        where = (iid, reg.prefix) if reg is not None else (iid, prefix)
+        if reg is not None:
+            reg.published = reg.locator_set()       # what this subscriber is told now
+        sub = Subscription(request.xtr_id, request.site_id, itr, key_id, alg_id,
+                           site.keys[key_id], request.nonce)
+        subs = self.subscriptions.setdefault(where, {})
+        if request.xtr_id not in subs:
+            self.counters["subscriptions"] += 1
+        subs[request.xtr_id] = sub
+        out.append(Event("subscribed", {"eid": f"[{where[0]}]{where[1]}", "to": str(itr),
+                                        "xtr_id": f"{request.xtr_id:032x}"}))
+        self._notify_subscriber(where, sub, now, out, next_nonce=False)
+
+    def _notify_subscriber(self, where, sub, now, out, next_nonce=True):
+        if next_nonce:
+            sub.nonce = (sub.nonce + 1) & 0xFFFF_FFFF_FFFF_FFFF
+        notify = sign(MapNotify(sub.nonce, [self._mapping_record(*where)], sub.key_id,
+                                sub.alg_id, xtr_id=sub.xtr_id, site_id=sub.site_id), sub.key)
+        self.pending_notifies[notify.nonce] = PendingNotify(
+            sub.itr, notify, sub.key, self.notify_retries, now + self.notify_interval,
+            subscription=(where, sub.xtr_id))
+        self.counters["map_notify_sent"] += 1
+        self.counters["subscriber_notify_sent"] += 1
+        out.append(SendControl(sub.itr, notify))
+
+    def _tell_subscribers(self, now, out):
+        """A Map-Notify to the subscribers of every mapping that changed (RFC 9437)."""
+        if not self._changed:
+            return
+        changed, self._changed = self._changed, set()
+        for c_iid, c_prefix in changed:
+            for where, subs in list(self.subscriptions.items()):
+                s_iid, s_prefix = where
+                if s_iid != c_iid or s_prefix.version != c_prefix.version or not (
+                        s_prefix.subnet_of(c_prefix) or c_prefix.subnet_of(s_prefix)):
+                    continue
+                for sub in list(subs.values()):
+                    self._notify_subscriber(where, sub, now, out)
 
     def _deregister(self, reg, key_of, src, now, out, merged):
         """A record with TTL 0: the registrant withdraws its registration of the prefix
@@ -476,6 +597,8 @@ class MapServer(Core):
         # Where the ITR listens: the source port it sent the request from (RFC 9301 5).
         dport = ecm.inner.sport if ecm is not None else port
         reg = self.lookup(iid, prefix.network_address, now)
+        if request.xtr_id is not None and request.records[0].notify:
+            self._subscribe(request, iid, prefix, reg, itr, now, out)
         if reg is None:
             covering = next((p for s in self.sites for i, p in s.prefixes
                              if i == iid and p.version == prefix.version
@@ -507,6 +630,16 @@ class MapServer(Core):
         out.append(Event("negative_reply", {"eid": f"[{iid}]{prefix}", "reason": why,
                                             "to": str(itr)}))
 
+    def _drop_subscription(self, where, xtr_id, out):
+        subs = self.subscriptions.get(where, {})
+        if subs.pop(xtr_id, None) is not None:
+            self.counters["subscriptions_dropped"] += 1
+            out.append(Event("subscription_dropped", {
+                "eid": f"[{where[0]}]{where[1]}", "xtr_id": f"{xtr_id:032x}",
+                "reason": "its Map-Notify was never acknowledged"}))
+        if not subs:
+            self.subscriptions.pop(where, None)
+
     def tick(self, now):
         """Expire registrations and retransmit unacknowledged Map-Notifies."""
         out = []
@@ -532,11 +665,14 @@ class MapServer(Core):
                 del self.pending_notifies[nonce]
                 self.counters["map_notify_unacked"] += 1
                 out.append(Event("notify_unacked", {"to": str(p.dst)}))
+                if p.subscription is not None:
+                    self._drop_subscription(*p.subscription, out)
                 continue
             p.retries_left -= 1
             p.next_time = now + self.notify_interval
             self.counters["map_notify_retransmitted"] += 1
             out.append(SendControl(p.dst, p.message))
+        self._tell_subscribers(now, out)
         return out
 
 

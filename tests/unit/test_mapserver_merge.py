@@ -371,3 +371,133 @@ def test_the_daemon_hands_the_source_port_to_the_core_and_sends_to_it():
                                               ("192.0.2.1", 40009))
     [(data, addr)] = d.transports[4].sent
     assert addr == ("192.0.2.1", 40009) and isinstance(decode(data), MapNotify)
+
+
+# --- item 7: PubSub on the Map-Server (RFC 9437) -------------------------------------------
+
+CLIENT_KEY, SUB_ID = "client-secret", 0x5B5B_0000_0000_0000_0000_0000_0000_0042
+
+
+def pubsub_ms():
+    sites = [site(accept_more_specifics=True),
+             Site("client", {3: CLIENT_KEY}, [(0, net("10.9.0.0/24"))])]
+    return MapServer(sites, rng=random.Random(1))
+
+
+def subscribe_request(eid="10.1.0.5", nonce=0x1000, xtr_id=SUB_ID, n_bit=True,
+                      source="10.9.0.1"):
+    from nodes.lisp.ipudp import IpUdp
+    from nodes.lisp.messages import EncapsulatedControl
+    e, mask = make_eid(f"{eid}/32")
+    req = MapRequest(nonce, [RequestRecord(e, mask, 0x80 if n_bit else 0)], [ITR],
+                     source_eid=ip(source), xtr_id=xtr_id, site_id=0 if xtr_id is None else 9)
+    return encode(EncapsulatedControl(req, IpUdp(ip(source), ip(eid))))
+
+
+def notifies_to(actions, dst):
+    return [s for s in sends(actions) if s.dst == dst and isinstance(s.message, MapNotify)]
+
+
+def test_a_map_request_with_the_i_and_n_bits_subscribes_and_the_ack_carries_the_mapping():
+    """RFC 9437 section 5: the subscription is acknowledged with a Map-Notify to the
+    subscriber (nonce of its Map-Request, its xTR-ID), signed with its site's key; the
+    request itself is answered as any other."""
+    ms = pubsub_ms()
+    ms.receive(register("10.1.0.5/32", A_SET, proxy=True), XTR_A, 0.0)
+    out = ms.receive(subscribe_request(), ITR, 1.0)
+    [reply] = [s for s in sends(out) if isinstance(s.message, MapReply)]
+    [note] = notifies_to(out, ITR)
+    wire = note.wire()
+    msg = decode(wire)
+    assert verify(wire, CLIENT_KEY) and not verify(wire, KEY)
+    assert (msg.nonce, msg.key_id, msg.xtr_id, msg.site_id) == (0x1000, 3, SUB_ID, 9)
+    assert rloc_set(msg.records[0]) == A_SET and note.dport == 4342
+    assert list(ms.subscriptions) == [(0, net("10.1.0.5/32"))]
+    assert ms.counters["subscriptions"] == 1
+
+
+def test_subscribers_hear_of_a_move_in_a_map_notify_tshark_decodes(tshark, tmp_path):
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from tests.tshark_util import assert_clean, dissect
+    ms = pubsub_ms()
+    ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 0.0)
+    [first] = notifies_to(ms.receive(subscribe_request(), ITR, 1.0), ITR)
+    ms.receive(ack(first, CLIENT_KEY), ITR, 1.1)
+    out = ms.receive(register("10.1.0.5/32", B_SET, notify=False), XTR_B, 2.0)
+    [note] = notifies_to(out, ITR)
+    wire = note.wire()
+    msg = decode(wire)
+    assert verify(wire, CLIENT_KEY) and msg.nonce == 0x1001       # the next one counts up
+    assert rloc_set(msg.records[0]) == B_SET and msg.xtr_id == SUB_ID
+    [frame] = dissect(tshark, [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="192.0.2.100", dst=str(ITR))
+                               / UDP(sport=4342, dport=4342) / Raw(wire)], tmp_path / "n.pcap")
+    assert_clean(frame)
+    assert frame.shows("lisp.type") == ["4"]
+    assert frame.one("lisp.mnot.flags.xtrid") == "1"
+    assert bytes.fromhex(frame.values("lisp.xtrid")[0]) == SUB_ID.to_bytes(16, "big")
+    assert frame.one("lisp.loc.locator") == "192.0.2.2"
+    assert frame.one("lisp.mapping.eid.ipv4") == "10.1.0.5"
+    assert int(frame.one("lisp.nonce"), 16) == 0x1001
+    # Acknowledged: quiet. A refresh that changes nothing notifies no subscriber.
+    ms.receive(ack(note, CLIENT_KEY), ITR, 2.1)
+    assert notifies_to(ms.tick(5.0), ITR) == []       # (xTR1's move notify is not ours)
+    assert notifies_to(ms.receive(register("10.1.0.5/32", B_SET, notify=False), XTR_B, 6.0),
+                       ITR) == []
+    # A de-registration is a change too: the record comes with no locators and TTL 0.
+    [gone] = notifies_to(ms.receive(register("10.1.0.5/32", B_SET, ttl=0, notify=False),
+                                    XTR_B, 7.0), ITR)
+    assert gone.message.records[0].locators == [] and gone.message.records[0].ttl == 0
+
+
+def test_the_subscribed_tshark_view_of_the_map_request_matches_rfc9437(tshark, tmp_path):
+    """tshark 4.0 predates RFC 9437: the I bit shows among its 'Reserved bits' (the bit
+    after R), the N bit as the record's Reserved 0x80, and xTR-ID + Site-ID as trailing
+    data: where RFC 9437 puts them."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from tests.tshark_util import dissect
+    ecm = decode(subscribe_request())
+    raw = encode(ecm.message)
+    [frame] = dissect(tshark, [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=str(ITR), dst="192.0.2.100")
+                               / UDP(sport=4342, dport=4342) / Raw(raw)], tmp_path / "r.pcap")
+    assert int(frame.one("lisp.mreq.res"), 16) == 0x80        # I: 10 bits from the end
+    assert int(frame.one("lisp.mreq.record.res"), 16) == 0x80
+    assert frame.values("data.data") == [(SUB_ID.to_bytes(16, "big") + (9).to_bytes(8, "big"))
+                                         .hex()]
+
+
+def test_no_subscription_without_the_n_bit_the_xtr_id_or_a_key():
+    ms = pubsub_ms()
+    ms.receive(register("10.1.0.5/32", A_SET, proxy=True), XTR_A, 0.0)
+    for raw in (subscribe_request(n_bit=False), subscribe_request(xtr_id=None)):
+        assert notifies_to(ms.receive(raw, ITR, 1.0), ITR) == []
+    out = ms.receive(subscribe_request(source="172.16.0.1"), ITR, 1.0)   # no site: no key
+    assert notifies_to(out, ITR) == [] and events(out, "subscription_refused")
+    assert not ms.subscriptions and ms.counters["subscription_refused"] == 1
+    # ... and the Map-Request was still answered every time.
+    assert ms.counters["map_reply_sent"] == 3
+
+
+def test_an_unanswering_subscriber_is_dropped_after_the_retransmissions():
+    ms = pubsub_ms()
+    ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 0.0)
+    ms.receive(subscribe_request(), ITR, 1.0)                  # its ack is never answered
+    for t in (2.0, 3.0, 4.0, 5.0):
+        ms.tick(t)
+    assert not ms.subscriptions
+    assert ms.counters["subscriptions_dropped"] == 1
+    out = ms.receive(register("10.1.0.5/32", B_SET, notify=False), XTR_B, 6.0)
+    assert notifies_to(out, ITR) == []
+
+
+def test_a_subscriber_to_an_unregistered_eid_hears_when_it_gets_registered():
+    ms = pubsub_ms()
+    [first] = notifies_to(ms.receive(subscribe_request("10.1.0.7"), ITR, 1.0), ITR)
+    assert first.message.records[0].locators == [] and first.message.records[0].ttl == 0
+    ms.receive(ack(first, CLIENT_KEY), ITR, 1.1)
+    [note] = notifies_to(ms.receive(register("10.1.0.7/32", A_SET, notify=False), XTR_A, 2.0),
+                         ITR)
+    assert rloc_set(note.message.records[0]) == A_SET and note.message.nonce == 0x1001
