@@ -124,7 +124,7 @@ class NodeConfig:
     map_resolvers: list = field(default_factory=list)      # [ip_address]
     sites: list = field(default_factory=list)              # [nodes.lisp.mapserver.Site]
     register_interval: float = 3.0              # seconds (RFC 9301 suggests 60)
-    registration_timeout: float = 9.0           # seconds: 3 lab register intervals
+    registration_timeout: float = 180.0         # seconds: RFC 9301 8.2 (labs set their own)
     record_ttl: int = 1440                      # minutes
     want_map_notify: bool = True
     proxy_reply: bool = False

@@ -447,7 +447,8 @@ class ControlProtocol(asyncio.DatagramProtocol):
         self.daemon = daemon
 
     def datagram_received(self, data, addr):
-        self.daemon.on_control(data, addr[0])
+        # The port too: answers go to the port a request came from (RFC 9301 section 5).
+        self.daemon.on_control(data, addr[0], addr[1])
 
 
 class Daemon:
@@ -557,7 +558,7 @@ class Daemon:
 
     # --- control plane ---------------------------------------------------------------
 
-    def on_control(self, data, src):
+    def on_control(self, data, src, port=CONTROL_PORT):
         self.io_counters["control_received"] += 1
         src_ip = ipaddress.ip_address(src.split("%")[0])
         if src_ip.version == 6 and src_ip.ipv4_mapped:
@@ -569,7 +570,7 @@ class Daemon:
         self.log.write("control_received", frm=str(src_ip), type=kind, bytes=len(data))
         try:
             with self.lock:
-                actions = self.core.receive(data, src_ip, self.now())
+                actions = self.core.receive(data, src_ip, self.now(), port)
         except Exception as e:        # a bug for one datagram must not go unnoticed: count
             self.io_counters["control_errors"] += 1
             if self.io_counters["control_errors"] <= 20:        # the first ones only

@@ -24,7 +24,7 @@ from .address import eid_address, eid_prefix
 from .auth import sign, verify
 from .common import Core, reply_rloc, requested_prefix
 from .mapcache import MapCache
-from .messages import (ALG_HMAC_SHA256_128, EidRecord, MapNotifyAck, MapRegister, MapReply,
+from .messages import (ALG_HMAC_SHA256_128, CONTROL_PORT, EidRecord, MapNotifyAck, MapRegister, MapReply,
                        MapRequest, RequestRecord)
 from .replay import NonceMemory, next_nonce
 
@@ -133,7 +133,7 @@ class Etr(Core):
                     best = p
         return (iid, best) if best is not None else None
 
-    def handle_request(self, request, src, now):
+    def handle_request(self, request, src, now, port=CONTROL_PORT):
         out = []
         asked = requested_prefix(request, self.counters)
         if asked is None:
@@ -157,7 +157,8 @@ class Etr(Core):
         record = EidRecord(eid_address(o_iid, o_prefix.network_address), o_prefix.prefixlen, locs,
                            self.record_ttl)
         self.counters["map_reply_sent"] += 1
-        out.append(SendControl(itr, MapReply(request.nonce, [record], probe=request.probe)))
+        out.append(SendControl(itr, MapReply(request.nonce, [record], probe=request.probe),
+                               dport=port))
         out.append(Event("map_reply_sent", {"eid": f"[{o_iid}]{o_prefix}", "to": str(itr),
                                             "smr_invoked": request.smr_invoked}))
         return out

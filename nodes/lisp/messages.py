@@ -94,10 +94,19 @@ class EidRecord:
 
 @dataclass(slots=True)
 class RequestRecord:
-    """The EID prefix a Map-Request asks about."""
+    """The EID prefix a Map-Request asks about. RFC 9437 (PubSub) names the first bit of
+    `reserved` N: the requester wants a Map-Notify whenever this mapping changes."""
     eid: object
     mask_len: int
     reserved: int = 0
+
+    @property
+    def notify(self):
+        return bool(self.reserved & REQUEST_RECORD_N_BIT)
+
+
+REQUEST_RECORD_N_BIT = 0x80     # in RequestRecord.reserved (RFC 9437 section 5)
+MAP_REQUEST_I_BIT = 0x20        # in MapRequest.reserved: the xTR-ID follows (RFC 9437)
 
 
 @dataclass(slots=True)
@@ -124,8 +133,11 @@ Rec +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     |                   Map-Reply Record  ...                       |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |      xTR-ID (128 bits) and Site-ID (64 bits), when I is set   |
 
     IRC is the ITR-RLOC count minus one; M is set when a Map-Reply record follows.
+    RFC 9437 (PubSub) names the second R bit I: set when `xtr_id` is given, and then the
+    xTR-ID and Site-ID end the message; a record's first Reserved bit is its N bit.
     """
     nonce: int
     records: list
@@ -138,8 +150,10 @@ Rec +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
     smr_invoked: bool = False       # s: sent because of an SMR
     local_xtr: bool = False         # L
     dont_map_reply: bool = False    # D
-    reserved: int = 0               # the R, R and Rsvd bits (7 bits)
+    reserved: int = 0               # the R, R and Rsvd bits (7 bits; the second R is I)
     map_reply_record: Optional[EidRecord] = None
+    xtr_id: Optional[int] = None    # 128 bits, present iff the I bit is set (RFC 9437)
+    site_id: int = 0                # 64 bits, with xtr_id
 
 
 @dataclass(slots=True)
@@ -354,11 +368,16 @@ def _count(items, what):
 def _encode_map_request(m):
     if not 1 <= len(m.itr_rlocs) <= 32:
         raise LispEncodeError("a Map-Request carries 1 to 32 ITR-RLOCs")
+    if check_range(m.reserved, 7, "reserved") & MAP_REQUEST_I_BIT:
+        raise LispEncodeError("the I bit of a Map-Request is set by giving xtr_id (RFC 9437)")
+    if m.xtr_id is None and m.site_id:
+        raise LispEncodeError("site_id is only sent with an xtr_id (the I bit)")
     word = (MAP_REQUEST << 28) | (_f(m.authoritative, "authoritative") << 27) \
         | ((m.map_reply_record is not None) << 26) | (_f(m.probe, "probe") << 25) \
         | (_f(m.smr, "smr") << 24) | (_f(m.pitr, "pitr") << 23) \
         | (_f(m.smr_invoked, "smr_invoked") << 22) \
-        | (check_range(m.reserved, 7, "reserved") << 15) | (_f(m.local_xtr, "local_xtr") << 14) \
+        | ((m.reserved | (MAP_REQUEST_I_BIT if m.xtr_id is not None else 0)) << 15) \
+        | (_f(m.local_xtr, "local_xtr") << 14) \
         | (_f(m.dont_map_reply, "dont_map_reply") << 13) | ((len(m.itr_rlocs) - 1) << 8) \
         | _count(m.records, "records")
     out = [struct.pack("!IQ", word, check_range(m.nonce, 64, "nonce")),
@@ -370,6 +389,9 @@ def _encode_map_request(m):
         out.append(encode_address(rec.eid))
     if m.map_reply_record is not None:
         out.append(_encode_record(m.map_reply_record))
+    if m.xtr_id is not None:
+        out.append(check_range(m.xtr_id, 128, "xtr_id").to_bytes(16, "big"))
+        out.append(struct.pack("!Q", check_range(m.site_id, 64, "site_id")))
     return b"".join(out)
 
 
@@ -391,10 +413,17 @@ def _decode_map_request(r):
             r.fail(rn + ".mask_len", f"{mask_len} is longer than the EID ({limit})", mask_pos)
         recs.append(RequestRecord(eid, mask_len, reserved))
     mrr = _decode_record(r, n + ".map_reply_record") if word & (1 << 26) else None
+    reserved = (word >> 15) & 0x7F
+    xtr_id, site_id = None, 0
+    if reserved & MAP_REQUEST_I_BIT:
+        reserved &= ~MAP_REQUEST_I_BIT
+        xtr_id = int.from_bytes(r.take(16, n + ".xtr_id"), "big")
+        site_id = r.u64(n + ".site_id")
     r.done(n)
     return MapRequest(nonce, recs, itr, src, bool(word & (1 << 27)), bool(word & (1 << 25)),
                       bool(word & (1 << 24)), bool(word & (1 << 23)), bool(word & (1 << 22)),
-                      bool(word & (1 << 14)), bool(word & (1 << 13)), (word >> 15) & 0x7F, mrr)
+                      bool(word & (1 << 14)), bool(word & (1 << 13)), reserved, mrr,
+                      xtr_id, site_id)
 
 
 # --- Map-Reply -----------------------------------------------------------------------

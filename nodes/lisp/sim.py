@@ -5,7 +5,7 @@ what the simulation shows is what would be on the wire. Used by the tests and ha
 students who want to watch a VM move message by message:
 
     net = SimNetwork()
-    net.attach(rloc, node)               # node has receive(raw, src, now)
+    net.attach(rloc, node)               # node has receive(raw, src, now, port)
     net.deliver(src_rloc, actions)       # carry out SendControl actions, recursively
     net.trace                            # [(src, dst, "Map-Register"), ...]
 """
@@ -51,7 +51,8 @@ class SimNetwork:
             self.trace.append((origin, action.dst, describe(action.message)))
             node = self.nodes.get(action.dst)
             if node is not None:
-                queue += [(action.dst, a) for a in node.receive(raw, origin, self.now)]
+                queue += [(action.dst, a)
+                          for a in node.receive(raw, origin, self.now, action.sport)]
 
     def tick(self, now):
         self.now = now

@@ -6,7 +6,7 @@ the ETR.
 """
 from .actions import Decision, Event
 from .common import unwrap_request
-from .messages import MapNotify, MapNotifyAck, MapReply
+from .messages import CONTROL_PORT, MapNotify, MapNotifyAck, MapReply
 
 
 class Xtr:
@@ -19,7 +19,7 @@ class Xtr:
     def counters(self):
         return self.itr.counters + self.etr.counters
 
-    def receive(self, raw, src, now):
+    def receive(self, raw, src, now, port=CONTROL_PORT):
         out = []
         msg = self.etr.decode(raw, src, out)
         if msg is None:
@@ -31,7 +31,10 @@ class Xtr:
             return self.itr.receive_smr(request, src, now)
         if request is not None:
             self.etr.counters["map_request_received"] += 1
-            return self.etr.handle_request(request, src, now)
+            # The reply goes to the ITR's port: an ECM's inner UDP source port, else the
+            # datagram's (RFC 9301 section 5).
+            return self.etr.handle_request(request, src, now,
+                                           ecm.inner.sport if ecm is not None else port)
         if isinstance(msg, MapNotify) and not isinstance(msg, MapNotifyAck):
             return self.etr.handle_notify(msg, raw, src, now)
         self.etr.counters["unexpected_message"] += 1

@@ -125,7 +125,6 @@ REQ_BASE = dict(nonce=0, records=[RequestRecord(V4("10.0.0.0"), 8)], itr_rlocs=[
     ("pitr", True, col(8)),              # p
     ("smr_invoked", True, col(9)),       # s
     ("reserved", 1 << 6, col(10)),       # the first R
-    ("reserved", 1 << 5, col(11)),       # the second R
     ("reserved", 1 << 4, col(12)),       # Rsvd, first bit
     ("reserved", 1, col(16)),            # Rsvd, last bit
     ("local_xtr", True, col(17)),        # L
@@ -137,6 +136,25 @@ def test_map_request_flag_bits(field, value, bit):
     raw = encode(MapRequest(**dict(REQ_BASE, **{field: value})))
     assert word(raw) == base | bit
     assert getattr(decode(raw), field) == value
+
+
+def test_map_request_i_bit_and_xtr_id_rfc9437():
+    """RFC 9437 section 5: the second R bit is I; with it the 128-bit xTR-ID and the 64-bit
+    Site-ID end the message. A record's N bit is the first bit of its Reserved byte."""
+    rec = RequestRecord(V4("10.0.0.0"), 8, reserved=0x80)
+    raw = encode(MapRequest(0, [rec], [V4("1.2.3.4")], xtr_id=0x0102030405060708090A0B0C0D0E0F10,
+                            site_id=0x1122334455667788))
+    assert word(raw) == 0x10000001 | col(11)
+    assert raw[-24:] == bytes(range(1, 17)) + bytes.fromhex("1122334455667788")
+    assert raw[12 + 2 + 6] == 0x80                 # the record's Reserved byte: N
+    back = decode(raw)
+    assert (back.xtr_id, back.site_id, back.reserved) == (
+        0x0102030405060708090A0B0C0D0E0F10, 0x1122334455667788, 0)
+    assert back.records[0].notify and not RequestRecord(V4("10.0.0.0"), 8).notify
+    with pytest.raises(LispEncodeError):
+        encode(MapRequest(0, [rec], [V4("1.2.3.4")], reserved=1 << 5))
+    with pytest.raises(LispDecodeError):
+        decode(raw[:-1])                          # the I bit promises 24 more bytes
 
 
 def test_map_request_m_bit():

@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
+from scapy.layers.inet import ICMP, UDP
+from scapy.utils import rdpcap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +16,10 @@ from nodes.lisp.actions import Event, SendControl
 from nodes.lisp.etr import Etr, MapServerConfig
 from nodes.lisp.itr import Itr
 from nodes.lisp.mapserver import MapServerResolver, Site
-from nodes.lisp.messages import ALG_HMAC_SHA1_96, ALG_HMAC_SHA256_128, Locator
+from nodes.lisp.address import make_eid
+from nodes.lisp.auth import sign
+from nodes.lisp.messages import (ALG_HMAC_SHA1_96, ALG_HMAC_SHA256_128, MAP_REGISTER,
+                                 EidRecord, Locator, MapNotify, MapRegister, encode)
 from nodes.lisp.xtr import Xtr
 
 ip = ipaddress.ip_address
@@ -371,7 +376,10 @@ def test_defaults_of_a_minimal_xtr():
 
 def test_defaults_of_a_minimal_msmr():
     cfg = parse_config(MSMR)
-    assert cfg.registration_timeout == 9.0
+    # RFC 9301 section 8.2: registrations every minute, timed out after three minutes. A
+    # lab with faster timers says so in its own file (topologies/model.py renders it).
+    assert cfg.registration_timeout == 180.0
+    assert build_core(cfg).ms.registration_timeout == 180.0
     assert cfg.control_socket == "/run/lisp-lab/ms.sock"
 
 
@@ -909,5 +917,66 @@ def test_docs_describe_every_section_and_key():
 def test_docs_examples_are_valid_configs():
     docs = (EXAMPLES.parents[1] / "docs" / "config.md").read_text()
     blocks = re.findall(r"```toml\n(.*?)```", docs, re.S)
+    # Whole configs start with [node]; the one fragment (a site) is checked by
+    # test_the_documented_site_for_rfc6833_key_ids_accepts_open_overlay_routers_registers.
+    assert sum(not b.startswith("[node]") for b in blocks) == 1
+    blocks = [b for b in blocks if b.startswith("[node]")]
     assert len(blocks) == 3
     assert [parse_config(b, "docs").role for b in blocks] == ["xtr", "msmr", "pxtr"]
+
+
+def test_an_rfc_interval_peer_stays_registered_with_the_default_timeout():
+    """A peer registering every 60 s (RFC 9301 section 8.2) is still registered just
+    before its next refresh, and dropped three minutes after its last one."""
+    ms = build_core(parse_config(MSMR)).ms
+    raw = _register_bytes("10.1.0.0/24", "k0", nonce=1)
+    ms.receive(raw, ip("192.0.2.1"), 0.0)
+    ms.tick(59.0)
+    assert ms.lookup(0, ip("10.1.0.1"), 59.0) is not None
+    ms.tick(179.0)
+    assert ms.lookup(0, ip("10.1.0.1"), 179.0) is not None
+    ms.tick(180.0)
+    assert ms.lookup(0, ip("10.1.0.1"), 180.0) is None
+
+
+def _register_bytes(prefix, key, nonce):
+    eid, mask = make_eid(prefix)
+    rec = EidRecord(eid, mask, [Locator(ip("192.0.2.1"), local=True)])
+    return encode(sign(MapRegister(nonce, [rec], 0, ALG_HMAC_SHA256_128), key))
+
+
+def _doc_block(heading):
+    """The first ```toml block after `heading` in docs/config.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    after = text[text.index(heading):]
+    start = after.index("```toml\n") + len("```toml\n")
+    return after[start:after.index("```", start)]
+
+
+def test_the_documented_site_for_rfc6833_key_ids_accepts_open_overlay_routers_registers(
+        data_dir):
+    """Open Overlay Router 1.3 (tests/data) sends the 16-bit Key ID 0x0001 of RFC 6833; the
+    site block docs/config.md gives for such xTRs accepts every one of its Map-Registers
+    (RFC 9301 reads 00 01 as Key ID 0, Algorithm ID 1) and answers each with a Map-Notify."""
+    block = _doc_block("#### A site for xTRs that send RFC 6833's 16-bit Key ID")
+    cfg = parse_config('[node]\nname = "ms"\nrole = "msmr"\n\n' + block)
+    ms = build_core(cfg).ms
+    registers = [bytes(p[UDP].payload)
+                 for name in ("oor-xtr-oor-ms.pcap", "oor-xtr-registers.pcap")
+                 for p in rdpcap(str(data_dir / name))
+                 if ICMP not in p and bytes(p[UDP].payload)[0] >> 4 == MAP_REGISTER]
+    assert len(registers) == 8 and all(r[12:14] == b"\x00\x01" for r in registers)
+    for i, raw in enumerate(registers):
+        out = ms.receive(raw, ip("10.0.0.2"), float(i))
+        assert [type(a.message) for a in out if isinstance(a, SendControl)] == [MapNotify]
+    assert ms.counters["registrations_accepted"] == 8
+    assert ms.counters["map_register_rejected"] == 0
+    assert ms.lookup(0, ip("192.168.10.7"), 8.0) is not None
+    assert ms.lookup(0, ip("2001:db8:10::7"), 8.0) is not None
+    # Key ID 1 is not what those bytes name:
+    other = parse_config('[node]\nname = "ms"\nrole = "msmr"\n\n'
+                         + block.replace("key_id = 0", "key_id = 1"))
+    ms1 = build_core(other).ms
+    assert not [a for a in ms1.receive(registers[0], ip("10.0.0.2"), 0.0)
+                if isinstance(a, SendControl)]
+    assert ms1.counters["register_auth_failed"] == 1

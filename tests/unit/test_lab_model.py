@@ -168,6 +168,13 @@ def test_daemon_configs_are_valid_configs_of_the_daemon(tmp_path):
             path.write_text(toml(cfg))
             assert tomllib.loads(path.read_text()) == cfg
             assert load_config(path).role == role, (mode, node)
+            if role == "msmr":
+                # The daemon's default is RFC 9301's three minutes; a lab's xTRs register
+                # every register_interval, so its Map-Server's timeout is written out.
+                xtr = next(c for r, c in demo(mode).daemon_configs(tmp_path, tmp_path)
+                           .values() if r == "xtr")
+                assert load_config(path).registration_timeout == \
+                    3 * xtr["etr"]["register_interval"]
 
 
 def test_across_subnets_dc2_has_its_own_lan_and_no_dci():
