@@ -68,14 +68,16 @@ def live_check(net, step):
                 for r in sorted(rows, key=lambda r: -ipaddress.ip_network(r["eid"]).prefixlen):
                     rlocs = [x["address"] for g in r["registrants"] for x in g["rlocs"]]
                     seen[r["eid"]] = rlocs
-                    if by is None or by in rlocs:
+                    if by is None or (by in rlocs and not (a.get("only") and
+                                                           set(rlocs) != {by})):
                         return True
                     break
             return False
 
         ok = wait_for(registered, window, 0.1)
-        return bool(ok), (f"{ip} registered" + (f" by {a['by']}" if by else "") if ok else
-                          f"{ip} not registered" + (f" by {a['by']} ({by})" if by else "")
+        only = " only" if a.get("only") else ""
+        return bool(ok), (f"{ip} registered" + (f" by {a['by']}{only}" if by else "") if ok else
+                          f"{ip} not registered" + (f" by {a['by']}{only} ({by})" if by else "")
                           + f" within {window:g} s; seen: {seen or 'nothing'}")
     if c == "map_cache":
         ip, _ = _eid(model, a["eid"], a.get("family"))

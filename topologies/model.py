@@ -148,7 +148,7 @@ STEP_KINDS = {
     "wait": (("wait",), ()),
     "check": (("check",), ("from", "to", "node", "eid", "rloc", "name", "min", "max",
                            "path", "below_ms", "by", "window", "expect", "rlocs",
-                           "family")),
+                           "family", "only")),
 }
 TRAFFIC_KINDS = ("probes", "tcp", "iperf3")
 CHECK_KINDS = ("reachable", "unreachable", "map_cache", "registered", "counter", "path",

@@ -608,6 +608,9 @@ def _check_step(m, kind, args, lab, at):
         for k in ("by", "rloc"):
             if k in m and m[k] not in lab.daemon_configs("", ""):
                 raise m.error(k, f"{k}: {m[k]!r} is not a LISP node of this lab")
+        if "only" in m and (c != "registered" or m["only"] is not True or "by" not in m):
+            raise m.error("only", "only: true (a registered check with by: NODE: no other "
+                                  "xTR's RLOC is registered for the host)")
         if "rlocs" in m and (c != "map_cache" or m["rlocs"] != "all" or "rloc" not in m):
             raise m.error("rlocs", "rlocs: all (a map_cache check with rloc: NODE: the entry "
                                    "holds every RLOC of NODE, with its priority and weight)")

@@ -293,3 +293,14 @@ def test_links_json_names_the_nodes_of_a_moves_budget():
     assert b["floor_ms"]["notify"] == 60.0
     assert budget_meta(load(labs / "demo-l2-extension.yaml"), client.name, vm.site,
                        "dc2") is None                   # no LISP: no budget
+
+
+def test_a_registered_check_can_ask_that_no_other_xtr_claims_the_host(tmp_path):
+    ok = GOOD + "  - {at: 2, check: registered, eid: ha, by: xa, only: true}\n"
+    step = load(write(tmp_path, ok)).timeline[-1]
+    assert step.args["only"] is True and step.args["by"] == "xa"
+    for bad in ("{at: 2, check: registered, eid: ha, only: true}",
+                "{at: 2, check: registered, eid: ha, by: xa, only: 1}",
+                "{at: 2, check: reachable, from: ha, to: hb, only: true}"):
+        e = error_of(tmp_path, GOOD + f"  - {bad}\n")
+        assert ":17:" in str(e) and "only: true" in str(e), str(e)
