@@ -41,6 +41,8 @@ from pathlib import Path
 from scapy.error import Scapy_Exception
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
+from .flows import FLOW_PORT, count_flows, split_check
+
 PROBE_PORT = 7000
 TCP_PORT = 7001
 PROBE_MAGIC = b"LLPROBE1"
@@ -83,6 +85,8 @@ RESULT_KEYS = {
                     "the end of the traffic, and no RST was seen",
     "neighbours": "how the lab kept neighbour entries (links.json): permanent on point-to-"
                   "point links, so no cold ARP is in a measured time; null if unknown",
+    "flow_counts": "with a flows traffic step (lab.flows): {link: {flows, packets, bytes}} of "
+                   "its flows seen on each link (natively or inside LISP); null otherwise",
     "convergence_budget": "a move's convergence step by step (LISP): {steps: [{step, "
                           "first_seen_ms, at_destination_ms, from, to}], floor_ms: the propagation floors "
                           "of the lab's link delays, convergence_ms}; null without LISP",
@@ -507,6 +511,13 @@ def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
                     if ts >= move and paths.get(key) == tuple(direct)]
         convergence_ms = round((min(arrivals) - move) * 1000.0, 3) if arrivals else None
 
+    # The flows of a traffic-engineering scenario (lab.flows), per link.
+    flow_counts = None
+    if meta.get("flows") and mode_dir is not None:
+        f = meta["flows"]
+        flow_counts = count_flows(mode_dir, [c.name for c in caps], f["from"], f["to"],
+                                  f.get("port", FLOW_PORT))
+
     # The most common path per phase.
     settle = move
     if convergence_ms is not None:
@@ -637,7 +648,9 @@ def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
         "link_roles": {"client": client_name, "dci": dci_name,
                        "vm-origin": _pick(links, "vm-origin"), "vm-target": target_name},
         "warnings": warnings,
+        "flow_counts": flow_counts,
         "checks": list(meta.get("checks") or []) + [
+            split_check(d, flow_counts or {}) if d["check"] == "split" else
             _deferred_check(d, per_probe, convergence_ms, meta.get("client"), meta["vm"])
             for d in meta.get("deferred_checks") or []],
         "links": {c.name: {"role": c.role, "pcap": c.present, "error": c.error,

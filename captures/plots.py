@@ -120,3 +120,27 @@ def plot_comparison(results: dict, path) -> Path:
         ax.set_xticklabels(modes, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_flows(result: dict, mode: str, path, links: list) -> Path:
+    """Flows and bytes of a traffic-engineering scenario per link (`links`: those of its
+    split checks, e.g. the two provider links), with the weights' shares marked."""
+    counts = result.get("flow_counts") or {}
+    fig = Figure(figsize=(7, 3.2))
+    ax_f, ax_b = fig.subplots(1, 2)
+    flows = [(counts.get(n) or {}).get("flows", 0) for n in links]
+    kbytes = [(counts.get(n) or {}).get("bytes", 0) / 1000.0 for n in links]
+    ax_f.bar(links, flows, color="tab:blue")
+    ax_b.bar(links, kbytes, color="tab:green")
+    total = sum(flows)
+    for check in result.get("checks") or []:
+        for name, w in zip(check.get("links") or [], check.get("weights") or []):
+            if name in links and total:
+                i = links.index(name)
+                ax_f.hlines(total * w / sum(check["weights"]), i - 0.4, i + 0.4,
+                            colors="red", linestyles="--")
+    ax_f.set_title("flows per link (red: the weights' share)", fontsize=9)
+    ax_b.set_title("kB per link", fontsize=9)
+    fig.suptitle(mode, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

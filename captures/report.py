@@ -236,6 +236,16 @@ def _control_section(mode: str, r: dict) -> list[str]:
     return lines
 
 
+def split_links(result) -> list:
+    """The links of a result's split checks, in order (none without a flows scenario)."""
+    out = []
+    for c in result.get("checks") or []:
+        for name in c.get("links") or []:
+            if name not in out:
+                out.append(name)
+    return out if result.get("flow_counts") else []
+
+
 BUDGET_LABELS = {"detected": "host detected by the new xTR",
                  "map_register": "Map-Register (new xTR → Map-Server)",
                  "map_notify": "Map-Notify (Map-Server → old xTR)",
@@ -300,6 +310,19 @@ def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: lis
                 "propagation floors of the lab's link delays.", ""]
         for m in budgets:
             out += _budget_section(m, results[m]["convergence_budget"])
+    split = [m for m in modes if split_links(results[m])]
+    if split:
+        out += ["## Flows per link", "",
+                "The flows of a traffic-engineering scenario (many short UDP flows, each "
+                "hashed by the ITR to one locator), as the captures of each link saw them.", ""]
+        for m in split:
+            counts = results[m]["flow_counts"] or {}
+            out += [f"### `{m}`", "", "| link | flows | packets | bytes |", "|---|---|---|---|"]
+            for name in split_links(results[m]):
+                c = counts.get(name) or {}
+                out.append(f"| {name} | {_num(c.get('flows'))} | {_num(c.get('packets'))} | "
+                           f"{_num(c.get('bytes'))} |")
+            out.append("")
     out += ["## LISP control messages around the move", "",
             "Captured on every link from 1 s before the move (the same message appears once "
             "per link it crosses).", ""]
@@ -365,7 +388,8 @@ def write_report(run_dir, results: dict, delay_emulation: str,
     `run_dir`. Returns their paths: [report.md, report.json, comparison.png, timelines...].
     `first_lisp_probe_s`: see demo_start_to_first_lisp_probe (report.json's
     demo_start_to_first_lisp_probe_s)."""
-    from captures.plots import plot_comparison, plot_timeline   # matplotlib only when needed
+    from captures.plots import (plot_comparison, plot_flows,   # matplotlib only when needed
+                                plot_timeline)
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -376,6 +400,10 @@ def write_report(run_dir, results: dict, delay_emulation: str,
     pngs = [plot_comparison(ordered, run_dir / "comparison.png")]
     for m in modes:
         pngs.append(plot_timeline(ordered[m], m, run_dir / f"{m}-timeline.png"))
+    for m in modes:
+        links = split_links(ordered[m])
+        if links:
+            pngs.append(plot_flows(ordered[m], m, run_dir / f"{m}-flows.png", links))
 
     doc = strict_json({"run_id": run_id, "delay_emulation": delay_emulation,
                        "demo_start_to_first_lisp_probe_s": first_lisp_probe_s,

@@ -133,6 +133,13 @@ def _run_step(net, step, state):
         elif t == "tcp":
             argv = [PY, "-m", "lab.traffic", "tcp", "--dst", dst, "--duration", duration,
                     "--out", out]
+        elif t == "flows":
+            argv = [PY, "-m", "lab.flows", "--dst", dst, "--flows", str(a.get("flows", 1000)),
+                    "--packets", str(a.get("packets", 3)), "--rate",
+                    str(a.get("rate", 2000)), "--out", out]
+            if state.get("flows_meta") is None:
+                state["flows_meta"] = {"from": net.host_ip(a["from"], a.get("family")),
+                                       "to": dst}
         else:
             argv = ["iperf3", "-c", dst, "-t", duration, "-J", "--logfile", out] + (
                 ["-b", str(a["bandwidth"])] if "bandwidth" in a else [])
@@ -170,7 +177,7 @@ def _run_step(net, step, state):
     elif kind == "capture":
         (net.start_captures if a["capture"] == "start" else net.stop_captures)()
     elif kind == "check":
-        if a["check"] in ("path", "convergence"):    # read from the captures afterwards
+        if a["check"] in ("path", "convergence", "split"):   # from the captures afterwards
             state["deferred"].append((step, state["nominal"]))
         else:
             # A live check retries for its window beside the timeline, never holding it.
@@ -316,6 +323,7 @@ def links_json(net, state, start_wall):
             "core_routes": state["host_routes"][0] if state["host_routes"] else None,
             "core_routing": model.routing,
             "neighbours": "permanent on point-to-point links (warm paths)",
+            "flows": state.get("flows_meta"),
             "checks": state["checks"],
             "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]]}
     if first:
@@ -362,6 +370,9 @@ def _deferred(model, step, wall):
                                                 host_route, model.links_down_at(step.at))
         else:
             out["expect"] = list(a["path"])
+    elif a["check"] == "split":
+        out.update(links=list(a["links"]), weights=[float(w) for w in a["weights"]],
+                   tolerance=float(a.get("tolerance", 5)))
     else:
         out["below_ms"] = float(a["below_ms"])
     return out

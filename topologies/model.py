@@ -138,7 +138,7 @@ class Step:
 STEP_KINDS = {
     # kind: (required keys, optional keys)
     "traffic": (("traffic", "from", "to"), ("rate", "duration", "name", "bandwidth",
-                                            "family")),
+                                            "family", "flows", "packets")),
     "move": (("move", "to"), ("cold",)),
     "host_route": (("host_route",), ()),
     "link": (("link", "state"), ()),
@@ -148,11 +148,11 @@ STEP_KINDS = {
     "wait": (("wait",), ()),
     "check": (("check",), ("from", "to", "node", "eid", "rloc", "name", "min", "max",
                            "path", "below_ms", "by", "window", "expect", "rlocs",
-                           "family", "only")),
+                           "family", "only", "links", "weights", "tolerance")),
 }
-TRAFFIC_KINDS = ("probes", "tcp", "iperf3")
+TRAFFIC_KINDS = ("probes", "tcp", "iperf3", "flows")
 CHECK_KINDS = ("reachable", "unreachable", "map_cache", "registered", "counter", "path",
-               "convergence")
+               "convergence", "split")
 
 
 @dataclass

@@ -551,6 +551,11 @@ def _check_step(m, kind, args, lab, at):
             _number(m, "rate", 1, 100000)
         if "duration" in m:
             _number(m, "duration", 0.1, 3600)
+        for k, hi in (("flows", 20000), ("packets", 1000)):
+            if k in m:
+                if args["traffic"] != "flows":
+                    raise m.error(k, f"{k}: is for a flows traffic step")
+                _number(m, k, 1, hi)
         name = Step(at, kind, args).flow_name()
         if any(s.kind == "traffic" and s.flow_name() == name for s in lab.timeline):
             raise m.error("traffic", f"a flow named {name!r} exists already: give this one a "
@@ -594,7 +599,7 @@ def _check_step(m, kind, args, lab, at):
         need = {"reachable": ("from", "to"), "unreachable": ("from", "to"),
                 "map_cache": ("node", "eid"), "registered": ("eid",),
                 "counter": ("node", "name"), "path": ("from", "to"),
-                "convergence": ("below_ms",)}[c]
+                "convergence": ("below_ms",), "split": ("links", "weights")}[c]
         for k in need:
             if k not in m:
                 raise m.error("check", f"check {c} needs {k}:")
@@ -622,6 +627,22 @@ def _check_step(m, kind, args, lab, at):
             for i, name in enumerate(seq):
                 if name not in known:
                     raise seq.error(i, f"path: unknown link {name!r}")
+        if c == "split":
+            links, weights = m["links"], m["weights"]
+            if not isinstance(links, Seq) or len(links) < 2:
+                raise m.error("links", "links: a list of two or more link names")
+            for i, name in enumerate(links):
+                if name not in lab.captures():
+                    raise links.error(i, f"links: unknown link {name!r}")
+            if not isinstance(weights, Seq) or len(weights) != len(links) or not all(
+                    isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+                    for w in weights) or not sum(weights):
+                raise m.error("weights", "weights: one number (0 or more) per link, not all 0")
+        elif any(k in m for k in ("links", "weights", "tolerance")):
+            k = next(k for k in ("links", "weights", "tolerance") if k in m)
+            raise m.error(k, f"{k}: is for a split check")
+        if "tolerance" in m:
+            _number(m, "tolerance", 0, 100)
         if "below_ms" in m:
             _number(m, "below_ms", 1, 600000)
         if "window" in m:

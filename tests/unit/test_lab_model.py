@@ -304,3 +304,26 @@ def test_a_registered_check_can_ask_that_no_other_xtr_claims_the_host(tmp_path):
                 "{at: 2, check: reachable, from: ha, to: hb, only: true}"):
         e = error_of(tmp_path, GOOD + f"  - {bad}\n")
         assert ":17:" in str(e) and "only: true" in str(e), str(e)
+
+
+@pytest.mark.parametrize("step, words", [
+    ("{at: 2, check: split, links: [a-up, nope], weights: [70, 30]}", "unknown link 'nope'"),
+    ("{at: 2, check: split, links: [a-up, b-up], weights: [70]}", "one number"),
+    ("{at: 2, check: split, links: [a-up, b-up], weights: [0, 0]}", "not all 0"),
+    ("{at: 2, check: split, links: [a-up], weights: [70]}", "two or more"),
+    ("{at: 2, check: split, weights: [70, 30]}", "needs links"),
+    ("{at: 2, check: reachable, from: ha, to: hb, weights: [1, 2]}", "is for a split check"),
+    ("{at: 2, traffic: probes, from: ha, to: hb, name: p2, flows: 10}", "flows traffic step"),
+])
+def test_a_bad_split_check_or_flows_step_is_one_line(tmp_path, step, words):
+    e = error_of(tmp_path, GOOD + f"  - {step}\n")
+    assert ":17:" in str(e) and words in str(e) and "\n" not in str(e), str(e)
+
+
+def test_a_split_check_and_a_flows_step_load(tmp_path):
+    text = GOOD + ("  - {at: 2, traffic: flows, from: ha, to: hb, flows: 500, packets: 2}\n"
+                   "  - {at: 4, check: split, links: [a-up, b-up], weights: [70, 30],"
+                   " tolerance: 4}\n")
+    flows, split = load(write(tmp_path, text)).timeline[-2:]
+    assert (flows.args["flows"], flows.args["packets"]) == (500, 2)
+    assert split.args["weights"] == [70, 30] and split.args["tolerance"] == 4
