@@ -18,6 +18,7 @@ def main(argv):
     if os.geteuid() == 0:
         mods.append(("dataplane", bench_dataplane))
         mods.append(("kernel", __import__("bench.bench_kernel", fromlist=["run"])))
+        mods.append(("te", __import__("bench.bench_te", fromlist=["run"])))
     else:
         print("bench: dataplane skipped (needs root: sudo make bench)")
     for name, mod in mods:

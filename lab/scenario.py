@@ -136,7 +136,8 @@ def _run_step(net, step, state):
         elif t == "flows":
             argv = [PY, "-m", "lab.flows", "--dst", dst, "--flows", str(a.get("flows", 1000)),
                     "--packets", str(a.get("packets", 3)), "--rate",
-                    str(a.get("rate", 2000)), "--out", out]
+                    str(a.get("rate", 2000)), "--first-sport",
+                    str(a.get("first_sport", 20000)), "--out", out]
             if state.get("flows_meta") is None:
                 state["flows_meta"] = {"from": net.host_ip(a["from"], a.get("family")),
                                        "to": dst}

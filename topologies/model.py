@@ -138,7 +138,7 @@ class Step:
 STEP_KINDS = {
     # kind: (required keys, optional keys)
     "traffic": (("traffic", "from", "to"), ("rate", "duration", "name", "bandwidth",
-                                            "family", "flows", "packets")),
+                                            "family", "flows", "packets", "first_sport")),
     "move": (("move", "to"), ("cold",)),
     "host_route": (("host_route",), ()),
     "link": (("link", "state"), ()),

@@ -551,7 +551,7 @@ def _check_step(m, kind, args, lab, at):
             _number(m, "rate", 1, 100000)
         if "duration" in m:
             _number(m, "duration", 0.1, 3600)
-        for k, hi in (("flows", 20000), ("packets", 1000)):
+        for k, hi in (("flows", 20000), ("packets", 1000), ("first_sport", 65535)):
             if k in m:
                 if args["traffic"] != "flows":
                     raise m.error(k, f"{k}: is for a flows traffic step")
