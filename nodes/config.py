@@ -14,6 +14,7 @@ docs/config.md describes every key; nodes/examples/ has one example per role.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import json
 import math
@@ -68,7 +69,8 @@ KEYS = {
     "etr": ("register_interval", "record_ttl", "want_map_notify", "proxy_reply",
             "smr_interval", "decap_known_rlocs_only"),
     "itr": ("miss_policy", "petr", "map_request_rate", "map_request_interval",
-            "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6"),
+            "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6",
+            "subscribe", "xtr_id"),
     "dataplane": ("tun", "lan_interfaces", "mtu", "proxy_arp", "path"),
     "msmr": ("registration_timeout", "map_request_rate", "map_request_rate_per_source",
              "replay_window"),
@@ -143,6 +145,8 @@ class NodeConfig:
     map_request_interval: float = 1.0           # seconds between two for one destination
     max_pending_requests: int = 1000
     min_mapping_prefix: dict = field(default_factory=lambda: {4: 8, 6: 16})
+    subscribe: bool = False                     # PubSub (RFC 9437): subscribe when requesting
+    xtr_id: int | None = None                   # 128 bits; derived from the name by default
     # Map-Server / Map-Resolver limits on the Map-Requests answered (0: no limit)
     ms_map_request_rate: float = 1000.0
     ms_map_request_rate_per_source: float = 100.0
@@ -207,7 +211,8 @@ def build_core(cfg: NodeConfig, rng=None):
               petr=cfg.petr, miss_policy=cfg.miss_policy, pitr=proxy,
               max_pending=cfg.max_pending_requests, map_request_rate=cfg.map_request_rate,
               request_interval=cfg.map_request_interval,
-              min_mapping_prefix=cfg.min_mapping_prefix, rng=rng)
+              min_mapping_prefix=cfg.min_mapping_prefix, rng=rng,
+              subscribe=(cfg.xtr_id, 0) if cfg.subscribe else None)
     etr = Etr(locators,
               [] if proxy else cfg.eid_prefixes,
               [] if proxy else cfg.map_servers,
@@ -215,7 +220,8 @@ def build_core(cfg: NodeConfig, rng=None):
               record_ttl=cfg.record_ttl, want_map_notify=cfg.want_map_notify,
               proxy_reply=cfg.proxy_reply,
               dynamic_ranges=[] if proxy else [(d.iid, d.prefix) for d in cfg.dynamic_eids],
-              smr_interval=cfg.smr_interval, rng=rng)
+              smr_interval=cfg.smr_interval, rng=rng,
+              xtr_id=cfg.xtr_id if cfg.subscribe else None)
     return Xtr(itr, etr, name=cfg.name)
 
 
@@ -626,6 +632,10 @@ def _xtr(data, cfg):
                                        cfg.max_pending_requests)
     cfg.min_mapping_prefix = {4: itr.get("min_mapping_prefix_ipv4", _integer(0, 32), 8),
                               6: itr.get("min_mapping_prefix_ipv6", _integer(0, 128), 16)}
+    cfg.subscribe = itr.get("subscribe", _boolean, False)
+    cfg.xtr_id = itr.get("xtr_id", _xtr_id, None)
+    if cfg.subscribe and cfg.xtr_id is None:
+        cfg.xtr_id = default_xtr_id(cfg.name)
 
     dp = _table(data, "dataplane")
     cfg.tun = dp.get("tun", _ifname, cfg.tun)
@@ -657,6 +667,19 @@ def _xtr(data, cfg):
         raise _Invalid("dataplane.mtu", f"{cfg.mtu} is too small for IPv6 EIDs (at least "
                                         f"{MIN_MTU_IPV6_EID}: 1280 inside, 56 of "
                                         f"encapsulation)")
+
+
+def default_xtr_id(name):
+    """A node's 128-bit xTR-ID when its config names none: from its name, so that it is
+    the same across restarts (RFC 9301 section 5.6: it identifies the xTR, not a run)."""
+    return int.from_bytes(hashlib.sha256(f"lisp-lab xTR {name}".encode()).digest()[:16], "big")
+
+
+def _xtr_id(value, path):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{1,32}", value) \
+            or not int(value, 16):
+        raise _Invalid(path, f"{_show(value)} is not an xTR-ID (1 to 32 hex digits, not 0)")
+    return int(value, 16)
 
 
 def _default_path(role):

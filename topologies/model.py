@@ -171,6 +171,7 @@ class Lab:
     proxies: dict                  # node name -> [(iid, network)]
     timeline: list                 # [Step]
     register_interval: float = 1.0
+    pubsub: bool = False           # the xTRs subscribe to what they ask about (RFC 9437)
     dataplane: str | None = None   # the xTRs' [dataplane] path: "python", "kernel", or theirs
     core_delay_ms: float = 0.0
     extends: str | None = None
@@ -588,6 +589,8 @@ class Lab:
             cfg["map_resolver"] = [{"address": a} for a in ms]
             cfg["etr"] = {"register_interval": self.register_interval}
             cfg["itr"] = {"miss_policy": "drop"}
+            if self.pubsub:
+                cfg["itr"]["subscribe"] = True
             if pxtrs:
                 cfg["itr"]["petr"] = self.rloc(pxtrs[0])
             lans = [lan] + ([f"{node}-gw"] if site.anycast else [])

@@ -166,8 +166,8 @@ class _Reader:
         ms_names, key_default, iid_default, reg_interval = [], None, 0, 1.0
         if "mapping_system" in data:
             msys = _mapping(data, "mapping_system", "mapping_system")
-            check_keys(msys, ("map_servers", "key", "instance_id", "register_interval"),
-                       ("map_servers", "key"), "mapping_system")
+            check_keys(msys, ("map_servers", "key", "instance_id", "register_interval",
+                              "pubsub"), ("map_servers", "key"), "mapping_system")
             seq = _seq(msys, "map_servers", "map_servers")
             for i, n in enumerate(seq):
                 _name(seq, i, "Map-Server")
@@ -180,6 +180,11 @@ class _Reader:
                 iid_default = int(_number(msys, "instance_id", 0, 0xFFFFFF))
             if "register_interval" in msys:
                 reg_interval = float(_number(msys, "register_interval", 0.1, 60))
+            if "pubsub" in msys and not isinstance(msys["pubsub"], bool):
+                raise msys.error("pubsub", "pubsub: true or false (the xTRs subscribe to "
+                                           "the mappings they ask for, RFC 9437)")
+        self.pubsub = bool(data["mapping_system"].get("pubsub", False)) \
+            if "mapping_system" in data else False
         self.ms_names, self.key_default = ms_names, key_default
         self.iid_default, self.reg_interval = iid_default, reg_interval
 
@@ -469,6 +474,7 @@ def build(data, path="?"):
               file=path, lisp=r.lisp, routers=r.routers, routing=r.routing, links=r.links,
               sites=r.sites, hosts=r.hosts, dci=r.dci, map_servers=r.ms_names,
               proxies=r.proxies, timeline=[], register_interval=r.reg_interval,
+              pubsub=r.pubsub,
               core_delay_ms=r.core_delay, extends=getattr(data, "extends", None))
     if "dataplane" in data:
         if data["dataplane"] not in ("python", "kernel"):

@@ -56,8 +56,9 @@ class Etr(Core):
     def __init__(self, rlocs, prefixes, map_servers, name="etr", register_interval=60.0,
                  record_ttl=1440, want_map_notify=True, proxy_reply=False,
                  dynamic_ranges=(), smr_interval=1.0, away_ttl=300.0, probe_interval=1.0,
-                 rng=None):
+                 rng=None, xtr_id=None):
         super().__init__(name, rng)
+        self.xtr_id = xtr_id        # sent in Map-Registers (the I bit) when given: RFC 9437
         self.rlocs = list(rlocs)                 # messages.Locator, local=True
         self.rloc_addresses = {loc.address for loc in self.rlocs}
         self.prefixes = list(prefixes)           # [(iid, network)]
@@ -101,7 +102,8 @@ class Etr(Core):
                 self.last_register_nonce = next_nonce(self.last_register_nonce, now)
                 msg = MapRegister(self.last_register_nonce, records[start:start + 32],
                                   ms.key_id, ms.alg_id, proxy_reply=self.proxy_reply,
-                                  want_map_notify=self.want_map_notify)
+                                  want_map_notify=self.want_map_notify,
+                                  xtr_id=self.xtr_id)
                 self.outstanding[msg.nonce] = now
                 self.counters["map_register_sent"] += 1
                 out.append(SendControl(ms.address, sign(msg, ms.key)))

@@ -22,8 +22,8 @@ from .ipudp import IpUdp
 from .mapcache import MapCache
 from .ratelimit import TokenBucket
 from .messages import (ACT_DROP, ACT_DROP_AUTH_FAILURE, ACT_DROP_POLICY_DENIED,
-                       ACT_NATIVELY_FORWARD, ACT_SEND_MAP_REQUEST, EncapsulatedControl,
-                       MapRequest, RequestRecord)
+                       ACT_NATIVELY_FORWARD, ACT_SEND_MAP_REQUEST, REQUEST_RECORD_N_BIT,
+                       EncapsulatedControl, MapRequest, RequestRecord)
 
 _UNSPECIFIED = {4: IPv4Address("0.0.0.0"), 6: IPv6Address("::")}
 # The shortest EID-prefix a Map-Reply with locators may install, per family: a site's
@@ -46,8 +46,14 @@ class Itr(Core):
     def __init__(self, rlocs, map_resolvers, name="itr", petr=None, miss_policy="drop",
                  request_timeout=1.0, max_attempts=4, cache_size=100_000,
                  refresh_before=0.1, pitr=False, max_pending=1000, map_request_rate=50.0,
-                 request_interval=1.0, min_mapping_prefix=None, rng=None):
+                 request_interval=1.0, min_mapping_prefix=None, rng=None, subscribe=None):
         super().__init__(name, rng)
+        # PubSub (RFC 9437): (xTR-ID, Site-ID) to subscribe with, or None. Our Map-Requests
+        # then carry the I bit with them and the N bit on the record; the Map-Server's
+        # Map-Notifies for what we asked about replace our map-cache entries at once.
+        self.subscribe = subscribe
+        self.subscribed = set()  # (iid, EID) asked about with the N bit
+        self.last_published = {}  # (Map-Server, iid, prefix) -> the last publication's nonce
         if miss_policy not in ("drop", "petr"):
             raise ValueError("miss_policy is 'drop' or 'petr'")
         if miss_policy == "petr" and petr is None:
@@ -150,9 +156,14 @@ class Itr(Core):
             return [Event("no_map_resolver", {"eid": str(p.eid)})]
         mr = self.map_resolvers[(p.attempts - 1) % len(self.map_resolvers)]
         eid_addr = InstanceId(p.iid, p.eid) if p.iid else p.eid
-        req = MapRequest(p.nonce, [RequestRecord(eid_addr, p.eid.max_prefixlen)],
+        sub = self.subscribe
+        req = MapRequest(p.nonce, [RequestRecord(eid_addr, p.eid.max_prefixlen,
+                                                 REQUEST_RECORD_N_BIT if sub else 0)],
                          itr_rlocs=self.rlocs, source_eid=None, smr_invoked=p.smr_invoked,
-                         pitr=self.pitr)
+                         pitr=self.pitr, xtr_id=sub[0] if sub else None,
+                         site_id=sub[1] if sub else 0)
+        if sub:
+            self.subscribed.add((p.iid, p.eid))
         inner_src = next((r for r in self.rlocs if r.version == p.eid.version),
                          _UNSPECIFIED[p.eid.version])
         ecm = EncapsulatedControl(req, IpUdp(inner_src, p.eid))
@@ -186,6 +197,58 @@ class Itr(Core):
             out.append(Event("map_cache_installed", {
                 "eid": f"[{iid}]{prefix}", "rlocs": [str(x.address) for x in rec.locators],
                 "ttl_min": rec.ttl, "action": rec.action, "from": str(src)}))
+        return out
+
+    def is_publication(self, notify):
+        """Whether a Map-Notify is for us as a subscriber (RFC 9437): it names our xTR-ID
+        and one of its records covers an EID we subscribed to."""
+        if self.subscribe is None or notify.xtr_id != self.subscribe[0]:
+            return False
+        return bool(self._subscribed_records(notify))
+
+    def _subscribed_records(self, notify):
+        out = []
+        for rec in notify.records:
+            try:
+                iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+            except ValueError:
+                continue
+            if any(s_iid == iid and eid.version == prefix.version and eid in prefix
+                   for s_iid, eid in self.subscribed):
+                out.append((iid, prefix, rec))
+        return out
+
+    def receive_publication(self, notify, src, now):
+        """A Map-Notify (already authenticated by the caller) telling us, a subscriber, the
+        current mapping of what we asked about: it replaces the map-cache entries (a record
+        without locators, or with TTL 0, removes them). A nonce not newer than the last
+        publication of that mapping from this Map-Server (each subscription counts its own
+        nonces up from the request's) is a retransmission: acknowledged, not applied."""
+        out = []
+        for iid, prefix, rec in self._subscribed_records(notify):
+            key = (src, iid, prefix)
+            last = self.last_published.get(key)
+            if last is not None and notify.nonce <= last:
+                self.counters["map_notify_publication_repeated"] += 1
+                continue
+            if len(self.last_published) >= self.max_pending and key not in self.last_published:
+                self.last_published.clear()
+            self.last_published[key] = notify.nonce
+            self.counters["map_notify_published"] += 1
+            if rec.ttl == 0 or not rec.locators:
+                if self.cache.remove(iid, prefix):
+                    out.append(RouteDel(iid, prefix, "lisp"))
+                out.append(Event("map_cache_published", {"eid": f"[{iid}]{prefix}",
+                                                         "rlocs": [], "from": str(src)}))
+                continue
+            existed = self.cache.get(iid, prefix) is not None
+            self.cache.insert(iid, prefix, rec.locators, rec.ttl * 60.0, now, rec.action,
+                              rec.map_version)
+            if not existed:
+                out.append(RouteAdd(iid, prefix, "lisp"))
+            out.append(Event("map_cache_published", {
+                "eid": f"[{iid}]{prefix}", "rlocs": [str(x.address) for x in rec.locators],
+                "ttl_min": rec.ttl, "from": str(src)}))
         return out
 
     def _answering_records(self, reply, key, src, out):

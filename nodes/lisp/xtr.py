@@ -5,6 +5,7 @@ Solicit-Map-Requests to the ITR; Map-Requests (plain or encapsulated) and Map-No
 the ETR.
 """
 from .actions import Decision, Event
+from .auth import verify
 from .common import unwrap_request
 from .messages import CONTROL_PORT, MapNotify, MapNotifyAck, MapReply
 
@@ -36,9 +37,22 @@ class Xtr:
             return self.etr.handle_request(request, src, now,
                                            ecm.inner.sport if ecm is not None else port)
         if isinstance(msg, MapNotify) and not isinstance(msg, MapNotifyAck):
+            if self.itr.is_publication(msg):
+                return self._publication(msg, raw, src, now)
             return self.etr.handle_notify(msg, raw, src, now)
         self.etr.counters["unexpected_message"] += 1
         return [Event("unexpected_message", {"from": str(src), "type": type(msg).__name__})]
+
+    def _publication(self, notify, raw, src, now):
+        """A Map-Notify for the ITR as a PubSub subscriber (RFC 9437 section 5): from one of
+        our Map-Servers, signed with our site's key (the one the ETR registers with),
+        applied by the ITR and acknowledged with a Map-Notify-Ack."""
+        ms = next((m for m in self.etr.map_servers if m.address == src), None)
+        if ms is None or not verify(raw, ms.key):
+            self.itr.counters["auth_failures"] += 1
+            self.itr.counters["map_notify_publication_rejected"] += 1
+            return [Event("publication_rejected", {"from": str(src)})]
+        return self.itr.receive_publication(notify, src, now) + [self.etr._ack(notify, ms)]
 
     def tick(self, now):
         return self.itr.tick(now) + self.etr.tick(now)
