@@ -730,21 +730,23 @@ def _tcp_verdict(caps, client, move):
     return out
 
 
-# The steps of a move's convergence, in order: (step, message type, from, to), the roles
-# of links.json's "budget" nodes. A Map-Reply comes from the new xTR, or from the
-# Map-Server when it answers for the site (proxy reply).
+# The steps of a move's convergence: (step, message type, from, to, the step it follows),
+# with the roles of links.json's "budget" nodes. A Map-Reply comes from the new xTR, or from
+# the Map-Server when it answers for the site (proxy reply). "publish" is the Map-Server's
+# Map-Notify to a subscribed ITR (PubSub, RFC 9437); without PubSub it is not found.
 BUDGET_STEPS = (
-    ("map_register", "Map-Register", ("new_xtr",), "map_server"),
-    ("map_notify", "Map-Notify", ("map_server",), "old_xtr"),
-    ("smr", "SMR", ("old_xtr",), "itr"),
-    ("map_request", "ECM", ("itr",), "map_server"),
-    ("map_reply", "Map-Reply", ("new_xtr", "map_server"), "itr"),
+    ("map_register", "Map-Register", ("new_xtr",), "map_server", "detected"),
+    ("map_notify", "Map-Notify", ("map_server",), "old_xtr", "map_register"),
+    ("publish", "Map-Notify", ("map_server",), "itr", "map_register"),
+    ("smr", "SMR", ("old_xtr",), "itr", "map_notify"),
+    ("map_request", "ECM", ("itr",), "map_server", "smr"),
+    ("map_reply", "Map-Reply", ("new_xtr", "map_server"), "itr", "map_request"),
 )
 
 
 def convergence_budget(meta, messages, convergence_ms, mode_dir=None):
     """Where a move's convergence time goes: per step, when its message was first captured
-    (on any link, after the previous step's) and when on its destination's uplink, in ms
+    (on any link, after the step it follows) and when on its destination's uplink, in ms
     after the move; the new xTR's detection of the host from its event log; the first
     probe on the direct path (convergence_ms); and the propagation floors of the lab's link
     delays (links.json "budget", written by lab/scenario.py). None without LISP."""
@@ -757,8 +759,9 @@ def convergence_budget(meta, messages, convergence_ms, mode_dir=None):
     detected = _detected_ms(meta, nodes["new_xtr"]["node"], mode_dir)
     steps.append({"step": "detected", "first_seen_ms": detected, "at_destination_ms": detected,
                   "from": nodes["new_xtr"]["node"], "to": nodes["new_xtr"]["node"]})
-    after = detected if detected is not None else 0.0
-    for step, kind, senders, dst in BUDGET_STEPS:
+    seen = {"detected": detected if detected is not None else 0.0}
+    for step, kind, senders, dst, follows in BUDGET_STEPS:
+        after = seen.get(follows, seen["detected"])
         srcs = {rloc[r] for r in senders}
         mine = [m for m in messages if m["type"] == kind and m["src"] in srcs
                 and m["dst"] == rloc[dst] and m["time_s"] * 1000.0 >= after]
@@ -774,7 +777,7 @@ def convergence_budget(meta, messages, convergence_ms, mode_dir=None):
         sender = next(nodes[r]["node"] for r in senders if rloc[r] == first["src"])
         steps.append({"step": step, "first_seen_ms": left, "at_destination_ms": arrived,
                       "from": sender, "to": nodes[dst]["node"]})
-        after = left
+        seen[step] = left
     steps.append({"step": "first_direct_probe", "first_seen_ms": None,
                   "at_destination_ms": convergence_ms, "from": nodes["itr"]["node"],
                   "to": nodes["new_xtr"]["node"]})

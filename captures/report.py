@@ -203,8 +203,17 @@ All from the pcaps alone (one per link, `<mode>/<link>.pcap`), by `captures/anal
   sequence among the probes sent before the move, and among those sent after convergence.
 - **DCI packets/bytes after move**: client→VM probe and TCP frames captured on the DCI from
   the start of the move on (frame lengths as recorded in the pcap).
-- **Convergence**: from the start of the move to the first probe captured on DC2's access
-  link that was *not* captured on the DCI; "never" if no such probe.
+- **Convergence (direct path)**: from the start of the move to the first probe captured on
+  the new site's access link that crossed exactly the links of the direct path (the lab
+  model's expected path after the move); "never" if no such probe, and for a direct path
+  over the DCI (the hair-pin of an L2 extension).
+- **First delivery at the new site**: the first probe captured on the new site's access
+  link that was *not* captured on the DCI, by any path (LISP's first ones may still make a
+  triangle through the old xTR, which re-encapsulates them).
+- **Convergence budget**: each message of the move (Map-Register, Map-Notify, PubSub's
+  Map-Notify, SMR, Map-Request, Map-Reply) at its first capture after the step it follows
+  and at its destination's uplink; the new xTR's detection from its event log; the
+  propagation floors are sums of the lab's configured link delays along each message's path.
 - **Probes lost**: probes seen leaving the client whose echo never came back to it.
 - **Longest probe gap**: the longest time between two answered probes across the move.
 - **TCP survived**: the long-lived TCP session kept packets flowing both ways until the end
@@ -249,6 +258,7 @@ def split_links(result) -> list:
 BUDGET_LABELS = {"detected": "host detected by the new xTR",
                  "map_register": "Map-Register (new xTR → Map-Server)",
                  "map_notify": "Map-Notify (Map-Server → old xTR)",
+                 "publish": "Map-Notify (Map-Server → subscribed ITR, PubSub)",
                  "smr": "Solicit-Map-Request (old xTR → ITR)",
                  "map_request": "Map-Request (ITR → Map-Resolver)",
                  "map_reply": "Map-Reply (→ ITR)",

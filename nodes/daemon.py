@@ -60,8 +60,8 @@ LISP_TABLE = 100          # the table LAN traffic falls back to: default route i
 RULE_PRIORITY = 100
 # Events of the core after which the data plane's cached per-flow decisions may be wrong
 # (route actions flush them too).
-MAPPING_EVENTS = frozenset({"map_cache_installed", "map_cache_expired", "eid_away",
-                            "dynamic_eid_detected", "dynamic_eid_removed"})
+MAPPING_EVENTS = frozenset({"map_cache_installed", "map_cache_published", "map_cache_expired",
+                            "eid_away", "dynamic_eid_detected", "dynamic_eid_removed"})
 
 
 def sysctl(path, value):

@@ -122,7 +122,7 @@ def test_lisp_converges_under_a_second_and_leaves_the_dci(demo, mode):
     # The budget (issue 12): every step found, in order, the direct path after the reply.
     b = r["convergence_budget"]
     times = [s["first_seen_ms"] if s["first_seen_ms"] is not None else s["at_destination_ms"]
-             for s in b["steps"]]
+             for s in b["steps"] if s["step"] != "publish"]           # (the demo: no PubSub)
     assert None not in times, b["steps"]
     assert times == sorted(times) and times[-1] == r["convergence_ms"], b["steps"]
     reply = next(s for s in b["steps"] if s["step"] == "map_reply")

@@ -4,25 +4,57 @@ topologies/labs/: each passes its checks and leaves nothing behind.
 - move-back: the VM moves to DC2 and back to DC1 0.6 s later, within the Map-Server's
   hold-down: the move back is honoured at once, DC1's xTR alone claims the VM (a
   registered check with only: true), the client's map-cache points to DC1 again and the
-  probes end on the direct path to DC1."""
+  probes end on the direct path to DC1;
+- pubsub-move: the across-subnet move with the client's ITR subscribed (RFC 9437): the
+  Map-Server's Map-Notify reaches it (the budget's publish step) and the direct path
+  starts before the SMR round's Map-Reply is back;
+- dead-xtr-move: DC1's xTR is killed as the VM moves: the client converges through PubSub
+  alone; the same without PubSub (tests/data/dead-xtr-no-pubsub.yaml) never converges."""
 import time
 
 import pytest
 
 from lab.cleanup import read_records
 from lab.demo import LABS_DIR, Progress, run_scenario
+from tests.emulation.harness import DATA
 
 
-@pytest.mark.parametrize("name", ["move-back"])
-def test_move_scenario_passes_its_checks_and_leaves_nothing(name, tmp_path, emu):
+def play(path, tmp_path, emu):
     before = emu.snapshot()[0]
-    r = run_scenario(LABS_DIR / f"{name}.yaml", tmp_path, Progress(),
-                     run_id=f"pytest-emu-{name}-{int(time.time())}")
+    r = run_scenario(path, tmp_path, Progress(),
+                     run_id=f"pytest-emu-{path.stem}-{int(time.time())}")
+    assert set(emu.snapshot()[0]) - set(before) == set()
+    assert not [rec for _, rec in read_records()
+                if rec and str(rec.get("run_id", "")).startswith(f"pytest-emu-{path.stem}")]
+    return r
+
+
+def step(r, name):
+    return next(s for s in r["convergence_budget"]["steps"] if s["step"] == name)
+
+
+@pytest.mark.parametrize("name", ["move-back", "pubsub-move", "dead-xtr-move"])
+def test_move_scenario_passes_its_checks_and_leaves_nothing(name, tmp_path, emu):
+    r = play(LABS_DIR / f"{name}.yaml", tmp_path, emu)
     failed = [c for c in r["checks"] if not c["ok"]]
     assert failed == [], failed
     assert len(r["checks"]) >= 5, r["checks"]
     if name == "move-back":
         assert any("registered by xtr1 only" in c["detail"] for c in r["checks"]), r["checks"]
-    assert set(emu.snapshot()[0]) - set(before) == set()
-    assert not [rec for _, rec in read_records()
-                if rec and str(rec.get("run_id", "")).startswith(f"pytest-emu-{name}")]
+    if name in ("pubsub-move", "dead-xtr-move"):
+        publish = step(r, "publish")
+        assert publish["first_seen_ms"] is not None, r["convergence_budget"]
+        assert r["convergence_ms"] is not None and r["convergence_ms"] > publish["first_seen_ms"]
+    if name == "pubsub-move":
+        reply = step(r, "map_reply")
+        if reply["at_destination_ms"] is not None:          # the SMR round came later
+            assert r["convergence_ms"] <= reply["at_destination_ms"], r["convergence_budget"]
+    if name == "dead-xtr-move":
+        assert step(r, "smr")["first_seen_ms"] is None       # nobody left to send one
+
+
+def test_without_pubsub_a_move_away_from_a_dead_xtr_never_converges(tmp_path, emu):
+    r = play(DATA / "dead-xtr-no-pubsub.yaml", tmp_path, emu)
+    failed = {c["step"].split()[2] for c in r["checks"] if not c["ok"]}
+    assert {"map_cache", "path", "convergence"} <= failed, r["checks"]
+    assert r["convergence_ms"] is None

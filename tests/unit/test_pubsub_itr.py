@@ -131,3 +131,20 @@ def test_each_subscription_counts_its_own_nonces_and_a_repeat_is_acked_not_appli
     assert any(type(a).__name__ == "SendControl" for a in out)
     assert client.route(0, VM, 2.3)[0] == Decision("encap", XTR1)
     assert itr.counters["map_notify_publication_repeated"] == 1
+
+
+def test_a_publication_flushes_the_data_planes_cached_decisions():
+    """The daemon flushes the data plane's per-flow decisions (and syncs the kernel path's
+    trie) on the core's mapping events: a publication that changed the map-cache must be
+    one, or packets keep going to the old RLOC until the next periodic sync (seen in a
+    pubsub-move run: the ITR had the new mapping 130 ms before its packets followed)."""
+    from nodes.daemon import MAPPING_EVENTS
+    sim, msmr, x1, x2, client = build()
+    sim.now = 2.0
+    sim.deliver(CLIENT, client.route(0, VM, 2.0)[1])
+    last = max(client.itr.last_published.values())          # the subscription's count
+    notify = MapNotify(last + 1, [EidRecord(VM, 32, [Locator(XTR2)], ttl=10)], 0,
+                       ALG_HMAC_SHA256_128, xtr_id=CLIENT_XTR_ID)
+    out = client.receive(encode(sign(notify, CLIENT_KEY)), MS, 3.0)
+    names = {a.name for a in out if type(a).__name__ == "Event"}
+    assert "map_cache_published" in names and names & MAPPING_EVENTS, names
