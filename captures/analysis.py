@@ -41,9 +41,8 @@ from pathlib import Path
 from scapy.error import Scapy_Exception
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
-PROBE_PORT = 7000
-TCP_PORT = 7001
-PROBE_MAGIC = b"LLPROBE1"
+from captures.probe import PROBE_MAGIC, PROBE_PORT, TCP_PORT
+
 LISP_DATA_PORT = 4341
 LISP_CONTROL_PORT = 4342
 VXLAN_PORTS = (4789, 8472)
