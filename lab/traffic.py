@@ -7,10 +7,11 @@ announcement a VM makes after it moved.
                                    [--out F.json] [--stall-timeout 10]
     python -m lab.traffic announce --iface IF --ip IP [--ip6 IP6] [--count 3]  (in the VM)
 
-Probe flow (a contract with the capture analysis): UDP to the VM's port 7000, payload
-PROBE_MAGIC (8 bytes) + sequence number (uint32, network order) + send time (uint64, ns since
-the epoch from time.time_ns(), network order), zero-padded to 64 bytes; `make_probe` and
-`parse_probe` build and read it. The echo server sends every datagram back unchanged, from
+Probe flow (a contract with the capture analysis, defined once in captures/probe.py): UDP to
+the VM's port 7000, payload PROBE_MAGIC (8 bytes) + sequence number (uint32, network order) +
+send time (uint64, ns since the epoch from time.time_ns(), network order), then a fixed text
+up to 64 bytes (so that no Wireshark heuristic takes a probe for another protocol);
+`make_probe` and `parse_probe` build and read it. The echo server sends every datagram back unchanged, from
 the address the probe was sent to. The prober keeps an absolute schedule (slot n is due at
 start + n/rate, so the rate never drifts). When it wakes up late it catches up at twice the
 rate, in batches of at most --max-burst probes back to back; only slots more than
