@@ -314,7 +314,8 @@ def links_json(net, state, start_wall):
             "core_routes": state["host_routes"][0] if state["host_routes"] else None,
             "core_routing": model.routing,
             "checks": state["checks"],
-            "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]]}
+            "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]],
+            "topology": model.topology()}          # for report.html's picture
     if first:
         meta["move"] = (f"cold ({first['cold_s']:g} s down)" if first["cold_s"] else "live")
     return meta
