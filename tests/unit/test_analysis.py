@@ -683,8 +683,8 @@ def test_write_report(tmp_path, runs):
     names = [p.name for p in paths]
     assert names == ["report.md", "report.json", "comparison.png",
                      "l2-extension-timeline.png", "lisp-extended-subnet-timeline.png",
-                     "lisp-across-subnet-timeline.png"]
-    for p in paths[2:]:
+                     "lisp-across-subnet-timeline.png", "report.html"]
+    for p in paths[2:-1]:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p.name
 
