@@ -187,7 +187,7 @@ def topology_svg(mode: str, r: dict, topology: dict | None) -> str:
             sites.setdefault(target_site, []).append(pos[ghost])
     for site, pts in sites.items():
         x0, x1 = min(p[0] for p in pts) - 52, max(p[0] for p in pts) + 52
-        y0, y1 = min(p[1] for p in pts) - 30, max(p[1] for p in pts) + 30
+        y0, y1 = min(p[1] for p in pts) - 30, max(p[1] for p in pts) + 40
         out.append(f'<rect class="site" x="{x0:.0f}" y="{y0:.0f}" width="{x1 - x0:.0f}" '
                    f'height="{y1 - y0:.0f}" rx="10"/><text class="site-label" '
                    f'x="{x0 + 6:.0f}" y="{y1 - 6:.0f}">site {esc(site)}</text>')
@@ -208,6 +208,7 @@ def topology_svg(mode: str, r: dict, topology: dict | None) -> str:
     if ghost:
         links.append({"name": f"{vm} after the move", "ends": [ghost, extra[0][2]],
                       "kind": "port", "captured": False, "ghost": True})
+    labels = []                            # drawn last, over the paths
     for x in links:
         a, b = x["ends"]
         if a not in pos or b not in pos:
@@ -217,8 +218,8 @@ def topology_svg(mode: str, r: dict, topology: dict | None) -> str:
         out.append(f'<path class="{cls}" d="{d}"><title>{esc(x["name"])}'
                    f'{" (captured)" if x.get("captured") else ""}</title></path>')
         if x.get("captured"):
-            out.append(f'<text class="link-label" x="{mx:.0f}" y="{my - 4:.0f}">'
-                       f'{esc(x["name"])}</text>')
+            labels.append(f'<text class="link-label" x="{mx:.0f}" y="{my - 4:.0f}">'
+                          f'{esc(x["name"])}</text>')
 
     # The paths: parallel strokes, before on one side and after on the other.
     def path_strokes(path, colour, cls, shift, last_vm):
@@ -256,6 +257,7 @@ def topology_svg(mode: str, r: dict, topology: dict | None) -> str:
     out += path_strokes(r.get("path_before"), BEFORE, "before", -4.0, vm)
     out += path_strokes(r.get("path_after"), AFTER, "after", 4.0, ghost or vm)
     out.append('</g>')
+    out += labels
     for name, (x, y) in pos.items():
         kind = kinds.get(name, "vm")
         fill, stroke = NODE_STYLE.get(kind, ("#fff", "#333"))
@@ -639,7 +641,7 @@ svg.topo .link.port { stroke-dasharray:3 3; }
 svg.topo .link.ghost { stroke:#cbd5e1; }
 svg.topo .link-label { font-size:10px; fill:#475569; text-anchor:middle;
                        paint-order:stroke; stroke:#fff; stroke-width:3px; }
-svg.topo .route { fill:none; stroke-width:5; stroke-linecap:round; opacity:.9; }
+svg.topo .route { fill:none; stroke-width:5; stroke-linecap:round; }
 svg.topo.hide-before .before, svg.topo.hide-after .after { display:none; }
 svg.topo .node-name { font-size:12.5px; font-weight:600; text-anchor:middle; }
 svg.topo .node-kind { font-size:9.5px; fill:#64748b; text-anchor:middle; }
