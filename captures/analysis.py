@@ -9,7 +9,8 @@ How the traffic is recognised (only Ethernet/IPv4/IPv6/UDP/TCP headers are read,
 from the raw bytes of each frame: full scapy dissection would be about 50 times slower):
 
 - probe: UDP from the client to the VM, destination port 7000, payload starting with
-  b"LLPROBE1", then the sequence number (uint32) and the send time (uint64 ns). A probe is
+  b"LLPROBE1", then the sequence number (uint32) and the send time (uint64 ns): the format
+  of captures/probe.py, which lab/traffic.py sends. A probe is
   identified by (client source port, sequence number), natively or inside LISP.
 - echo: the same payload from the VM's port 7000 back to the client's source port.
 - TCP: segments between the client and the VM's port 7001, in both directions.
@@ -41,11 +42,10 @@ from pathlib import Path
 from scapy.error import Scapy_Exception
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
+from captures.probe import PROBE_MAGIC, PROBE_PORT, TCP_PORT
+
 from .flows import FLOW_PORT, count_flows, split_check
 
-PROBE_PORT = 7000
-TCP_PORT = 7001
-PROBE_MAGIC = b"LLPROBE1"
 LISP_DATA_PORT = 4341
 LISP_CONTROL_PORT = 4342
 VXLAN_PORTS = (4789, 8472)

@@ -1,4 +1,6 @@
-"""The report of a run: `report.md` for people, `report.json` for programs, PNG plots.
+"""The report of a run: `report.md` for people, `report.json` for programs, PNG plots, and
+`report.html`, one self-contained page with the topology, the paths, the timelines and the
+ladder of LISP messages (captures/html.py).
 
     from captures.analysis import analyze_mode
     from captures.report import write_report
@@ -392,12 +394,32 @@ def demo_start_to_first_lisp_probe(run_dir, results: dict, demo_start) -> float 
 # --------------------------------------------------------------------------------------
 
 
+def html_extras(run_dir, modes, pngs=None) -> dict:
+    """What report.html needs beyond the results, per mode: the lab's topology (from the
+    mode's links.json, null if it has none or no links.json) and its timeline PNG's bytes."""
+    out = {}
+    for m in modes:
+        topology = None
+        meta_path = Path(run_dir) / m / "links.json"
+        if meta_path.exists():
+            try:
+                topology = json.loads(meta_path.read_text(encoding="utf-8")).get("topology")
+            except (OSError, ValueError):
+                topology = None
+        png = (pngs or {}).get(m)
+        out[m] = {"topology": topology,
+                  "timeline_png": png.read_bytes() if png is not None and png.exists() else None}
+    return out
+
+
 def write_report(run_dir, results: dict, delay_emulation: str,
                  first_lisp_probe_s: float | None = None) -> list[Path]:
-    """Write report.md, report.json, `<mode>-timeline.png` per mode and comparison.png into
-    `run_dir`. Returns their paths: [report.md, report.json, comparison.png, timelines...].
-    `first_lisp_probe_s`: see demo_start_to_first_lisp_probe (report.json's
+    """Write report.md, report.json, `<mode>-timeline.png` per mode, comparison.png,
+    `<mode>-flows.png` for a traffic-engineering scenario, and report.html into `run_dir`.
+    Returns their paths: [report.md, report.json, comparison.png, timelines..., flows...,
+    report.html]. `first_lisp_probe_s`: see demo_start_to_first_lisp_probe (report.json's
     demo_start_to_first_lisp_probe_s)."""
+    from captures.html import render_html
     from captures.plots import (plot_comparison, plot_flows,   # matplotlib only when needed
                                 plot_timeline)
 
@@ -408,8 +430,10 @@ def write_report(run_dir, results: dict, delay_emulation: str,
     ordered = {m: results[m] for m in modes}
 
     pngs = [plot_comparison(ordered, run_dir / "comparison.png")]
+    timelines = {}
     for m in modes:
-        pngs.append(plot_timeline(ordered[m], m, run_dir / f"{m}-timeline.png"))
+        timelines[m] = plot_timeline(ordered[m], m, run_dir / f"{m}-timeline.png")
+        pngs.append(timelines[m])
     for m in modes:
         links = split_links(ordered[m])
         if links:
@@ -425,7 +449,12 @@ def write_report(run_dir, results: dict, delay_emulation: str,
     md_path.write_text(render_markdown(run_id, ordered, delay_emulation,
                                        [p.name for p in pngs], first_lisp_probe_s),
                        encoding="utf-8")
-    return [md_path, json_path] + pngs
+
+    html_path = run_dir / "report.html"
+    html_path.write_text(render_html(run_id, ordered, delay_emulation, ROWS,
+                                     html_extras(run_dir, modes, timelines),
+                                     first_lisp_probe_s, modes), encoding="utf-8")
+    return [md_path, json_path] + pngs + [html_path]
 
 
 def analyze_run(run_dir, modes=None) -> tuple[dict, str]:
@@ -457,8 +486,8 @@ def main(argv=None) -> int:
     first = demo_start_to_first_lisp_probe(args.run_dir, results, demo_start)
     paths = write_report(args.run_dir, results, delay, first)
     print(summary_table(results))
-    print(f"\nreport: {paths[0]}\njson:   {paths[1]}\nplots:  "
-          + ", ".join(str(p) for p in paths[2:]))
+    print(f"\nreport: {paths[0]}\njson:   {paths[1]}\npage:   {paths[-1]}\nplots:  "
+          + ", ".join(str(p) for p in paths[2:-1]))
     print(f"({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -158,7 +158,8 @@ def cmd_run(args):
     print(f"\nchecks: {len(result['checks']) - len(failed)} of {len(result['checks'])} passed")
     for c in failed:
         print(f"  FAILED {c['file']}:{c['line']}: {c['step']}: {c['detail']}")
-    print(f"\nreport: {paths[0]}\ndata:   {paths[1]}\nplots:  {run_dir}/*.png")
+    print(f"\nreport: {paths[0]}\npage:   {paths[-1]}\ndata:   {paths[1]}\n"
+          f"plots:  {run_dir}/*.png")
     json.loads(paths[1].read_text())          # the report is strict JSON
     return 1 if failed else 0
 

@@ -326,7 +326,8 @@ def links_json(net, state, start_wall):
             "neighbours": "permanent on point-to-point links (warm paths)",
             "flows": state.get("flows_meta"),
             "checks": state["checks"],
-            "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]]}
+            "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]],
+            "topology": model.topology()}          # for report.html's picture
     if first:
         meta["move"] = (f"cold ({first['cold_s']:g} s down)" if first["cold_s"] else "live")
         meta["budget"] = budget_meta(model, src, origin, first["to"])

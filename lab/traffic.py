@@ -7,10 +7,11 @@ announcement a VM makes after it moved.
                                    [--out F.json] [--stall-timeout 10]
     python -m lab.traffic announce --iface IF --ip IP [--ip6 IP6] [--count 3]  (in the VM)
 
-Probe flow (a contract with the capture analysis): UDP to the VM's port 7000, payload
-PROBE_MAGIC (8 bytes) + sequence number (uint32, network order) + send time (uint64, ns since
-the epoch from time.time_ns(), network order), zero-padded to 64 bytes; `make_probe` and
-`parse_probe` build and read it. The echo server sends every datagram back unchanged, from
+Probe flow (a contract with the capture analysis, defined once in captures/probe.py): UDP to
+the VM's port 7000, payload PROBE_MAGIC (8 bytes) + sequence number (uint32, network order) +
+send time (uint64, ns since the epoch from time.time_ns(), network order), then a fixed text
+up to 64 bytes (so that no Wireshark heuristic takes a probe for another protocol);
+`make_probe` and `parse_probe` build and read it. The echo server sends every datagram back unchanged, from
 the address the probe was sent to. The prober keeps an absolute schedule (slot n is due at
 start + n/rate, so the rate never drifts). When it wakes up late it catches up at twice the
 rate, in batches of at most --max-burst probes back to back; only slots more than
@@ -68,17 +69,14 @@ import sys
 import time
 from pathlib import Path
 
+from captures.probe import (PROBE_HEADER, PROBE_MAGIC, PROBE_PORT, PROBE_SIZE, TCP_PORT,
+                            make_probe, parse_probe, probe_padding)
 from nodes.lisp.ipudp import internet_checksum
 
 __all__ = ["PROBE_MAGIC", "PROBE_SIZE", "PROBE_PORT", "TCP_PORT", "TCP_MAGIC", "make_probe",
            "parse_probe", "make_chunk", "seq_ranges", "arp_announcement", "neighbour_advert",
            "main"]
 
-PROBE_MAGIC = b"LLPROBE1"
-PROBE_HEADER = struct.Struct("!8sIQ")            # magic, seq, send time (ns since the epoch)
-PROBE_SIZE = 64
-PROBE_PORT = 7000
-TCP_PORT = 7001
 TCP_MAGIC = b"LLTCPEC1"
 TCP_HEADER = struct.Struct("!8sQ")               # magic, chunk counter
 
@@ -99,20 +97,6 @@ class UsageError(Exception):
 
 
 # --- wire formats --------------------------------------------------------------------------
-
-def make_probe(seq, t_ns, size=PROBE_SIZE):
-    """The payload of probe `seq` sent at `t_ns` (ns since the epoch)."""
-    head = PROBE_HEADER.pack(PROBE_MAGIC, seq & 0xFFFFFFFF, t_ns)
-    return head + bytes(max(0, size - len(head)))
-
-
-def parse_probe(payload):
-    """(seq, send time in ns) of a probe payload, or None when it is not one."""
-    if len(payload) < PROBE_HEADER.size or payload[:8] != PROBE_MAGIC:
-        return None
-    _, seq, t_ns = PROBE_HEADER.unpack_from(payload)
-    return seq, t_ns
-
 
 _PATTERN = bytes(range(256)) * 2 + bytes(range(256))
 
@@ -309,8 +293,7 @@ def run_probe(args, stopper):
     interval = 1e9 / rate
     total = int(round(rate * args.duration)) if args.duration > 0 else None
     size = max(PROBE_HEADER.size, args.size)
-    buf = bytearray(size)
-    buf[:8] = PROBE_MAGIC
+    buf = bytearray(PROBE_HEADER.size) + probe_padding(size)
     bufsize = max(2048, size + 64)
     pack_into = PROBE_HEADER.pack_into
     got = bytearray(total if total is not None else 65536)

@@ -60,7 +60,7 @@ apt_packages=(
     iputils-ping iputils-arping netcat-openbsd
     tcpdump tshark iperf3 frr sudo make
     python3 python3-venv python3-dev python3-pip gcc libnetfilter-queue-dev
-    python3-yaml
+    python3-yaml chromium           # chromium: headless, for the report.html browser test
 )
 
 missing=()

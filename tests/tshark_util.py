@@ -131,3 +131,20 @@ def mismatches(frame, expected, families=(), ignore=()):
 def assert_fields(frame, expected, families=(), ignore=()):
     bad = mismatches(frame, expected, families, ignore)
     assert not bad, f"frame {frame.number}:\n  " + "\n  ".join(bad)
+
+
+def frame_summaries(tshark, pcap_path, extra_args=()):
+    """[(frame.protocols, [expert severities]), ...] for every frame of a pcap, from one
+    tshark run with its default preferences (default heuristic dissectors): the fast check
+    for captures of many thousand frames, where PDML would take minutes. A malformed frame
+    has "_ws.malformed" in its protocols."""
+    proc = subprocess.run([tshark, "-n", "-r", str(pcap_path), "-T", "fields",
+                           "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,",
+                           "-e", "frame.protocols", "-e", "_ws.expert.severity", *extra_args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == 0, f"tshark failed ({proc.returncode}): {proc.stderr.decode()}"
+    out = []
+    for line in proc.stdout.decode().splitlines():
+        protocols, _, severities = line.partition("\t")
+        out.append((protocols, [int(s) for s in severities.split(",") if s]))
+    return out

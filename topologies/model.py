@@ -652,6 +652,71 @@ class Lab:
             out["dci"] = (self.sites[self.dci.sites[0]].switch, self.dci_ports()[0])
         return out
 
+    def topology(self):
+        """The lab as a graph to draw (the report's picture), plain JSON-able data:
+
+        {"nodes": [{"name", "kind", "site", "addresses"}], "links": [{"name", "ends",
+        "kind", "captured"}]}. Node kinds: router, xtr, gateway (a non-LISP site's first hop
+        that is not a router), map-server, proxy, switch, host, vm; `site` is the node's
+        site (null for the core and the mapping system); `addresses` every address the
+        node holds (its link ends, its LAN, a host's own), so that a captured packet's
+        source or destination can be named. Link kinds: core (router to router), uplink
+        (an edge node to a router), access (a site's gateway to its LAN), port (a host to
+        its site's switch), dci; `captured`: the lab captures it (captures()). The links
+        are those of the Mininet topology (topologies/topo.py), hosts where they start."""
+        captured = self.captures()
+        addresses = {n: [] for n in self.node_names() + self.switches()}
+        for x in self.links.values():
+            for end in x.ends():
+                addresses[end] += [str(x.ip(end))] + ([str(x.ip6(end))] if x.subnet6 else [])
+        for s in self.sites.values():
+            addresses[s.gateway] += [str(a.ip) for a in s.lan]
+        for h in self.hosts.values():
+            addresses[h.name] += [str(a.ip) for a in h.addresses]
+
+        def kind(name):
+            if name in self.hosts:
+                return "vm" if self.hosts[name].vm else "host"
+            if name in self.routers:
+                return "router"
+            if name in self.map_servers:
+                return "map-server"
+            if name in self.proxies:
+                return "proxy"
+            if name in self.switches():
+                return "switch"
+            site = self.site_of_gateway(name)
+            return "xtr" if self.lisp and site is not None and site.lisp else "gateway"
+
+        site_of = {h.name: h.site for h in self.hosts.values()}
+        for s in self.sites.values():
+            site_of.setdefault(s.gateway, s.name)
+            if s.switch:
+                site_of[s.switch] = s.name
+        nodes = [{"name": n, "kind": kind(n),
+                  "site": None if n in self.routers else site_of.get(n),
+                  "addresses": list(dict.fromkeys(addresses[n]))}
+                 for n in self.node_names() + self.switches()]
+        links = [{"name": x.name, "ends": [x.a, x.b],
+                  "kind": "core" if x.a in self.routers and x.b in self.routers else "uplink"}
+                 for x in self.links.values()]
+        for s in self.sites.values():
+            hosts = [h for h in self.hosts.values() if h.site == s.name]
+            if s.switch:
+                links.append({"name": s.access_link(), "ends": [s.gateway, s.switch],
+                              "kind": "access"})
+                links += [{"name": h.intf(), "ends": [h.name, s.switch], "kind": "port"}
+                          for h in hosts]
+            elif hosts:
+                links.append({"name": s.access_link(), "ends": [s.gateway, hosts[0].name],
+                              "kind": "access"})
+        if self.dci is not None:
+            links.append({"name": "dci", "ends": [self.sites[s].switch for s in self.dci.sites],
+                          "kind": "dci"})
+        for x in links:
+            x["captured"] = x["name"] in captured
+        return {"nodes": nodes, "links": links}
+
     def entry_site(self, dst, at_site, host_route=False):
         """The site whose gateway receives the core's traffic for host `dst` while it is at
         `at_site`: with LISP or an injected host route, the site where it is; otherwise the

@@ -14,6 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+from captures.probe import PROBE_FILL
 from lab import traffic
 from lab.emu import Lab
 
@@ -79,7 +80,9 @@ def test_probe_payload_is_the_contract():
     assert payload[:8] == b"LLPROBE1"
     assert payload[8:12] == b"\x01\x02\x03\x04"
     assert payload[12:20] == bytes.fromhex("1122334455667788")
-    assert payload[20:] == bytes(44)
+    # Printable text after the header, never zeros: see captures/probe.py (Wireshark's Mojito
+    # heuristic took zero-padded probes for malformed Mojito messages).
+    assert payload[20:] == PROBE_FILL[:44] and all(32 <= b < 127 for b in payload[20:])
     assert traffic.parse_probe(payload) == (0x01020304, 0x1122334455667788)
     assert traffic.parse_probe(b"LLPROBE2" + payload[8:]) is None
     assert traffic.parse_probe(payload[:19]) is None

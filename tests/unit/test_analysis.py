@@ -28,6 +28,7 @@ from scapy.utils import wrpcap, wrpcapng
 from captures import analysis
 from captures.analysis import (CONTROL, ECHO, PROBE, TCP_IN, TCP_OUT, FrameParser,
                                analyze_mode, control_type, read_link)
+from captures.probe import make_probe
 from captures.report import (demo_start_to_first_lisp_probe, first_lisp_probe_time,
                              summary_table, write_report)
 from captures.report import main as report_main
@@ -64,7 +65,7 @@ TCP_FRAME_LEN = 14 + 20 + 20 + 20       # Ethernet + IPv4 + TCP + 20-byte chunk
 
 
 def probe_payload(seq, t):
-    return (b"LLPROBE1" + struct.pack("!IQ", seq, int(t * 1e9))).ljust(64, b"\0")
+    return make_probe(seq, int(t * 1e9))
 
 
 def lisp_header(iid=0):
@@ -682,8 +683,8 @@ def test_write_report(tmp_path, runs):
     names = [p.name for p in paths]
     assert names == ["report.md", "report.json", "comparison.png",
                      "l2-extension-timeline.png", "lisp-extended-subnet-timeline.png",
-                     "lisp-across-subnet-timeline.png"]
-    for p in paths[2:]:
+                     "lisp-across-subnet-timeline.png", "report.html"]
+    for p in paths[2:-1]:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p.name
 
