@@ -66,7 +66,7 @@ KEYS = {
     "map_server": ("address", "secret", "key_id", "algorithm", "replay_protection"),
     "map_resolver": ("address",),
     "eid_space": ("prefix", "instance_id"),
-    "etr": ("register_interval", "record_ttl", "want_map_notify", "proxy_reply",
+    "etr": ("register_interval", "record_ttl", "away_ttl", "want_map_notify", "proxy_reply",
             "smr_interval", "decap_known_rlocs_only"),
     "itr": ("miss_policy", "petr", "map_request_rate", "map_request_interval",
             "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6",
@@ -128,6 +128,7 @@ class NodeConfig:
     register_interval: float = 3.0              # seconds (RFC 9301 suggests 60)
     registration_timeout: float = 180.0         # seconds: RFC 9301 8.2 (labs set their own)
     record_ttl: int = 1440                      # minutes
+    away_ttl: float | None = None               # seconds; None: record_ttl
     want_map_notify: bool = True
     proxy_reply: bool = False
     miss_policy: str = "drop"
@@ -218,6 +219,7 @@ def build_core(cfg: NodeConfig, rng=None):
               [] if proxy else cfg.map_servers,
               name=cfg.name, register_interval=cfg.register_interval,
               record_ttl=cfg.record_ttl, want_map_notify=cfg.want_map_notify,
+              away_ttl=cfg.away_ttl,
               proxy_reply=cfg.proxy_reply,
               dynamic_ranges=[] if proxy else [(d.iid, d.prefix) for d in cfg.dynamic_eids],
               smr_interval=cfg.smr_interval, rng=rng,
@@ -613,6 +615,7 @@ def _xtr(data, cfg):
         etr = _table(data, "etr")
         cfg.register_interval = etr.get("register_interval", _seconds, cfg.register_interval)
         cfg.record_ttl = etr.get("record_ttl", _integer(1, 2 ** 32 - 1), cfg.record_ttl)
+        cfg.away_ttl = etr.get("away_ttl", _seconds, None)
         cfg.want_map_notify = etr.get("want_map_notify", _boolean, cfg.want_map_notify)
         cfg.proxy_reply = etr.get("proxy_reply", _boolean, cfg.proxy_reply)
         cfg.smr_interval = etr.get("smr_interval", _seconds, cfg.smr_interval)

@@ -55,7 +55,7 @@ def host_prefix(ip):
 class Etr(Core):
     def __init__(self, rlocs, prefixes, map_servers, name="etr", register_interval=60.0,
                  record_ttl=1440, want_map_notify=True, proxy_reply=False,
-                 dynamic_ranges=(), smr_interval=1.0, away_ttl=300.0, probe_interval=1.0,
+                 dynamic_ranges=(), smr_interval=1.0, away_ttl=None, probe_interval=1.0,
                  rng=None, xtr_id=None):
         super().__init__(name, rng)
         self.xtr_id = xtr_id        # sent in Map-Registers (the I bit) when given: RFC 9437
@@ -69,7 +69,9 @@ class Etr(Core):
         self.proxy_reply = proxy_reply
         self.dynamic_ranges = list(dynamic_ranges)
         self.smr_interval = smr_interval
-        self.away_ttl = away_ttl
+        # How long we answer for a host that moved away (re-encapsulate, solicit): as long
+        # as an ITR may hold the mapping we registered for it (its TTL), by default.
+        self.away_ttl = record_ttl * 60.0 if away_ttl is None else away_ttl
         self.dynamic = {}                        # (iid, ip) -> DynamicEid
         self.away = MapCache(max_entries=100_000)
         self.smr_last = {}                       # (itr, iid, ip) -> time

@@ -1,0 +1,48 @@
+"""(issue 12) The old xTR's away entry for a host that moved lives as long as the mapping
+the ITRs may still hold (the TTL it registered the host with), not a fixed 5 minutes: an
+ITR silent for longer than that came back to a dropped packet and no SMR, for a day."""
+import ipaddress
+
+from nodes.config import parse_config
+from nodes.lisp.actions import Decision
+from tests.unit.test_vm_move import CLIENT, VM, XTR1, XTR2, build
+
+net = ipaddress.ip_network
+
+
+def test_the_away_entry_lasts_the_registered_ttl():
+    sim, msmr, x1, x2, client = build()
+    sim.tick(0.0)
+    sim.now = 1.0
+    sim.deliver(XTR1, x1.host_seen(0, VM, 1.0))
+    sim.now = 3.0
+    sim.deliver(XTR2, x2.host_seen(0, VM, 3.0))
+    entry = x1.etr.away.get(0, net("10.1.0.5/32"))
+    assert entry is not None
+    assert entry.expires - 3.0 == x1.etr.record_ttl * 60.0 == 1440 * 60.0
+    # An ITR that still uses the old mapping after 6 minutes is re-encapsulated and
+    # solicited, not dropped.
+    decision, actions = x1.decapsulated(0, VM, CLIENT, 3.0 + 360.0)
+    assert decision == Decision("encap", XTR2)
+    assert any(type(a).__name__ == "SendControl" for a in actions)
+
+
+def test_the_away_lifetime_can_be_set():
+    text = """
+[node]
+name = "x"
+role = "xtr"
+[[rloc]]
+address = "192.0.2.1"
+[[eid_prefix]]
+prefix = "10.1.0.0/24"
+[[map_server]]
+address = "192.0.2.100"
+secret = "k"
+[[map_resolver]]
+address = "192.0.2.100"
+[etr]
+record_ttl = 10
+"""
+    assert parse_config(text).away_ttl is None                       # = record_ttl
+    assert parse_config(text + "away_ttl = 30\n").away_ttl == 30.0
