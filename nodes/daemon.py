@@ -592,7 +592,8 @@ class Daemon:
     # --- data-plane decisions (called from the data threads) ----------------------
 
     def route(self, iid, dst, flow):
-        decision, actions = self.core.route(iid, dst, self.now(), flow)
+        decision, actions = self.core.route(iid, dst, self.now(), flow,
+                                            src=flow_source(flow, dst.version))
         self.call_from_thread(actions)
         return decision
 
@@ -1022,7 +1023,7 @@ class Daemon:
         return bool(self.signalled) or (self.stopping is not None and self.stopping.is_set())
 
 
-from .dataplane import DataPlane, tun_mtu  # noqa: E402  (after Daemon for reading order)
+from .dataplane import DataPlane, flow_source, tun_mtu  # noqa: E402  (after Daemon for reading order)
 
 
 # --- the kernel fast path (issue 10): tc-BPF programs fed from the core's map-cache ---------

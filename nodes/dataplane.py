@@ -186,6 +186,15 @@ def flow_of(pkt):
     return v, bytes(src), bytes(dst), key, zlib.crc32(key)
 
 
+def flow_source(key, version):
+    """The inner source address in a flow key of flow_of() (protocol, source, destination,
+    ports), or None for an empty key."""
+    n = 4 if version == 4 else 16
+    if len(key) < 1 + n:
+        return None
+    return ipaddress.ip_address(bytes(key[1:1 + n]))
+
+
 def outer_sport(flow_hash):
     """The outer UDP source port for a flow (RFC 9300 5.3): from the hash of the inner
     flow, in the ephemeral range 49152-65535."""

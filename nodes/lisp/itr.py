@@ -40,6 +40,7 @@ class Pending:
     attempts: int          # Map-Requests sent so far (0: waiting for the rate limit)
     next_time: float       # when to send (attempts 0) or retransmit / give up
     smr_invoked: bool
+    source: object = None  # the Source-EID (the missed packet's source), or None: AFI 0
 
 
 class Itr(Core):
@@ -77,8 +78,9 @@ class Itr(Core):
 
     # --- data packets ----------------------------------------------------------------
 
-    def route(self, iid, dst, now, flow=b""):
-        """(Decision, actions) for one packet from the site to EID `dst`."""
+    def route(self, iid, dst, now, flow=b"", src=None):
+        """(Decision, actions) for one packet from the site to EID `dst` (from `src`, the
+        Source-EID of a Map-Request it makes us send)."""
         if dst.is_multicast or dst.is_link_local or dst.is_unspecified or dst.is_loopback:
             # Never ask the mapping system about these (IPv6 neighbour discovery and MLD
             # reach the tunnel through the LAN's default route).
@@ -94,7 +96,7 @@ class Itr(Core):
                 return Decision("drop", reason="no usable RLOC"), []
             return Decision("encap", loc.address), []
         self.counters["map_cache_miss"] += 1
-        actions = self.request(iid, dst, now)
+        actions = self.request(iid, dst, now, source=src)
         if self.miss_policy == "petr":
             return Decision("encap", self.petr), actions
         self.counters["drop_map_cache_miss"] += 1
@@ -117,16 +119,17 @@ class Itr(Core):
 
     # --- Map-Requests ----------------------------------------------------------------
 
-    def request(self, iid, eid, now, smr_invoked=False):
+    def request(self, iid, eid, now, smr_invoked=False, source=None):
         """Send a Map-Request for `eid` unless one is outstanding already; over a rate limit
-        it waits in the pending table (sent by `tick`)."""
+        it waits in the pending table (sent by `tick`). `source`: the EID whose packet
+        missed (the Source-EID, RFC 9301 section 5.3); None (AFI 0) for a refresh."""
         key = (iid, eid)
         if key in self.pending:
             return []
         if len(self.pending) >= self.max_pending:
             self.counters["map_request_pending_full"] += 1
             return []
-        p = Pending(iid, eid, self.nonce(), 0, now, smr_invoked)
+        p = Pending(iid, eid, self.nonce(), 0, now, smr_invoked, source)
         self.pending[key] = p
         self.by_nonce[p.nonce] = key
         return self._try_send(p, now)
@@ -159,7 +162,8 @@ class Itr(Core):
         sub = self.subscribe
         req = MapRequest(p.nonce, [RequestRecord(eid_addr, p.eid.max_prefixlen,
                                                  REQUEST_RECORD_N_BIT if sub else 0)],
-                         itr_rlocs=self.rlocs, source_eid=None, smr_invoked=p.smr_invoked,
+                         itr_rlocs=self.rlocs, source_eid=self._source_eid(p),
+                         smr_invoked=p.smr_invoked,
                          pitr=self.pitr, xtr_id=sub[0] if sub else None,
                          site_id=sub[1] if sub else 0)
         if sub:
@@ -174,6 +178,12 @@ class Itr(Core):
                 Event("map_request_sent", {"eid": f"[{p.iid}]{p.eid}", "nonce": p.nonce,
                                            "attempt": p.attempts, "to": str(mr),
                                            "smr_invoked": p.smr_invoked})]
+
+    @staticmethod
+    def _source_eid(p):
+        if p.source is None or p.source.version != p.eid.version:
+            return None
+        return InstanceId(p.iid, p.source) if p.iid else p.source
 
     def receive_reply(self, reply, src, now):
         key = self.by_nonce.pop(reply.nonce, None)

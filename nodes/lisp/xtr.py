@@ -57,7 +57,7 @@ class Xtr:
     def tick(self, now):
         return self.itr.tick(now) + self.etr.tick(now)
 
-    def route(self, iid, dst, now, flow=b""):
+    def route(self, iid, dst, now, flow=b"", src=None):
         """A packet from the site (or one the kernel sends into the tunnel): a host that
         moved away from us is reached through its away entry, the rest through the ITR."""
         away = self.etr.away.lookup(iid, dst, now)
@@ -65,7 +65,7 @@ class Xtr:
             loc = away.select_locator(flow)
             if loc is not None:
                 return Decision("encap", loc.address), []
-        return self.itr.route(iid, dst, now, flow)
+        return self.itr.route(iid, dst, now, flow, src)
 
     def decapsulated(self, iid, dst, outer_src, now, flow=b""):
         return self.etr.decapsulated(iid, dst, outer_src, now, flow)
