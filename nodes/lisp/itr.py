@@ -13,10 +13,10 @@ per destination EID per `request_interval` and `map_request_rate` a second in al
 bucket); a request over a limit waits in the pending table (bounded by `max_pending`) and
 goes when the limit allows, so a burst of new destinations is spread out, not lost.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .actions import Decision, Event, RouteAdd, RouteDel, SendControl
-from .address import IPv4Address, IPv6Address, InstanceId, eid_prefix
+from .address import AfiList, IPv4Address, IPv6Address, InstanceId, eid_prefix
 from .common import Core
 from .ipudp import IpUdp
 from .mapcache import MapCache
@@ -200,12 +200,13 @@ class Itr(Core):
                     out.append(RouteDel(iid, prefix, "lisp"))
                 continue
             existed = self.cache.get(iid, prefix) is not None
-            self.cache.insert(iid, prefix, rec.locators, rec.ttl * 60.0, now, rec.action,
-                              rec.map_version)
+            self.cache.insert(iid, prefix, self._locators(rec.locators), rec.ttl * 60.0, now,
+                              rec.action, rec.map_version)
             if not existed:
                 out.append(RouteAdd(iid, prefix, "lisp"))
             out.append(Event("map_cache_installed", {
-                "eid": f"[{iid}]{prefix}", "rlocs": [str(x.address) for x in rec.locators],
+                "eid": f"[{iid}]{prefix}",
+                "rlocs": [str(x.address) for x in self.cache.get(iid, prefix).locators],
                 "ttl_min": rec.ttl, "action": rec.action, "from": str(src)}))
         return out
 
@@ -252,13 +253,35 @@ class Itr(Core):
                                                          "rlocs": [], "from": str(src)}))
                 continue
             existed = self.cache.get(iid, prefix) is not None
-            self.cache.insert(iid, prefix, rec.locators, rec.ttl * 60.0, now, rec.action,
-                              rec.map_version)
+            self.cache.insert(iid, prefix, self._locators(rec.locators), rec.ttl * 60.0, now,
+                              rec.action, rec.map_version)
             if not existed:
                 out.append(RouteAdd(iid, prefix, "lisp"))
             out.append(Event("map_cache_published", {
                 "eid": f"[{iid}]{prefix}", "rlocs": [str(x.address) for x in rec.locators],
                 "ttl_min": rec.ttl, "from": str(src)}))
+        return out
+
+    def _locators(self, locators):
+        """The locators of a record as the map-cache keeps them: IPv4/IPv6 addresses. An
+        AFI-List (RFC 8060 section 4.1: one RLOC's addresses of several families, as
+        lispers.net sends them) is used through its first address of a family we have an
+        RLOC of (else its first address); any other LCAF, or a list without an address,
+        is skipped and counted (map_reply_locator_skipped)."""
+        families = {r.version for r in self.rlocs}
+        out = []
+        for loc in locators:
+            addr = loc.address
+            if isinstance(addr, AfiList):
+                ips = [a for a in addr.addresses if getattr(a, "version", None) in (4, 6)]
+                ips.sort(key=lambda a: a.version not in families)
+                if ips:
+                    loc = replace(loc, address=ips[0])
+                    self.counters["map_reply_afi_list_locator"] += 1
+            if getattr(loc.address, "version", None) in (4, 6):
+                out.append(loc)
+            else:
+                self.counters["map_reply_locator_skipped"] += 1
         return out
 
     def _answering_records(self, reply, key, src, out):

@@ -109,9 +109,11 @@ class MapCacheEntry:
         return now >= self.expires
 
     def usable_locators(self):
-        """The locators a packet may use: reachable, and priority not 255."""
+        """The locators a packet may use: reachable, priority not 255, and an IPv4 or IPv6
+        address (never an LCAF the ITR did not resolve to one)."""
         return [loc for loc, up in zip(self.locators, self.reachable)
-                if up and loc.priority != 255]
+                if up and loc.priority != 255
+                and getattr(loc.address, "version", None) in (4, 6)]
 
     def set_reachable(self, address, up):
         """Mark every locator with this address up or down. Returns True if anything changed."""
