@@ -60,8 +60,14 @@ apt_packages=(
     iputils-ping iputils-arping netcat-openbsd
     tcpdump tshark iperf3 frr sudo make
     python3 python3-venv python3-dev python3-pip gcc libnetfilter-queue-dev
-    python3-yaml chromium           # chromium: headless, for the report.html browser test
+    python3-yaml
 )
+# A headless browser for the report.html test: Debian's chromium. Ubuntu packages Chromium
+# only as a snap; there the test uses Google Chrome where it is (GitHub's runners have it)
+# or the snap's chromium-browser, installed as an optional package.
+if [ -z "$ubuntu" ]; then
+    apt_packages+=(chromium)
+fi
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -88,6 +94,10 @@ else
 fi
 optional_install "kernel data path" "the kernel data path may be unavailable" \
     clang llvm libbpf-dev "${bpftool_packages[@]}" linux-libc-dev
+
+if [ -n "$ubuntu" ] && ! command -v google-chrome >/dev/null 2>&1; then
+    optional_install "browser" "the report.html browser test cannot run" chromium-browser
+fi
 
 # netem (real link delays, loss and bandwidth limits): Debian's kernels carry sch_netem;
 # Ubuntu's keep it in linux-modules-extra-$(uname -r). Without it the lab adds delays with

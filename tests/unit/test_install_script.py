@@ -60,7 +60,7 @@ def test_the_script_parses():
 def test_debian_12_names(tmp_path):
     installed, calls, _ = run_packages(tmp_path, "debian-12")
     assert {"mininet", "tshark", "frr", "tcpdump", "iperf3", "clang", "libbpf-dev",
-            "bpftool", "make"} <= installed
+            "bpftool", "make", "chromium"} <= installed
     assert not {p for p in installed if p.startswith(("linux-tools", "linux-modules-extra"))}
     assert not [c for c in calls if c.startswith("modprobe")]
 
@@ -72,6 +72,8 @@ def test_ubuntu_names(tmp_path, release):
             "linux-tools-common", f"linux-tools-{KERNEL}",
             f"linux-modules-extra-{KERNEL}"} <= installed
     assert "bpftool" not in installed
+    # Ubuntu has no chromium .deb (a snap): an optional chromium-browser where no Chrome is
+    assert "chromium" not in installed and "chromium-browser" in installed
     assert "modprobe sch_netem" in calls
     assert "sch_netem does not load" in out
 
