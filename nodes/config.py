@@ -66,7 +66,8 @@ KEYS = {
     "map_server": ("address", "secret", "key_id", "algorithm", "replay_protection"),
     "map_resolver": ("address",),
     "eid_space": ("prefix", "instance_id"),
-    "etr": ("register_interval", "record_ttl", "away_ttl", "want_map_notify", "proxy_reply",
+    "etr": ("register_interval", "record_ttl", "away_ttl", "host_timeout", "want_map_notify",
+            "proxy_reply",
             "smr_interval", "decap_known_rlocs_only"),
     "itr": ("miss_policy", "petr", "map_request_rate", "map_request_interval",
             "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6",
@@ -129,6 +130,7 @@ class NodeConfig:
     registration_timeout: float = 180.0         # seconds: RFC 9301 8.2 (labs set their own)
     record_ttl: int = 1440                      # minutes
     away_ttl: float | None = None               # seconds; None: record_ttl
+    host_timeout: float | None = 600.0          # seconds a detected host may be quiet
     want_map_notify: bool = True
     proxy_reply: bool = False
     miss_policy: str = "drop"
@@ -219,7 +221,7 @@ def build_core(cfg: NodeConfig, rng=None):
               [] if proxy else cfg.map_servers,
               name=cfg.name, register_interval=cfg.register_interval,
               record_ttl=cfg.record_ttl, want_map_notify=cfg.want_map_notify,
-              away_ttl=cfg.away_ttl,
+              away_ttl=cfg.away_ttl, host_timeout=cfg.host_timeout,
               proxy_reply=cfg.proxy_reply,
               dynamic_ranges=[] if proxy else [(d.iid, d.prefix) for d in cfg.dynamic_eids],
               smr_interval=cfg.smr_interval, rng=rng,
@@ -387,6 +389,13 @@ def _seconds(value, path):
     if value <= 0:
         raise _Invalid(path, f"must be > 0 seconds, not {value}")
     return float(value)
+
+
+def _seconds_or_zero(value, path):
+    """Seconds, or 0 for "never"."""
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return _seconds(value, path)
 
 
 def _rate(value, path):
@@ -616,6 +625,8 @@ def _xtr(data, cfg):
         cfg.register_interval = etr.get("register_interval", _seconds, cfg.register_interval)
         cfg.record_ttl = etr.get("record_ttl", _integer(1, 2 ** 32 - 1), cfg.record_ttl)
         cfg.away_ttl = etr.get("away_ttl", _seconds, None)
+        timeout = etr.get("host_timeout", _seconds_or_zero, 600.0)
+        cfg.host_timeout = timeout or None
         cfg.want_map_notify = etr.get("want_map_notify", _boolean, cfg.want_map_notify)
         cfg.proxy_reply = etr.get("proxy_reply", _boolean, cfg.proxy_reply)
         cfg.smr_interval = etr.get("smr_interval", _seconds, cfg.smr_interval)

@@ -61,7 +61,8 @@ RULE_PRIORITY = 100
 # Events of the core after which the data plane's cached per-flow decisions may be wrong
 # (route actions flush them too).
 MAPPING_EVENTS = frozenset({"map_cache_installed", "map_cache_published", "map_cache_expired",
-                            "eid_away", "dynamic_eid_detected", "dynamic_eid_removed"})
+                            "eid_away", "dynamic_eid_detected", "dynamic_eid_removed",
+                            "dynamic_eid_aged_out"})
 
 
 def sysctl(path, value):

@@ -46,6 +46,7 @@ class DynamicEid:
     address: object
     first_seen: float
     last_seen: float
+    probed_at: float = None     # when we last asked the LAN whether it is still there
 
 
 def host_prefix(ip):
@@ -56,8 +57,12 @@ class Etr(Core):
     def __init__(self, rlocs, prefixes, map_servers, name="etr", register_interval=60.0,
                  record_ttl=1440, want_map_notify=True, proxy_reply=False,
                  dynamic_ranges=(), smr_interval=1.0, away_ttl=None, probe_interval=1.0,
-                 rng=None, xtr_id=None):
+                 rng=None, xtr_id=None, host_timeout=600.0):
         super().__init__(name, rng)
+        # A detected host with no frame for host_timeout seconds is probed (ARP / NS); one
+        # that does not answer within 3 probe_intervals ages out and is de-registered.
+        # None: never.
+        self.host_timeout = host_timeout
         self.xtr_id = xtr_id        # sent in Map-Registers (the I bit) when given: RFC 9437
         self.rlocs = list(rlocs)                 # messages.Locator, local=True
         self.rloc_addresses = {loc.address for loc in self.rlocs}
@@ -122,7 +127,35 @@ class Etr(Core):
             out += self.register(now)
         for entry in self.away.expire(now):
             out.append(RouteDel(entry.iid, entry.prefix, "away"))
+        if self.host_timeout is not None:
+            out += self._age_hosts(now)
         return out
+
+    def _age_hosts(self, now):
+        out = []
+        for key, d in list(self.dynamic.items()):
+            if now - d.last_seen < self.host_timeout:
+                continue
+            if d.probed_at is None or d.probed_at < d.last_seen:
+                d.probed_at = now                   # still there? Its answer refreshes it.
+                self.counters["dynamic_eid_probes"] += 1
+                out += [ProbeHost(d.iid, d.address),
+                        Event("dynamic_eid_probe", {"eid": f"[{d.iid}]{d.address}",
+                                                    "reason": "quiet"})]
+            elif now - d.probed_at >= 3 * self.probe_interval:
+                self.counters["dynamic_eid_aged_out"] += 1
+                out += self._remove_host(d.iid, d.address, now, "dynamic_eid_aged_out")
+        return out
+
+    def _remove_host(self, iid, ip, now, event):
+        """Forget a detected host: its route, and its registration (a TTL-0 Map-Register,
+        RFC 9301 section 5.4: the Map-Server removes it at once)."""
+        self.dynamic.pop((iid, ip), None)
+        locs = [replace(x, local=True) for x in self.rlocs]
+        return ([RouteDel(iid, host_prefix(ip), "local"),
+                 Event(event, {"eid": f"[{iid}]{ip}"})]
+                + self.register(now, [EidRecord(eid_address(iid, ip), ip.max_prefixlen, locs,
+                                                0)]))
 
     # --- Map-Requests -------------------------------------------------------------------
 
@@ -251,10 +284,9 @@ class Etr(Core):
 
     def host_gone(self, iid, ip, now):
         """The LAN says the host left (e.g. its neighbour entry failed)."""
-        if self.dynamic.pop((iid, ip), None) is None:
+        if (iid, ip) not in self.dynamic:
             return []
-        return [RouteDel(iid, host_prefix(ip), "local"),
-                Event("dynamic_eid_removed", {"eid": f"[{iid}]{ip}"})]
+        return self._remove_host(iid, ip, now, "dynamic_eid_removed")
 
     def decapsulated(self, iid, dst, outer_src, now, flow=b""):
         """(Decision, actions) for a packet decapsulated for inner destination `dst`."""
