@@ -397,14 +397,15 @@ def measured(model, mode_dir, result):
                     hosts, rlocs)
 
 
-def play_and_judge(ex, file, run_dir, progress):
-    """Play `file` into run_dir (root), analyse, report, judge: the summary."""
+def play_and_judge(ex, file, run_dir, progress, run_id=None):
+    """Play `file` into run_dir (root), analyse, report, judge: the summary. `run_id`: the
+    lab's run record's name (default check-NN-TIME)."""
     from captures.report import write_report
     from lab.demo import run_scenario
     from topologies.model import load
     model = load(file)
     check_names(ex, model)
     result = run_scenario(file, run_dir, progress, model.name,
-                          run_id=f"check-{ex.name[:2]}-{int(time.time())}")
+                          run_id=run_id or f"check-{ex.name[:2]}-{int(time.time())}")
     write_report(run_dir, {model.name: result}, result.get("delay_emulation"))
     return judge_all(ex, measured(model, Path(run_dir) / model.name, result), file, run_dir)

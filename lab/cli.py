@@ -196,7 +196,8 @@ def cmd_check(args):
     from lab.check import play_and_judge
     from lab.demo import CAPTURES_DIR, Progress
     run_dir = CAPTURES_DIR / (args.run_id or f"check-{ex.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary, rc = _played("check", play_and_judge, ex, file, run_dir, Progress())
+    summary, rc = _played("check", play_and_judge, ex, file, run_dir, Progress(),
+                          run_id=args.run_id)
     if rc is not None:
         return rc
     out = Path(args.json_out) if args.json_out else run_dir / "check.json"
