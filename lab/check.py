@@ -311,6 +311,8 @@ def _judge_capture(s, run):
     if problem:
         return False, problem
     link, filt = s["capture"], s["filter"]
+    if run.frames is None:
+        return False, "the run kept no captures"
     try:
         times = run.frames(link, filt)
     except (OSError, ValueError) as e:

@@ -174,6 +174,8 @@ def test_moved_and_capture_requirements():
     ok, detail = judge(req(e2, "smr"), run(frames=lambda link, f: [MOVE_T - 1]))
     assert not ok and "0 frame(s)" in detail
 
+    assert judge(req(e2, "smr"), run(frames=None)) == (False, "the run kept no captures")
+
     def broken(link, filt):
         raise ValueError("tshark: \"lisp.nope\" is neither a field nor a protocol name.")
     ok, detail = judge(req(e2, "smr"), run(frames=broken))
