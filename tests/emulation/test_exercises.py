@@ -31,6 +31,7 @@ def test_check_prints_what_the_page_promises(page, which, lines, emu, tmp_path):
     finally:
         shutil.rmtree(CAPTURES_DIR / run_id, ignore_errors=True)
     assert "Traceback" not in r.stderr, r.stderr
+    assert out.exists(), f"no summary (exit {r.returncode}): {r.stderr[-2000:]}"
     summary = json.loads(out.read_text())
     rows = {x["id"]: x for x in summary["requirements"]}
     shown = {line.split()[1]: line for line in r.stdout.splitlines()
