@@ -1,4 +1,5 @@
-"""`lisp-lab`: the lab's command line (run, cli, validate, list, demo, doctor, show, clean)."""
+"""`lisp-lab`: the lab's command line (run, cli, validate, list, demo, check, doctor, show,
+clean)."""
 import argparse
 import sys
 
@@ -45,6 +46,15 @@ def build_parser():
     demo.add_argument("--cold", type=float, default=0.0, metavar="SECONDS",
                       help="a cold move: the VM's link is down this long before it comes "
                            "up in DC2 (default 0: a live move)")
+    check = sub.add_parser("check", help="play an exercise's scenario (or your FILE) and say, "
+                                         "per requirement, passed or failed and why (needs root)")
+    check.add_argument("exercise", metavar="EXERCISE",
+                       help="an exercise of lab/exercises/: 2, 02 or 02-triangle")
+    check.add_argument("file", nargs="?", metavar="FILE",
+                       help="your scenario (default: the exercise's own)")
+    check.add_argument("--json", metavar="FILE", dest="json_out",
+                       help="write the summary here (default: check.json in the run directory)")
+    check.add_argument("--run-id", help="name of the run directory under captures/")
     return parser
 
 
@@ -164,6 +174,41 @@ def cmd_run(args):
     return 1 if failed else 0
 
 
+def cmd_check(args):
+    """Judge an exercise's requirements on a run of FILE (lab/check.py does the work)."""
+    import json
+    import time
+    from pathlib import Path
+
+    from lab.check import check_names, find_exercise, load_exercise, summary_lines
+    from topologies.model import LabFileError
+    try:
+        ex = load_exercise(find_exercise(args.exercise))
+        file = Path(args.file) if args.file else ex.scenario
+        model = _load(file, "check")
+        if model is None:
+            return 2
+        check_names(ex, model)          # a requirement naming what the file does not have
+    except LabFileError as e:
+        print(f"lisp-lab check: {e}", file=sys.stderr)
+        return 2
+    if not _root("check"):
+        return 1
+    from lab.check import play_and_judge
+    from lab.demo import CAPTURES_DIR, Progress
+    run_dir = CAPTURES_DIR / (args.run_id or f"check-{ex.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary, rc = _played("check", play_and_judge, ex, file, run_dir, Progress(),
+                          run_id=args.run_id)
+    if rc is not None:
+        return rc
+    out = Path(args.json_out) if args.json_out else run_dir / "check.json"
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    print()
+    print("\n".join(summary_lines(summary)))
+    print(f"\nsummary: {out}\nreport:  {run_dir / 'report.md'}")
+    return 0 if summary["passed"] else 1
+
+
 def cmd_demo(args):
     import os
     if os.geteuid() != 0:
@@ -215,6 +260,8 @@ def main(argv=None):
         return cmd_doctor(args)
     if args.command == "run":
         return cmd_run(args)
+    if args.command == "check":
+        return cmd_check(args)
     if args.command == "cli":
         from lab.shell import main as cli_main
         model = _load(args.file, "cli")
