@@ -601,7 +601,8 @@ class Daemon:
     def decapsulated(self, iid, dst, outer_src, flow):
         if self.cfg.role == "pxtr":
             return Decision("deliver")     # proxy ETR: forward natively via the kernel
-        decision, actions = self.core.decapsulated(iid, dst, outer_src, self.now(), flow)
+        decision, actions = self.core.decapsulated(iid, dst, outer_src, self.now(), flow,
+                                                   src=flow_source(flow, dst.version))
         self.call_from_thread(actions)
         return decision
 

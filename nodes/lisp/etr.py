@@ -288,11 +288,12 @@ class Etr(Core):
             return []
         return self._remove_host(iid, ip, now, "dynamic_eid_removed")
 
-    def decapsulated(self, iid, dst, outer_src, now, flow=b""):
-        """(Decision, actions) for a packet decapsulated for inner destination `dst`."""
+    def decapsulated(self, iid, dst, outer_src, now, flow=b"", src=None):
+        """(Decision, actions) for a packet decapsulated for inner destination `dst` (from
+        inner source `src`, when the caller knows it)."""
         away = self.away.lookup(iid, dst, now)
         if away is not None and (iid, dst) not in self.dynamic:
-            out = self.solicit(outer_src, iid, dst, now)
+            out = self.solicit(outer_src, iid, dst, now, src)
             loc = away.select_locator(flow)
             if loc is None:
                 self.counters["drop_away_no_rloc"] += 1
@@ -318,9 +319,13 @@ class Etr(Core):
         self.counters["drop_not_our_eid"] += 1
         return Decision("drop", reason="not one of our EIDs"), []
 
-    def solicit(self, itr, iid, ip, now):
+    def solicit(self, itr, iid, ip, now, itr_eid=None):
         """A rate-limited Solicit-Map-Request telling `itr` that its mapping for `ip` is
-        stale."""
+        stale. The Source-EID is `ip`, the EID whose mapping changed; the record is the
+        ITR's own EID (`itr_eid`, the inner source of the packet that made us send it), as
+        the ITR's Map-Request would name it: what Open Overlay Router and lispers.net expect
+        (RFC 9301 section 6.1 has the ITR ask again for the EID the SMR names). Without
+        `itr_eid`, the record is `ip` too."""
         key = (itr, iid, ip)
         last = self.smr_last.get(key)
         if last is not None and now - last < self.smr_interval:
@@ -328,7 +333,8 @@ class Etr(Core):
             return []
         self.smr_last[key] = now
         itr_rlocs = [loc.address for loc in self.rlocs] or [itr]
-        smr = MapRequest(self.nonce(), [RequestRecord(eid_address(iid, ip), ip.max_prefixlen)],
+        rec = itr_eid if itr_eid is not None and itr_eid.version == ip.version else ip
+        smr = MapRequest(self.nonce(), [RequestRecord(eid_address(iid, rec), rec.max_prefixlen)],
                          itr_rlocs, source_eid=eid_address(iid, ip), smr=True)
         self.counters["smr_sent"] += 1
         return [SendControl(itr, smr), Event("smr_sent", {"eid": f"[{iid}]{ip}",

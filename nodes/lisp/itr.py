@@ -335,17 +335,32 @@ class Itr(Core):
         (rate-limited by the one-outstanding-request rule)."""
         self.counters["smr_received"] += 1
         out = []
-        for rec in smr.records:
+        # Either layout: the changed EID in the Source-EID (the record holding our own EID,
+        # as OOR and lispers.net send it), or in the record (as we used to): ask again for
+        # each one we have a map-cache entry for.
+        candidates = []
+        if getattr(smr.source_eid, "version", None) in (4, 6) or \
+                getattr(getattr(smr.source_eid, "address", None), "version", None) in (4, 6):
+            src_eid = smr.source_eid
+            candidates.append((src_eid, src_eid.address.max_prefixlen
+                               if hasattr(src_eid, "address") else src_eid.max_prefixlen))
+        candidates += [(rec.eid, rec.mask_len) for rec in smr.records]
+        asked = set()
+        for eid_addr, mask_len in candidates:
             try:
-                iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+                iid, prefix = eid_prefix(eid_addr, mask_len)
             except ValueError:
                 continue
             eid = prefix.network_address
+            if (iid, eid) in asked:
+                continue
+            asked.add((iid, eid))
             if self.cache.lookup(iid, eid, now) is None:
-                self.counters["smr_ignored_no_entry"] += 1
                 continue
             out.append(Event("smr_received", {"eid": f"[{iid}]{eid}", "from": str(src)}))
             out += self.request(iid, eid, now, smr_invoked=True)
+        if not out:
+            self.counters["smr_ignored_no_entry"] += 1
         return out
 
     # --- timers ----------------------------------------------------------------------

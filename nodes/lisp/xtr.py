@@ -67,8 +67,8 @@ class Xtr:
                 return Decision("encap", loc.address), []
         return self.itr.route(iid, dst, now, flow, src)
 
-    def decapsulated(self, iid, dst, outer_src, now, flow=b""):
-        return self.etr.decapsulated(iid, dst, outer_src, now, flow)
+    def decapsulated(self, iid, dst, outer_src, now, flow=b"", src=None):
+        return self.etr.decapsulated(iid, dst, outer_src, now, flow, src)
 
     def host_seen(self, iid, ip, now):
         return self.etr.host_seen(iid, ip, now)
