@@ -46,13 +46,13 @@ UNIX_PATH_MAX = 107              # bytes in sun_path, less the terminating NUL
 
 # The top-level tables and arrays of tables each role may use, in the order they are read.
 SECTIONS = {
-    "xtr": ("node", "rloc", "eid_prefix", "dynamic_eid", "map_server", "map_resolver",
-            "etr", "itr", "dataplane"),
+    "xtr": ("node", "rloc", "site_rloc", "eid_prefix", "dynamic_eid", "map_server",
+            "map_resolver", "etr", "itr", "dataplane"),
     "pxtr": ("node", "rloc", "eid_space", "map_resolver", "itr", "dataplane"),
     "msmr": ("node", "msmr", "site"),
 }
 DETECT = ("any", "gateway")
-ARRAYS = ("rloc", "eid_prefix", "dynamic_eid", "map_server", "map_resolver", "eid_space",
+ARRAYS = ("rloc", "site_rloc", "eid_prefix", "dynamic_eid", "map_server", "map_resolver", "eid_space",
           "site")
 ALL_SECTIONS = tuple(dict.fromkeys(s for role in ROLES for s in SECTIONS[role]))
 
@@ -60,6 +60,7 @@ ALL_SECTIONS = tuple(dict.fromkeys(s for role in ROLES for s in SECTIONS[role]))
 KEYS = {
     "node": ("name", "role", "control_socket", "event_log"),
     "rloc": ("address", "priority", "weight"),
+    "site_rloc": ("address", "priority", "weight"),
     "eid_prefix": ("prefix", "instance_id"),
     "dynamic_eid": ("prefix", "instance_id", "interface", "gateway", "gateway_mac", "detect",
                     "detect_mac"),
@@ -121,6 +122,7 @@ class NodeConfig:
     control_socket: str = ""                    # "" -> /run/lisp-lab/{name}.sock
     event_log: str | None = None
     rlocs: list = field(default_factory=list)              # [RlocConfig]
+    site_rlocs: list = field(default_factory=list)         # [RlocConfig]: the site's others
     eid_prefixes: list = field(default_factory=list)       # [(iid, network)]
     dynamic_eids: list = field(default_factory=list)       # [DynamicEidConfig]
     map_servers: list = field(default_factory=list)        # [nodes.lisp.etr.MapServerConfig]
@@ -225,7 +227,8 @@ def build_core(cfg: NodeConfig, rng=None):
               proxy_reply=cfg.proxy_reply,
               dynamic_ranges=[] if proxy else [(d.iid, d.prefix) for d in cfg.dynamic_eids],
               smr_interval=cfg.smr_interval, rng=rng,
-              xtr_id=cfg.xtr_id if cfg.subscribe else None)
+              xtr_id=cfg.xtr_id if cfg.subscribe else None,
+              site_rlocs=[Locator(r.address, r.priority, r.weight) for r in cfg.site_rlocs])
     return Xtr(itr, etr, name=cfg.name)
 
 
@@ -583,6 +586,17 @@ def _xtr(data, cfg):
         return ip
 
     if role == "xtr":
+        # The site's other xTRs' locators, answered with beside ours (docs/config.md).
+        own = {r.address for r in cfg.rlocs}
+        for i, t in enumerate(_array(data, "site_rloc")):
+            address = t.get("address", _address)
+            if address in own:
+                raise _Invalid(f"site_rloc[{i}].address", f"{address} is one of our own "
+                                                          "[[rloc]]s")
+            cfg.site_rlocs.append(RlocConfig(address, t.get("priority", _byte, 1),
+                                             t.get("weight", _byte, 100)))
+        _no_duplicates(cfg.site_rlocs, lambda r: r.address,
+                       lambda i: f"site_rloc[{i}].address")
         cfg.eid_prefixes = _eid_entries(data, "eid_prefix")
         for t in _array(data, "dynamic_eid"):
             cfg.dynamic_eids.append(DynamicEidConfig(t.get("instance_id", _iid, 0),

@@ -57,7 +57,7 @@ class Etr(Core):
     def __init__(self, rlocs, prefixes, map_servers, name="etr", register_interval=60.0,
                  record_ttl=1440, want_map_notify=True, proxy_reply=False,
                  dynamic_ranges=(), smr_interval=1.0, away_ttl=None, probe_interval=1.0,
-                 rng=None, xtr_id=None, host_timeout=600.0):
+                 rng=None, xtr_id=None, host_timeout=600.0, site_rlocs=()):
         super().__init__(name, rng)
         # A detected host with no frame for host_timeout seconds is probed (ARP / NS); one
         # that does not answer within 3 probe_intervals ages out and is de-registered.
@@ -67,6 +67,10 @@ class Etr(Core):
         self.rlocs = list(rlocs)                 # messages.Locator, local=True
         self.rloc_addresses = {loc.address for loc in self.rlocs}
         self.prefixes = list(prefixes)           # [(iid, network)]
+        # The site's other locators (its other xTRs), answered with beside ours: configured
+        # ones for every EID, and per EID the set the Map-Server's Map-Notify last told us.
+        self.site_rlocs = [replace(x, local=False, probed=False) for x in site_rlocs]
+        self.site_sets = {}                      # (iid, network) -> [Locator], learned
         self.map_servers = list(map_servers)
         self.register_interval = register_interval
         self.record_ttl = record_ttl
@@ -151,6 +155,7 @@ class Etr(Core):
         """Forget a detected host: its route, and its registration (a TTL-0 Map-Register,
         RFC 9301 section 5.4: the Map-Server removes it at once)."""
         self.dynamic.pop((iid, ip), None)
+        self.site_sets.pop((iid, host_prefix(ip)), None)
         locs = [replace(x, local=True) for x in self.rlocs]
         return ([RouteDel(iid, host_prefix(ip), "local"),
                  Event(event, {"eid": f"[{iid}]{ip}"})]
@@ -190,7 +195,7 @@ class Etr(Core):
             self.counters["map_request_no_itr_rloc"] += 1
             return out
         o_iid, o_prefix = owned
-        locs = [replace(x, local=False, probed=request.probe) for x in self.rlocs]
+        locs = self.locator_set(o_iid, o_prefix, request.probe)
         record = EidRecord(eid_address(o_iid, o_prefix.network_address), o_prefix.prefixlen, locs,
                            self.record_ttl)
         self.counters["map_reply_sent"] += 1
@@ -199,6 +204,62 @@ class Etr(Core):
         out.append(Event("map_reply_sent", {"eid": f"[{o_iid}]{o_prefix}", "to": str(itr),
                                             "smr_invoked": request.smr_invoked}))
         return out
+
+    def locator_set(self, iid, prefix, probe=False):
+        """The locators we answer a Map-Request for (iid, prefix) with: the site's whole set
+        (DESIGN: an ITR must learn a multihomed site's locators whichever xTR answers).
+        Ours first, with the L bit (RFC 9301 section 5.4: a locator local to the ETR that
+        sends the Map-Reply) and, in a probe reply, the p bit (the probe reached one of
+        them); then the configured site locators and those the Map-Server told us, each
+        address once, with their own priority and weight."""
+        out = [replace(x, local=True, probed=probe) for x in self.rlocs]
+        seen = {x.address for x in out}
+        for loc in self.site_rlocs + self.site_sets.get((iid, prefix), []):
+            if loc.address not in seen:
+                seen.add(loc.address)
+                out.append(loc)
+        return out
+
+    def _owns_exactly(self, iid, prefix):
+        if (iid, prefix) in self.prefixes:
+            return True
+        ip = prefix.network_address
+        return prefix.prefixlen == ip.max_prefixlen and (iid, ip) in self.dynamic
+
+    def _learn_site_sets(self, records, confirmation, out):
+        """Keep the site's locator set of each record for an EID we own that lists one of
+        our RLOCs (a record without ours is a move away: see handle_notify). The Map-Server
+        merges a site's registrations and tells each registrant the merged set; a
+        confirmation that only echoes our own Map-Register tells nothing, so it keeps what
+        we knew. Locators that are not an IPv4/IPv6 address are skipped and counted."""
+        for rec in records:
+            try:
+                iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+            except ValueError:
+                continue
+            if not self._owns_exactly(iid, prefix) or not any(
+                    x.address in self.rloc_addresses for x in rec.locators):
+                continue
+            others = []
+            for loc in rec.locators:
+                if loc.address in self.rloc_addresses:
+                    continue
+                if getattr(loc.address, "version", None) not in (4, 6):
+                    self.counters["map_notify_locator_skipped"] += 1
+                    continue
+                others.append(replace(loc, local=False, probed=False))
+            if confirmation and not others:
+                continue
+            key = (iid, prefix)
+            if others == self.site_sets.get(key, []):
+                continue
+            if others:
+                self.site_sets[key] = others
+            else:
+                self.site_sets.pop(key, None)
+            self.counters["site_locator_set_learned"] += 1
+            out.append(Event("site_locators_learned", {
+                "eid": f"[{iid}]{prefix}", "rlocs": [str(x.address) for x in others]}))
 
     # --- Map-Notify and mobility -------------------------------------------------------
 
@@ -213,6 +274,7 @@ class Etr(Core):
         self.counters["map_notify_received"] += 1
         if self.outstanding.pop(notify.nonce, None) is not None:
             self.confirmed[notify.nonce] = now
+            self._learn_site_sets(notify.records, True, out)
             out.append(Event("registration_confirmed", {"from": str(src),
                                                         "records": len(notify.records)}))
             return out
@@ -230,6 +292,7 @@ class Etr(Core):
             self.counters["map_notify_repeated"] += 1
             return out + [self._ack(notify, ms)]
         self.notify_nonces.commit(ms.replay_protection, ms.address, notify.nonce, now)
+        self._learn_site_sets(notify.records, False, out)
         for rec in notify.records:
             try:
                 iid, prefix = eid_prefix(rec.eid, rec.mask_len)
@@ -240,6 +303,7 @@ class Etr(Core):
             if (prefix.prefixlen == ip.max_prefixlen and (iid, ip) in self.dynamic
                     and not new_rlocs & self.rloc_addresses):
                 del self.dynamic[(iid, ip)]
+                self.site_sets.pop((iid, prefix), None)
                 self.away.insert(iid, prefix, rec.locators, self.away_ttl, now)
                 self.counters["eid_moved_away"] += 1
                 out.append(RouteDel(iid, prefix, "local"))
