@@ -30,6 +30,7 @@ except ModuleNotFoundError:          # Python 3.10: the same parser, packaged as
 from .lisp.auth import ALG_BY_NAME
 from .lisp.etr import Etr, MapServerConfig
 from .lisp.itr import Itr
+from .lisp.probing import RlocProber
 from .lisp.mapserver import MapServerResolver, Site
 from .lisp.messages import Locator
 from .lisp.replay import MODES as REPLAY_MODES
@@ -72,7 +73,7 @@ KEYS = {
             "smr_interval", "decap_known_rlocs_only"),
     "itr": ("miss_policy", "petr", "map_request_rate", "map_request_interval",
             "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6",
-            "subscribe", "xtr_id"),
+            "subscribe", "xtr_id", "rloc_probe_interval"),
     "dataplane": ("tun", "lan_interfaces", "mtu", "proxy_arp", "path"),
     "msmr": ("registration_timeout", "map_request_rate", "map_request_rate_per_source",
              "replay_window"),
@@ -152,6 +153,7 @@ class NodeConfig:
     min_mapping_prefix: dict = field(default_factory=lambda: {4: 8, 6: 16})
     subscribe: bool = False                     # PubSub (RFC 9437): subscribe when requesting
     xtr_id: int | None = None                   # 128 bits; derived from the name by default
+    rloc_probe_interval: float = 0.0            # seconds between RLOC-probes (0: none)
     # Map-Server / Map-Resolver limits on the Map-Requests answered (0: no limit)
     ms_map_request_rate: float = 1000.0
     ms_map_request_rate_per_source: float = 100.0
@@ -217,7 +219,9 @@ def build_core(cfg: NodeConfig, rng=None):
               max_pending=cfg.max_pending_requests, map_request_rate=cfg.map_request_rate,
               request_interval=cfg.map_request_interval,
               min_mapping_prefix=cfg.min_mapping_prefix, rng=rng,
-              subscribe=(cfg.xtr_id, 0) if cfg.subscribe else None)
+              subscribe=(cfg.xtr_id, 0) if cfg.subscribe else None,
+              rloc_probing=RlocProber(cfg.rloc_probe_interval, rng=rng)
+              if cfg.rloc_probe_interval else None)
     etr = Etr(locators,
               [] if proxy else cfg.eid_prefixes,
               [] if proxy else cfg.map_servers,
@@ -394,9 +398,9 @@ def _seconds(value, path):
     return float(value)
 
 
-def _seconds_or_zero(value, path):
-    """Seconds, or 0 for "never"."""
-    if value == 0 and not isinstance(value, bool):
+def _seconds_or_off(value, path):
+    """Seconds > 0, or 0 for "off"."""
+    if not isinstance(value, bool) and isinstance(value, (int, float)) and value == 0:
         return 0.0
     return _seconds(value, path)
 
@@ -639,7 +643,7 @@ def _xtr(data, cfg):
         cfg.register_interval = etr.get("register_interval", _seconds, cfg.register_interval)
         cfg.record_ttl = etr.get("record_ttl", _integer(1, 2 ** 32 - 1), cfg.record_ttl)
         cfg.away_ttl = etr.get("away_ttl", _seconds, None)
-        timeout = etr.get("host_timeout", _seconds_or_zero, 600.0)
+        timeout = etr.get("host_timeout", _seconds_or_off, 600.0)
         cfg.host_timeout = timeout or None
         cfg.want_map_notify = etr.get("want_map_notify", _boolean, cfg.want_map_notify)
         cfg.proxy_reply = etr.get("proxy_reply", _boolean, cfg.proxy_reply)
@@ -664,6 +668,7 @@ def _xtr(data, cfg):
     cfg.xtr_id = itr.get("xtr_id", _xtr_id, None)
     if cfg.subscribe and cfg.xtr_id is None:
         cfg.xtr_id = default_xtr_id(cfg.name)
+    cfg.rloc_probe_interval = itr.get("rloc_probe_interval", _seconds_or_off, 0.0)
 
     dp = _table(data, "dataplane")
     cfg.tun = dp.get("tun", _ifname, cfg.tun)

@@ -62,7 +62,8 @@ RULE_PRIORITY = 100
 # (route actions flush them too).
 MAPPING_EVENTS = frozenset({"map_cache_installed", "map_cache_published", "map_cache_expired",
                             "eid_away", "dynamic_eid_detected", "dynamic_eid_removed",
-                            "dynamic_eid_aged_out"})
+                            "dynamic_eid_aged_out",
+                            "rloc_down", "rloc_up"})      # RLOC-probing (lisp/probing.py)
 
 
 def sysctl(path, value):

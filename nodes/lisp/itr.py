@@ -47,7 +47,8 @@ class Itr(Core):
     def __init__(self, rlocs, map_resolvers, name="itr", petr=None, miss_policy="drop",
                  request_timeout=1.0, max_attempts=4, cache_size=100_000,
                  refresh_before=0.1, pitr=False, max_pending=1000, map_request_rate=50.0,
-                 request_interval=1.0, min_mapping_prefix=None, rng=None, subscribe=None):
+                 request_interval=1.0, min_mapping_prefix=None, rng=None, subscribe=None,
+                 rloc_probing=None):
         super().__init__(name, rng)
         # PubSub (RFC 9437): (xTR-ID, Site-ID) to subscribe with, or None. Our Map-Requests
         # then carry the I bit with them and the N bit on the record; the Map-Server's
@@ -55,6 +56,8 @@ class Itr(Core):
         self.subscribe = subscribe
         self.subscribed = set()  # (iid, EID) asked about with the N bit
         self.last_published = {}  # (Map-Server, iid, prefix) -> the last publication's nonce
+        # RLOC-probing (probing.py): an RlocProber, or None (off)
+        self.prober = rloc_probing
         if miss_policy not in ("drop", "petr"):
             raise ValueError("miss_policy is 'drop' or 'petr'")
         if miss_policy == "petr" and petr is None:
@@ -186,6 +189,8 @@ class Itr(Core):
         return InstanceId(p.iid, p.source) if p.iid else p.source
 
     def receive_reply(self, reply, src, now):
+        if self.prober is not None and self.prober.owns(reply.nonce):
+            return self.prober.receive_reply(reply, src, now, self.cache, self.counters)
         key = self.by_nonce.pop(reply.nonce, None)
         if key is None:
             self.counters["map_reply_nonce_mismatch"] += 1
@@ -200,8 +205,10 @@ class Itr(Core):
                     out.append(RouteDel(iid, prefix, "lisp"))
                 continue
             existed = self.cache.get(iid, prefix) is not None
-            self.cache.insert(iid, prefix, self._locators(rec.locators), rec.ttl * 60.0, now,
-                              rec.action, rec.map_version)
+            entry = self.cache.insert(iid, prefix, self._locators(rec.locators),
+                                      rec.ttl * 60.0, now, rec.action, rec.map_version)
+            if self.prober is not None:
+                self.prober.apply(entry)
             if not existed:
                 out.append(RouteAdd(iid, prefix, "lisp"))
             out.append(Event("map_cache_installed", {
@@ -387,4 +394,6 @@ class Itr(Core):
             lifetime = entry.expires - entry.created
             if entry.expires - now <= lifetime * self.refresh_before and not entry.is_negative:
                 out += self.request(entry.iid, entry.prefix.network_address, now)
+        if self.prober is not None:
+            out += self.prober.tick(now, self.cache, self.rlocs, self.nonce, self.counters)
         return out
