@@ -6,7 +6,7 @@ probes' path before the move and after convergence highlighted, the per-link pac
 timeline with the move marked, a ladder of the LISP control messages captured around the
 move, the tables, and what to open in Wireshark. Everything comes from the analysis'
 results and links.json; `render_html` is pure (strings in, a string out), so it is tested
-without a run, and a browser test (tests/emulation/test_report_html.py) loads a real one.
+without a run, and a browser test (tests/emulation/test_report_html_browser.py) loads a real one.
 
     html = render_html(run_id, results, delay_emulation, rows, extras)
 

@@ -1,7 +1,7 @@
 """report.html's builder (captures/html.py) from a synthetic analysis result: one page with
 nothing fetched, the topology with both paths drawn on the model's graph, the rate timeline
 with the move, the ladder of control messages (one arrow per message), the tables and the
-Wireshark section. tests/emulation/test_report_html.py loads one from a real run in
+Wireshark section. tests/emulation/test_report_html_browser.py loads one from a real run in
 Chromium."""
 import json
 import re
