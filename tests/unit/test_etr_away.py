@@ -5,6 +5,7 @@ import ipaddress
 
 from nodes.config import parse_config
 from nodes.lisp.actions import Decision
+from tests.unit.test_config import MINIMAL_XTR
 from tests.unit.test_vm_move import CLIENT, VM, XTR1, XTR2, build
 
 net = ipaddress.ip_network
@@ -28,21 +29,6 @@ def test_the_away_entry_lasts_the_registered_ttl():
 
 
 def test_the_away_lifetime_can_be_set():
-    text = """
-[node]
-name = "x"
-role = "xtr"
-[[rloc]]
-address = "192.0.2.1"
-[[eid_prefix]]
-prefix = "10.1.0.0/24"
-[[map_server]]
-address = "192.0.2.100"
-secret = "k"
-[[map_resolver]]
-address = "192.0.2.100"
-[etr]
-record_ttl = 10
-"""
+    text = MINIMAL_XTR + "[etr]\nrecord_ttl = 10\n"
     assert parse_config(text).away_ttl is None                       # = record_ttl
     assert parse_config(text + "away_ttl = 30\n").away_ttl == 30.0

@@ -7,6 +7,7 @@ import ipaddress
 
 from nodes.lisp.actions import ProbeHost, RouteDel
 from nodes.lisp.messages import MapRegister, decode
+from tests.unit.test_config import MINIMAL_XTR
 from tests.unit.test_vm_move import VM, XTR1, build
 
 net = ipaddress.ip_network
@@ -55,20 +56,7 @@ def test_a_host_the_lan_says_is_gone_is_deregistered_too():
 
 def test_the_timeout_is_configurable_and_0_means_never():
     from nodes.config import build_core, parse_config
-    base = """
-[node]
-name = "x"
-role = "xtr"
-[[rloc]]
-address = "192.0.2.1"
-[[eid_prefix]]
-prefix = "10.1.0.0/24"
-[[map_server]]
-address = "192.0.2.100"
-secret = "k"
-[[map_resolver]]
-address = "192.0.2.100"
-"""
+    base = MINIMAL_XTR
     assert parse_config(base).host_timeout == 600.0
     assert parse_config(base + "[etr]\nhost_timeout = 45\n").host_timeout == 45.0
     cfg = parse_config(base + "[etr]\nhost_timeout = 0\n")

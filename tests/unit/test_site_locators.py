@@ -16,6 +16,7 @@ from nodes.lisp.auth import sign
 from nodes.lisp.etr import Etr, MapServerConfig
 from nodes.lisp.messages import (ALG_HMAC_SHA256_128, EidRecord, Locator, MapNotify,
                                  MapRequest, RequestRecord, decode, encode)
+from tests.unit.test_config import MINIMAL_XTR
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -112,20 +113,7 @@ def test_a_probe_reply_marks_only_our_own_locators_probed():
                                                                               (C, False)]
 
 
-CONFIG = """
-[node]
-name = "xtr1"
-role = "xtr"
-[[rloc]]
-address = "192.0.2.1"
-[[eid_prefix]]
-prefix = "10.1.0.0/24"
-[[map_server]]
-address = "192.0.2.100"
-secret = "k"
-[[map_resolver]]
-address = "192.0.2.100"
-"""
+CONFIG = MINIMAL_XTR
 
 
 def test_site_rlocs_come_from_the_config():
