@@ -44,7 +44,7 @@ from scapy.utils import RawPcapNgReader, RawPcapReader
 
 from captures.probe import PROBE_MAGIC, PROBE_PORT, TCP_PORT
 
-from .flows import FLOW_PORT, count_flows, split_check
+from .flows import FLOW_PORT, count_flows, flow_shares, split_check
 
 LISP_DATA_PORT = 4341
 LISP_CONTROL_PORT = 4342
@@ -87,6 +87,8 @@ RESULT_KEYS = {
                   "point links, so no cold ARP is in a measured time; null if unknown",
     "flow_counts": "with a flows traffic step (lab.flows): {link: {flows, packets, bytes}} of "
                    "its flows seen on each link (natively or inside LISP); null otherwise",
+    "flow_share": "with a flows traffic step: {link: percent of the flows sent that crossed "
+                  "it}; null otherwise",
     "convergence_budget": "a move's convergence step by step (LISP): {steps: [{step, "
                           "first_seen_ms, at_destination_ms, from, to}], floor_ms: the propagation floors "
                           "of the lab's link delays, convergence_ms}; null without LISP",
@@ -649,6 +651,7 @@ def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
                        "vm-origin": _pick(links, "vm-origin"), "vm-target": target_name},
         "warnings": warnings,
         "flow_counts": flow_counts,
+        "flow_share": flow_shares(flow_counts, (meta.get("flows") or {}).get("flows")),
         "checks": list(meta.get("checks") or []) + [
             split_check(d, flow_counts or {}) if d["check"] == "split" else
             _deferred_check(d, per_probe, convergence_ms, meta.get("client"), meta["vm"])

@@ -87,6 +87,15 @@ def count_flows(mode_dir, links, src, dst, port):
     return {name: _link_counts(Path(mode_dir) / f"{name}.pcap", parser) for name in links}
 
 
+def flow_shares(counts, sent):
+    """{link: percent of the `sent` flows that crossed it} (None without a count): what a
+    requirement can bound without trusting the scenario's own split check."""
+    if not sent:
+        return None
+    return {name: round(100.0 * c["flows"] / sent, 1)
+            for name, c in (counts or {}).items() if c is not None}
+
+
 def split_check(check, counts):
     """A scenario's split check: each of check["links"] carried its weight's share of the
     flows that crossed any of them, within check["tolerance"] points (percent)."""

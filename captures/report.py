@@ -248,13 +248,17 @@ def _control_section(mode: str, r: dict) -> list[str]:
 
 
 def split_links(result) -> list:
-    """The links of a result's split checks, in order (none without a flows scenario)."""
+    """The links of a result's split checks, in order; without a split check, every link
+    that carried some of the flows (none without a flows scenario)."""
+    counts = result.get("flow_counts")
+    if not counts:
+        return []
     out = []
     for c in result.get("checks") or []:
         for name in c.get("links") or []:
             if name not in out:
                 out.append(name)
-    return out if result.get("flow_counts") else []
+    return out or [name for name, c in counts.items() if c and c.get("flows")]
 
 
 BUDGET_LABELS = {"detected": "host detected by the new xTR",

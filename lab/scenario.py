@@ -140,7 +140,7 @@ def _run_step(net, step, state):
                     str(a.get("first_sport", 20000)), "--out", out]
             if state.get("flows_meta") is None:
                 state["flows_meta"] = {"from": net.host_ip(a["from"], a.get("family")),
-                                       "to": dst}
+                                       "to": dst, "flows": int(a.get("flows", 1000))}
         else:
             argv = ["iperf3", "-c", dst, "-t", duration, "-J", "--logfile", out] + (
                 ["-b", str(a["bandwidth"])] if "bandwidth" in a else [])

@@ -11,7 +11,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
-from captures.flows import FLOW_PORT, count_flows, parse, payload, split_check
+from captures.flows import FLOW_PORT, count_flows, flow_shares, parse, payload, split_check
 
 SRC, DST, OTHER = "10.99.0.10", "10.50.0.10", "10.99.0.11"
 
@@ -70,6 +70,14 @@ def test_a_priority_split_wants_every_flow_on_the_primary():
     assert split_check(check, {"a": {"flows": 49}, "b": {"flows": 1}})["ok"] is False
 
 
+def test_flow_shares_are_percent_of_the_flows_sent():
+    counts = {"a": {"flows": 696}, "b": {"flows": 304}, "missing": None, "lost": {"flows": 0}}
+    assert flow_shares(counts, 1000) == {"a": 69.6, "b": 30.4, "lost": 0.0}
+    # flows lost on the way lower every share: the denominator is what was sent
+    assert flow_shares({"a": {"flows": 450}}, 900) == {"a": 50.0}
+    assert flow_shares(counts, 0) is None and flow_shares(None, 10) == {}
+
+
 def test_the_sender_writes_its_json_and_refuses_bad_arguments(tmp_path):
     out = tmp_path / "f.json"
     r = subprocess.run([sys.executable, "-m", "lab.flows", "--dst", "127.0.0.1", "--flows", "4",
@@ -82,3 +90,14 @@ def test_the_sender_writes_its_json_and_refuses_bad_arguments(tmp_path):
                         "--first-sport", "65000", "--flows", "1000"], capture_output=True,
                        text=True, timeout=20)
     assert r.returncode == 2 and "port range" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_report_shows_the_split_links_or_every_link_that_carried_flows():
+    from captures.report import split_links
+    counts = {"access": {"flows": 10}, "provider-a": {"flows": 7}, "provider-b": {"flows": 0},
+              "dead": None}
+    split = {"step": "check: split", "links": ["provider-b", "provider-a"]}
+    assert split_links({"flow_counts": counts, "checks": [split]}) == ["provider-b", "provider-a"]
+    # no split check (a starter file of exercise 5): the links the flows crossed
+    assert split_links({"flow_counts": counts, "checks": []}) == ["access", "provider-a"]
+    assert split_links({"flow_counts": None, "checks": [split]}) == []
