@@ -41,7 +41,7 @@ def ev(name, t, **fields):
 
 def test_every_exercise_reads_and_names_what_its_files_have():
     found = exercises()
-    assert [e.name[:2] for e in found] == ["01", "02", "03", "04", "06"]
+    assert [e.name[:2] for e in found] == ["01", "02", "03", "04", "05", "06"]
     for e in found:
         assert e.page.exists() and e.scenario.exists(), e.name
         for f in [e.scenario] + ([e.answer] if e.answer else []):
@@ -51,8 +51,9 @@ def test_every_exercise_reads_and_names_what_its_files_have():
 def test_find_exercise_by_number_name_or_path_and_a_clear_line_otherwise():
     assert check.find_exercise("6").name == "06-securing.check.yaml"
     assert check.find_exercise("06-securing").name == "06-securing.check.yaml"
-    with pytest.raises(LabFileError, match=r"no exercise '5' \(exercises: 01-first-packet, "):
-        check.find_exercise("5")
+    assert check.find_exercise("5").name == "05-traffic-engineering.check.yaml"
+    with pytest.raises(LabFileError, match=r"no exercise '7' \(exercises: 01-first-packet, "):
+        check.find_exercise("7")
 
 
 def test_a_bad_requirement_file_is_one_line_with_its_line(tmp_path):
