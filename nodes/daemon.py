@@ -63,7 +63,8 @@ RULE_PRIORITY = 100
 MAPPING_EVENTS = frozenset({"map_cache_installed", "map_cache_published", "map_cache_expired",
                             "eid_away", "dynamic_eid_detected", "dynamic_eid_removed",
                             "dynamic_eid_aged_out",
-                            "rloc_down", "rloc_up"})      # RLOC-probing (lisp/probing.py)
+                            "rloc_down", "rloc_up",       # RLOC-probing (lisp/probing.py)
+                            "locator_status_changed"})    # received LSBs (lisp/itr.py)
 
 
 def sysctl(path, value):

@@ -337,6 +337,41 @@ class Itr(Core):
             if counter == "map_reply_record_too_broad"
             else "does not cover the requested EID"}))
 
+    def locator_status(self, iid, src_eid, outer_src, lsb, now, width=32):
+        """Honour the Locator-Status-Bits of a packet decapsulated from `outer_src` whose
+        inner source is `src_eid` (RFC 9300 section 5.3): bit k, from the least significant,
+        says whether the k-th locator of the source site's mapping (in the order its
+        Map-Reply listed them) is up. `lsb` None (the L bit clear) says nothing. The bits
+        are believed only from a locator of that mapping, and only when they say that this
+        locator, which just sent the packet, is up (anything else is spoofed or stale);
+        `width` is the field's size (8 with an instance ID, 32 without). Returns actions."""
+        if lsb is None:
+            return []
+        entry = self.cache.lookup(iid, src_eid, now)
+        if entry is None or entry.is_negative:
+            self.counters["lsb_no_mapping"] += 1
+            return []
+        addresses = [loc.address for loc in entry.locators]
+        if outer_src not in addresses:
+            self.counters["lsb_ignored_not_a_locator"] += 1
+            return []
+        if len(addresses) > width:
+            self.counters["lsb_ignored_too_many_locators"] += 1
+            return []
+        status = tuple(bool(lsb >> k & 1) for k in range(len(addresses)))
+        if not status[addresses.index(outer_src)]:
+            self.counters["lsb_ignored_sender_down"] += 1
+            return []
+        if all(status):
+            status = None                    # every locator up: the same as no status
+        if not entry.set_status(status):
+            return []
+        self.counters["lsb_status_changed"] += 1
+        down = [str(a) for a, up in zip(addresses, status or ()) if not up]
+        return [Event("locator_status_changed",
+                      {"eid": f"[{entry.iid}]{entry.prefix}", "from": str(outer_src),
+                       "down": down})]
+
     def receive_smr(self, smr, src, now):
         """An ETR says the mapping we use for an EID changed: ask the mapping system again
         (rate-limited by the one-outstanding-request rule)."""

@@ -82,14 +82,15 @@ class MapCacheEntry:
     parallel to `locators`, which starts from each locator's .reachable and is changed by
     `MapCache.set_locator_reachable`.
     """
-    __slots__ = ("iid", "prefix", "locators", "reachable", "action", "map_version", "ttl",
-                 "created", "expires", "data", "_choice", "_alive", "_used")
+    __slots__ = ("iid", "prefix", "locators", "reachable", "status", "action", "map_version",
+                 "ttl", "created", "expires", "data", "_choice", "_alive", "_used")
 
     def __init__(self, iid, prefix, locators, ttl, now, action=0, map_version=0, data=None):
         self.iid = iid
         self.prefix = prefix
         self.locators = tuple(locators)
         self.reachable = tuple(bool(loc.reachable) for loc in self.locators)
+        self.status = None        # the site's own Locator-Status-Bits, last received (or None)
         self.action = _ACTIONS[action] if 0 <= action < len(_ACTIONS) else action
         self.map_version = map_version
         self.ttl = ttl
@@ -111,9 +112,22 @@ class MapCacheEntry:
     def usable_locators(self):
         """The locators a packet may use: reachable, priority not 255, and an IPv4 or IPv6
         address (never an LCAF the ITR did not resolve to one)."""
-        return [loc for loc, up in zip(self.locators, self.reachable)
-                if up and loc.priority != 255
+        status = self.status or (True,) * len(self.locators)
+        return [loc for loc, up, said in zip(self.locators, self.reachable, status)
+                if up and said and loc.priority != 255
                 and getattr(loc.address, "version", None) in (4, 6)]
+
+    def set_status(self, status):
+        """The Locator-Status-Bits the site itself sent (RFC 9300 section 5.3), a tuple of
+        bools parallel to `locators`, or None (no status). A locator its site says is down
+        is not used, whatever probing says, until the site says it is up again. Returns
+        True if anything changed."""
+        status = None if status is None else tuple(bool(b) for b in status)
+        if status == self.status:
+            return False
+        self.status = status
+        self._choice = None
+        return True
 
     def set_reachable(self, address, up):
         """Mark every locator with this address up or down. Returns True if anything changed."""

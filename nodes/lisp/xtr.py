@@ -70,5 +70,9 @@ class Xtr:
     def decapsulated(self, iid, dst, outer_src, now, flow=b"", src=None):
         return self.etr.decapsulated(iid, dst, outer_src, now, flow, src)
 
+    def locator_status(self, iid, src, outer_src, lsb, now, width=32):
+        """The Locator-Status-Bits of a packet from `outer_src` (Itr.locator_status)."""
+        return self.itr.locator_status(iid, src, outer_src, lsb, now, width)
+
     def host_seen(self, iid, ip, now):
         return self.etr.host_seen(iid, ip, now)
