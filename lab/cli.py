@@ -73,9 +73,30 @@ def _load(path, command):
         return None
 
 
+def _validate_requirements(f):
+    """An exercise's requirement file (NN-name.check.yaml): it reads, and what it names is
+    in its scenario and its solution. The one-line problem, or None."""
+    from lab.check import check_names, load_exercise
+    from topologies.model import LabFileError, load
+    try:
+        ex = load_exercise(f)
+        played = [ex.scenario] + ([ex.answer] if ex.answer else [])
+        for lab in played:
+            check_names(ex, load(lab))
+    except LabFileError as e:
+        print(f"lisp-lab validate: {e}", file=sys.stderr)
+        return None
+    on = ex.scenario.name + (f" and answers/{ex.answer.name}" if ex.answer else "")
+    print(f"{f}: ok (exercise {ex.name}: {len(ex.requirements)} requirements, judged on {on})")
+    return ex
+
+
 def cmd_validate(args):
     bad = 0
     for f in args.files:
+        if str(f).endswith(".check.yaml"):
+            bad += _validate_requirements(f) is None
+            continue
         model = _load(f, "validate")
         if model is None:
             bad += 1

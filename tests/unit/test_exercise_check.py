@@ -224,3 +224,26 @@ def test_cli_check_names_a_bad_file_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lab.cli", "check", "42"],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "no exercise '42'" in r.stderr
+
+
+def test_validate_reads_a_requirement_file_against_its_scenario_and_solution(tmp_path):
+    """`lisp-lab validate NN-name.check.yaml`: every shipped requirement file is ok; one
+    that names a link its scenario does not capture is its one-line problem, exit 1."""
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "lab.cli", "validate"]
+    files = sorted(str(p) for p in check.EXERCISES_DIR.glob("*.check.yaml"))
+    r = subprocess.run(cmd + files, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(": ok (exercise ") == len(files) == 6
+    assert "05-traffic-engineering: 5 requirements, judged on 05-traffic-engineering.yaml and " \
+           "answers/05-traffic-engineering.yaml" in r.stdout
+    (tmp_path / "09-x.yaml").write_text(
+        (check.EXERCISES_DIR / "05-traffic-engineering.yaml").read_text()
+        .replace("../../topologies", str(check.EXERCISES_DIR.parents[1] / "topologies")))
+    bad = tmp_path / "09-x.check.yaml"
+    bad.write_text("title: x\nrequirements:\n  - {id: a, says: b, capture: nolink, filter: lisp}\n")
+    r = subprocess.run(cmd + [str(bad)], capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert f"{bad}:3: requirement a: no captured link 'nolink'" in r.stderr
