@@ -608,6 +608,15 @@ class Daemon:
         self.call_from_thread(actions)
         return decision
 
+    def locator_status(self, iid, src, outer_src, lsb, width):
+        """Locator-Status-Bits that changed on packets from `outer_src` (the data plane
+        calls this once per change): the core marks the sending site's locators."""
+        if self.cfg.role != "xtr":
+            return
+        with self.lock:
+            actions = self.core.locator_status(iid, src, outer_src, lsb, self.now(), width)
+        self.call_from_thread(actions)
+
     def unknown_rloc(self, iid, src, outer_src):
         """decap_known_rlocs_only dropped a packet from an RLOC we do not know: look up its
         inner source, so that the sender's locator set is learnt and its next packets are

@@ -224,7 +224,8 @@ class DataPlane:
       route(iid, dst_ip, flow_key) -> Decision        packets from the site (ITR)
       decapsulated(iid, dst_ip, outer_src, flow_key) -> Decision   packets from the core
 
-    and `counters` (a Counter) for per-packet statistics.
+    and, optionally, locator_status(iid, src_ip, outer_src, lsb, width) (called without the
+    lock, once per change of a sending RLOC's Locator-Status-Bits), and `counters` (a Counter) for per-packet statistics.
     """
 
     def __init__(self, tun_name, rlocs, iid, decide, core_lock, counters, mtu=1500,
@@ -250,6 +251,7 @@ class DataPlane:
         self._flows = {}                   # encapsulation: flow key -> entry tuple
         self._dflows = {}                  # decapsulation: flow key -> Decision
         self._lookups = {}                 # inner source EID -> when we asked to resolve it
+        self._lsb_seen = {}                # outer source -> the last Locator-Status-Bits
         self._flows_gen = -1
         self._known = None
         # The LISP header's constant parts (N; I with the instance ID; L with the
@@ -548,6 +550,7 @@ class DataPlane:
         if self._flows_gen != self.generation:
             self._flows.clear()
             self._dflows.clear()
+            self._lsb_seen.clear()       # a new mapping starts without the old status
             self._known = None
             self._flows_gen = self.generation
 
@@ -792,6 +795,19 @@ class DataPlane:
             self._known = {str(a) for a in self.known_rlocs()}
         return outer_src in self._known
 
+    def _locator_status(self, buf, i, version, outer_src, lsb, width):
+        """Tell the core the Locator-Status-Bits that `outer_src` now sends, with the inner
+        source of the packet that carried them (their site's EID)."""
+        tell = getattr(self.decide, "locator_status", None)
+        if tell is None:
+            return
+        if len(self._lsb_seen) >= 4096:
+            self._lsb_seen.clear()
+        self._lsb_seen[outer_src] = lsb
+        src = bytes(buf[i + 12:i + 16]) if version == 4 else bytes(buf[i + 8:i + 24])
+        self.counters["lsb_changes_seen"] += 1
+        tell(self.iid, ipaddress.ip_address(src), ipaddress.ip_address(outer_src), lsb, width)
+
     def decapsulate(self, buf, view, at, end, outer_src, outer_ttl, out):
         """One LISP packet in `buf[at:end]`: LISP header, then the inner packet, which is
         handed to `out` (a Coalescer), re-encapsulated, or dropped."""
@@ -817,6 +833,11 @@ class DataPlane:
         key = _fast_key(inner)
         if self._flows_gen != self.generation:
             self._check_generation()
+        if buf[at] & 0x40:          # L: the source site's Locator-Status-Bits (RFC 9300 5.3)
+            wide = not buf[at] & 0x08
+            lsb = int.from_bytes(buf[at + 4:at + 8], "big") if wide else buf[at + 7]
+            if self._lsb_seen.get(outer_src) != lsb:
+                self._locator_status(buf, i, v, outer_src, lsb, 32 if wide else 8)
         d = self._dflows.get(key) if key is not None else None
         h = None
         if d is None:

@@ -25,7 +25,7 @@ from nodes.dataplane import DataPlane, DataPlaneError
 from nodes.lisp.actions import Decision
 from nodes.offload import VNET_LEN
 
-LISP_IID7 = bytes.fromhex("c8000001 00000701")          # N, I; nonce 1; instance ID 7
+LISP_IID7 = bytes.fromhex("c8000001 00000701")          # N, L, I; nonce 1; IID 7; LSB 1
 RLOC = ipaddress.ip_address("192.0.2.2")
 
 
@@ -374,3 +374,36 @@ def test_the_tun_mtu_leaves_room_for_an_ipv6_outer_header():
     assert tun_mtu(1500, ["192.0.2.1"]) == 1464
     assert tun_mtu(1500, ["192.0.2.1", "2001:db8::1"]) == 1444
     assert tun_mtu(1400, ["2001:db8::1"]) == 1344
+
+
+class StatusCore(Core):
+    """Also records the Locator-Status-Bits the data plane reports."""
+
+    def __init__(self):
+        super().__init__()
+        self.status = []
+
+    def locator_status(self, iid, src, outer_src, lsb, width):
+        self.status.append((iid, str(src), str(outer_src), lsb, width))
+
+
+def test_received_locator_status_bits_reach_the_core_once_per_change(plane):
+    """(issue 11) RFC 9300 5.3: the L bit and the LSBs of a decapsulated packet (8 bits with
+    an instance ID) go to the core with the packet's inner source, once per change of what
+    a sending RLOC says; a new mapping (generation) makes the next packet report again."""
+    core = StatusCore()
+    p = plane(core)
+    p.dp.start()
+    def with_lsb(bits):                               # N, L, I; nonce 1; IID 7; the LSBs
+        return bytes.fromhex("c8000001") + bytes([0, 0, 7, bits])
+    for bits in (0b01, 0b01, 0b11, 0b11):
+        p.send(with_lsb(bits) + inner())
+        assert p.from_tun() == inner()
+    p.send(bytes.fromhex("88000001 00000701") + inner())     # N, I, L clear: says nothing
+    assert p.from_tun() == inner()
+    assert core.status == [(7, "10.1.0.10", "127.0.0.1", 0b01, 8),
+                           (7, "10.1.0.10", "127.0.0.1", 0b11, 8)]
+    p.dp.invalidate()
+    p.send(with_lsb(0b11) + inner())
+    assert p.from_tun() == inner()
+    assert len(core.status) == 3 and p.dp.counters["lsb_changes_seen"] == 3
