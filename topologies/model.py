@@ -172,6 +172,7 @@ class Lab:
     timeline: list                 # [Step]
     register_interval: float = 1.0
     pubsub: bool = False           # the xTRs subscribe to what they ask about (RFC 9437)
+    rloc_probing: float | None = None  # the xTRs' RLOC-probe interval in seconds (None: off)
     dataplane: str | None = None   # the xTRs' [dataplane] path: "python", "kernel", or theirs
     core_delay_ms: float = 0.0
     extends: str | None = None
@@ -591,6 +592,8 @@ class Lab:
             cfg["itr"] = {"miss_policy": "drop"}
             if self.pubsub:
                 cfg["itr"]["subscribe"] = True
+            if self.rloc_probing:
+                cfg["itr"]["rloc_probe_interval"] = self.rloc_probing
             if pxtrs:
                 cfg["itr"]["petr"] = self.rloc(pxtrs[0])
             lans = [lan] + ([f"{node}-gw"] if site.anycast else [])

@@ -167,7 +167,8 @@ class _Reader:
         if "mapping_system" in data:
             msys = _mapping(data, "mapping_system", "mapping_system")
             check_keys(msys, ("map_servers", "key", "instance_id", "register_interval",
-                              "pubsub"), ("map_servers", "key"), "mapping_system")
+                              "pubsub", "rloc_probing"), ("map_servers", "key"),
+                       "mapping_system")
             seq = _seq(msys, "map_servers", "map_servers")
             for i, n in enumerate(seq):
                 _name(seq, i, "Map-Server")
@@ -183,6 +184,11 @@ class _Reader:
             if "pubsub" in msys and not isinstance(msys["pubsub"], bool):
                 raise msys.error("pubsub", "pubsub: true or false (the xTRs subscribe to "
                                            "the mappings they ask for, RFC 9437)")
+        probing = None
+        if "mapping_system" in data and "rloc_probing" in data["mapping_system"]:
+            probing = float(_number(data["mapping_system"], "rloc_probing", 0.1, 60,
+                                    "rloc_probing (the xTRs' RLOC-probe interval, seconds)"))
+        self.rloc_probing = probing
         self.pubsub = bool(data["mapping_system"].get("pubsub", False)) \
             if "mapping_system" in data else False
         self.ms_names, self.key_default = ms_names, key_default
@@ -474,7 +480,7 @@ def build(data, path="?"):
               file=path, lisp=r.lisp, routers=r.routers, routing=r.routing, links=r.links,
               sites=r.sites, hosts=r.hosts, dci=r.dci, map_servers=r.ms_names,
               proxies=r.proxies, timeline=[], register_interval=r.reg_interval,
-              pubsub=r.pubsub,
+              pubsub=r.pubsub, rloc_probing=r.rloc_probing,
               core_delay_ms=r.core_delay, extends=getattr(data, "extends", None))
     if "dataplane" in data:
         if data["dataplane"] not in ("python", "kernel"):

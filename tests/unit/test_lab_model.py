@@ -327,3 +327,23 @@ def test_a_split_check_and_a_flows_step_load(tmp_path):
     flows, split = load(write(tmp_path, text)).timeline[-2:]
     assert (flows.args["flows"], flows.args["packets"]) == (500, 2)
     assert split.args["weights"] == [70, 30] and split.args["tolerance"] == 4
+
+
+def test_a_lab_turns_rloc_probing_on_for_its_xtrs(tmp_path):
+    """mapping_system: {rloc_probing: S} becomes every xTR's [itr] rloc_probe_interval,
+    which the daemon accepts; without it the xTRs do not probe; a bad value is one line."""
+    from nodes.config import load_config
+    text = GOOD.replace("key: k}", "key: k, rloc_probing: 0.5}")
+    assert text != GOOD
+    configs = load(write(tmp_path, text)).daemon_configs(tmp_path, tmp_path)
+    xtrs = {n: c for n, (role, c) in configs.items() if role == "xtr"}
+    assert {n: c["itr"].get("rloc_probe_interval") for n, c in xtrs.items()} == \
+        {"xa": 0.5, "xb": 0.5}
+    path = tmp_path / "xa.toml"
+    path.write_text(toml(xtrs["xa"]))
+    assert load_config(path).rloc_probe_interval == 0.5
+    plain = load(write(tmp_path, GOOD)).daemon_configs(tmp_path, tmp_path)
+    assert "rloc_probe_interval" not in plain["xa"][1]["itr"]
+    for bad in ("0", "true", "fast", "100"):
+        e = error_of(tmp_path, GOOD.replace("key: k}", f"key: k, rloc_probing: {bad}}}"))
+        assert ":10: rloc_probing (the xTRs' RLOC-probe interval, seconds)" in str(e), str(e)
