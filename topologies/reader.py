@@ -611,7 +611,8 @@ def _check_step(m, kind, args, lab, at):
         need = {"reachable": ("from", "to"), "unreachable": ("from", "to"),
                 "map_cache": ("node", "eid"), "registered": ("eid",),
                 "counter": ("node", "name"), "path": ("from", "to"),
-                "convergence": ("below_ms",), "split": ("links", "weights")}[c]
+                "convergence": ("below_ms",), "split": ("links", "weights"),
+                "failover": ("primary", "backup")}[c]
         for k in need:
             if k not in m:
                 raise m.error("check", f"check {c} needs {k}:")
@@ -653,6 +654,18 @@ def _check_step(m, kind, args, lab, at):
         elif any(k in m for k in ("links", "weights", "tolerance")):
             k = next(k for k in ("links", "weights", "tolerance") if k in m)
             raise m.error(k, f"{k}: is for a split check")
+        if c == "failover":
+            for k in ("primary", "backup"):
+                if m[k] not in lab.links or lab.uplink_site(m[k]) is None:
+                    raise m.error(k, f"{k}: {m[k]!r} is not a provider link (an xTR's uplink)")
+            if not lab.rloc_probing:
+                raise m.error("check", "check failover needs RLOC-probing "
+                                       "(mapping_system: {rloc_probing: SECONDS})")
+            if "within" in m:
+                _number(m, "within", 0.1, 100, "within (probe intervals)")
+        elif any(k in m for k in ("primary", "backup", "within")):
+            k = next(k for k in ("primary", "backup", "within") if k in m)
+            raise m.error(k, f"{k}: is for a failover check")
         if "tolerance" in m:
             _number(m, "tolerance", 0, 100)
         if "below_ms" in m:
