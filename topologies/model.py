@@ -174,6 +174,7 @@ class Lab:
     register_interval: float = 1.0
     pubsub: bool = False           # the xTRs subscribe to what they ask about (RFC 9437)
     rloc_probing: float | None = None  # the xTRs' RLOC-probe interval in seconds (None: off)
+    rloc_probe_options: dict = field(default_factory=dict)  # [itr] rloc_probe_timeout, _retries
     dataplane: str | None = None   # the xTRs' [dataplane] path: "python", "kernel", or theirs
     core_delay_ms: float = 0.0
     extends: str | None = None
@@ -603,6 +604,7 @@ class Lab:
                 cfg["itr"]["subscribe"] = True
             if self.rloc_probing:
                 cfg["itr"]["rloc_probe_interval"] = self.rloc_probing
+                cfg["itr"].update(self.rloc_probe_options)
             if pxtrs:
                 cfg["itr"]["petr"] = self.rloc(pxtrs[0])
             lans = [lan] + ([f"{node}-gw"] if site.anycast else [])

@@ -184,11 +184,30 @@ class _Reader:
             if "pubsub" in msys and not isinstance(msys["pubsub"], bool):
                 raise msys.error("pubsub", "pubsub: true or false (the xTRs subscribe to "
                                            "the mappings they ask for, RFC 9437)")
-        probing = None
+        probing, options = None, {}
         if "mapping_system" in data and "rloc_probing" in data["mapping_system"]:
-            probing = float(_number(data["mapping_system"], "rloc_probing", 0.1, 60,
-                                    "rloc_probing (the xTRs' RLOC-probe interval, seconds)"))
-        self.rloc_probing = probing
+            msys = data["mapping_system"]
+            rp = msys["rloc_probing"]
+            if isinstance(rp, Map):     # {interval: S, timeout: S, retries: N}
+                check_keys(rp, ("interval", "timeout", "retries"), ("interval",),
+                           "rloc_probing")
+                probing = float(_number(rp, "interval", 0.1, 60,
+                                        "interval (RLOC-probe interval, seconds)"))
+                if "timeout" in rp:
+                    options["rloc_probe_timeout"] = float(_number(
+                        rp, "timeout", 0.01, probing, "timeout (seconds a probe waits, at "
+                                                      "most the interval)"))
+                if "retries" in rp:
+                    r = _number(rp, "retries", 1, 100, "retries (unanswered probes in a row "
+                                                       "that mark a locator down)")
+                    if r != int(r):
+                        raise rp.error("retries", f"retries {r!r} must be a whole number")
+                    options["rloc_probe_retries"] = int(r)
+            else:
+                probing = float(_number(msys, "rloc_probing", 0.1, 60,
+                                        "rloc_probing (the xTRs' RLOC-probe interval, seconds,"
+                                        " or {interval, timeout, retries})"))
+        self.rloc_probing, self.rloc_probe_options = probing, options
         self.pubsub = bool(data["mapping_system"].get("pubsub", False)) \
             if "mapping_system" in data else False
         self.ms_names, self.key_default = ms_names, key_default
@@ -481,6 +500,7 @@ def build(data, path="?"):
               sites=r.sites, hosts=r.hosts, dci=r.dci, map_servers=r.ms_names,
               proxies=r.proxies, timeline=[], register_interval=r.reg_interval,
               pubsub=r.pubsub, rloc_probing=r.rloc_probing,
+              rloc_probe_options=r.rloc_probe_options,
               core_delay_ms=r.core_delay, extends=getattr(data, "extends", None))
     if "dataplane" in data:
         if data["dataplane"] not in ("python", "kernel"):
