@@ -522,6 +522,11 @@ def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
     flow_counts = None
     fo = [d for d in meta.get("deferred_checks") or [] if d["check"] == "failover"]
     failover = from_captures(meta, {c.name: c for c in caps}, fo[0]) if fo else None
+    if failover:                 # on the report's time axis too (t = 0: the move, or start)
+        t0 = float(meta["move_time"])
+        failover["down_s"] = round(failover["down_at"] - t0, 6)
+        failover["up_s"] = (None if failover["up_at"] is None
+                            else round(failover["up_at"] - t0, 6))
     if meta.get("flows") and mode_dir is not None:
         f = meta["flows"]
         flow_counts = count_flows(mode_dir, [c.name for c in caps], f["from"], f["to"],

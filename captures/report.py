@@ -434,8 +434,8 @@ def write_report(run_dir, results: dict, delay_emulation: str,
     report.html]. `first_lisp_probe_s`: see demo_start_to_first_lisp_probe (report.json's
     demo_start_to_first_lisp_probe_s)."""
     from captures.html import render_html
-    from captures.plots import (plot_comparison, plot_flows,   # matplotlib only when needed
-                                plot_timeline)
+    from captures.plots import (plot_comparison, plot_failover,   # matplotlib when needed
+                                plot_flows, plot_timeline)
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -452,6 +452,8 @@ def write_report(run_dir, results: dict, delay_emulation: str,
         links = split_links(ordered[m])
         if links:
             pngs.append(plot_flows(ordered[m], m, run_dir / f"{m}-flows.png", links))
+        if ordered[m].get("failover"):
+            pngs.append(plot_failover(ordered[m], m, run_dir / f"{m}-failover.png"))
 
     doc = strict_json({"run_id": run_id, "delay_emulation": delay_emulation,
                        "demo_start_to_first_lisp_probe_s": first_lisp_probe_s,

@@ -57,3 +57,15 @@ def test_no_failover_and_no_return_are_none():
     assert f["failover_ms"] is None and f["within_target"] is None
     assert f["failback_ms"] is None
     assert f["probes_lost_failover"] == 7000          # everything from the failure on
+
+
+def test_the_failover_plot_is_drawn(tmp_path):
+    from captures.plots import plot_failover
+    f = dict(failover(*run(), down_at=3.0, up_at=6.0, interval_s=0.5),
+             primary="provider-a", backup="provider-b", down_s=3.0, up_s=6.0)
+    t = [i / 10 for i in range(100)]
+    result = {"failover": f, "per_link_rate": {"t_s": t, "pps": {
+        "provider-a": [1000 if x < 3 or x >= 6.4 else 0 for x in t],
+        "provider-b": [1000 if 4.2 <= x < 6.4 else 0 for x in t]}}}
+    png = plot_failover(result, "te-priority", tmp_path / "f.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
