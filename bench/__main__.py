@@ -19,6 +19,7 @@ def main(argv):
         mods.append(("dataplane", bench_dataplane))
         mods.append(("kernel", __import__("bench.bench_kernel", fromlist=["run"])))
         mods.append(("te", __import__("bench.bench_te", fromlist=["run"])))
+        mods.append(("failover", __import__("bench.bench_failover", fromlist=["run"])))
     else:
         print("bench: dataplane skipped (needs root: sudo make bench)")
     for name, mod in mods:

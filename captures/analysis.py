@@ -44,6 +44,7 @@ from scapy.utils import RawPcapNgReader, RawPcapReader
 
 from captures.probe import PROBE_MAGIC, PROBE_PORT, TCP_PORT
 
+from .failover import failover_check, from_captures
 from .flows import FLOW_PORT, count_flows, flow_shares, split_check
 
 LISP_DATA_PORT = 4341
@@ -89,6 +90,10 @@ RESULT_KEYS = {
                    "its flows seen on each link (natively or inside LISP); null otherwise",
     "flow_share": "with a flows traffic step: {link: percent of the flows sent that crossed "
                   "it}; null otherwise",
+    "failover": "with a failover check (captures/failover.py): the primary link's failure "
+                "and return: probe packets and bytes per provider link, failover_ms, "
+                "probes_lost_failover, failback_ms, probes_lost_failback, target_ms; null "
+                "otherwise",
     "convergence_budget": "a move's convergence step by step (LISP): {steps: [{step, "
                           "first_seen_ms, at_destination_ms, from, to}], floor_ms: the propagation floors "
                           "of the lab's link delays, convergence_ms}; null without LISP",
@@ -515,6 +520,13 @@ def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
 
     # The flows of a traffic-engineering scenario (lab.flows), per link.
     flow_counts = None
+    fo = [d for d in meta.get("deferred_checks") or [] if d["check"] == "failover"]
+    failover = from_captures(meta, {c.name: c for c in caps}, fo[0]) if fo else None
+    if failover:                 # on the report's time axis too (t = 0: the move, or start)
+        t0 = float(meta["move_time"])
+        failover["down_s"] = round(failover["down_at"] - t0, 6)
+        failover["up_s"] = (None if failover["up_at"] is None
+                            else round(failover["up_at"] - t0, 6))
     if meta.get("flows") and mode_dir is not None:
         f = meta["flows"]
         flow_counts = count_flows(mode_dir, [c.name for c in caps], f["from"], f["to"],
@@ -652,8 +664,10 @@ def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
         "warnings": warnings,
         "flow_counts": flow_counts,
         "flow_share": flow_shares(flow_counts, (meta.get("flows") or {}).get("flows")),
+        "failover": failover,
         "checks": list(meta.get("checks") or []) + [
             split_check(d, flow_counts or {}) if d["check"] == "split" else
+            failover_check(d, failover) if d["check"] == "failover" else
             _deferred_check(d, per_probe, convergence_ms, meta.get("client"), meta["vm"])
             for d in meta.get("deferred_checks") or []],
         "links": {c.name: {"role": c.role, "pcap": c.present, "error": c.error,

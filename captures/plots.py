@@ -144,3 +144,31 @@ def plot_flows(result: dict, mode: str, path, links: list) -> Path:
     fig.suptitle(mode, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_failover(result: dict, mode: str, path) -> Path:
+    """The client's probes per second on the primary and the backup provider link (a
+    failover check), with the primary's failure and return and the failover marked."""
+    f = result["failover"]
+    rates = result.get("per_link_rate") or {}
+    t = rates.get("t_s") or []
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.subplots(1, 1)
+    for name, colour in ((f["primary"], "tab:blue"), (f["backup"], "tab:green")):
+        pps = (rates.get("pps") or {}).get(name)
+        if pps:
+            ax.plot(t[:len(pps)], pps, color=colour, linewidth=1.2, label=name)
+    ax.axvline(f["down_s"], color="red", linewidth=1.2, label=f"{f['primary']} down")
+    if f.get("failover_ms") is not None:
+        ax.axvline(f["down_s"] + f["failover_ms"] / 1000.0, color="green", linestyle=":",
+                   linewidth=1.2, label=f"on {f['backup']} ({f['failover_ms']:.0f} ms)")
+    if f.get("up_s") is not None:
+        ax.axvline(f["up_s"], color="red", linestyle="--", linewidth=1.0,
+                   label=f"{f['primary']} up")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probes per second")
+    ax.set_title(f"{mode}: probes per provider link, failover and return", fontsize=9)
+    ax.legend(loc="center right", fontsize=7)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from captures.failover import report_lines
 from captures.analysis import (DLT_EN10MB, MODES, PROBE, FrameParser, analyze_mode,
                                load_links, read_link)
 
@@ -339,6 +340,15 @@ def render_markdown(run_id: str, results: dict, delay_emulation: str, plots: lis
                 out.append(f"| {name} | {_num(c.get('flows'))} | {_num(c.get('packets'))} | "
                            f"{_num(c.get('bytes'))} |")
             out.append("")
+    failovers = [m for m in modes if results[m].get("failover")]
+    if failovers:
+        out += ["## Failover", "",
+                "A primary provider link down and up (a failover check): the client's probes "
+                "per provider link, and when they moved to the backup and back, from the "
+                "captures (captures/failover.py)."]
+        for m in failovers:
+            out += [""] + [f"### `{m}`"] + report_lines(results[m]["failover"])[2:]
+        out.append("")
     out += ["## LISP control messages around the move", "",
             "Captured on every link from 1 s before the move (the same message appears once "
             "per link it crosses).", ""]
@@ -424,8 +434,8 @@ def write_report(run_dir, results: dict, delay_emulation: str,
     report.html]. `first_lisp_probe_s`: see demo_start_to_first_lisp_probe (report.json's
     demo_start_to_first_lisp_probe_s)."""
     from captures.html import render_html
-    from captures.plots import (plot_comparison, plot_flows,   # matplotlib only when needed
-                                plot_timeline)
+    from captures.plots import (plot_comparison, plot_failover,   # matplotlib when needed
+                                plot_flows, plot_timeline)
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -442,6 +452,8 @@ def write_report(run_dir, results: dict, delay_emulation: str,
         links = split_links(ordered[m])
         if links:
             pngs.append(plot_flows(ordered[m], m, run_dir / f"{m}-flows.png", links))
+        if ordered[m].get("failover"):
+            pngs.append(plot_failover(ordered[m], m, run_dir / f"{m}-failover.png"))
 
     doc = strict_json({"run_id": run_id, "delay_emulation": delay_emulation,
                        "demo_start_to_first_lisp_probe_s": first_lisp_probe_s,

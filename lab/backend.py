@@ -301,6 +301,9 @@ class Network:
         for end in x.ends():
             self.sh(end, f"ip link set dev {x.intf(end)} {state}")
         if up:
+            for end in x.ends():              # the kernel dropped the routes across it
+                for cmd in self.model.routes_over(end, name):
+                    self.sh(end, cmd)
             self.warm_neighbours(x)
 
     def inject_host_route(self, host, timeout=5.0):

@@ -326,9 +326,19 @@ def _table(headers, rows):
                      for r in [headers, *rows])
 
 
+def _probe_text(p):
+    """A probed locator's state: "up rtt 61.3ms", "up (no answer yet)", "down (3 missed)"."""
+    if p["up"]:
+        return " up " + (f"rtt {p['rtt_ms']:g}ms" if p.get("rtt_ms") is not None
+                         else "(no answer yet)")
+    return f" down ({p.get('misses', 0)} missed" + (
+        f", last rtt {p['rtt_ms']:g}ms)" if p.get("rtt_ms") is not None else ")")
+
+
 def _rlocs_text(rlocs):
     return ", ".join(f"{r['address']} {r['priority']}/{r['weight']}"
-                     + ("" if r.get("reachable", True) else " down") for r in rlocs)
+                     + (_probe_text(r["probe"]) if r.get("probe") else
+                        "" if r.get("reachable", True) else " down") for r in rlocs)
 
 
 def _seconds_text(s):

@@ -165,6 +165,8 @@ def _run_step(net, step, state):
         net.progress(f"host route {routes['prefix']} on {model.routers[0]} (OSPF) "
                      f"{routes['on_r1_ms']} ms after the move")
     elif kind == "link":
+        state.setdefault("link_events", []).append(
+            {"link": a["link"], "state": a["state"], "time": time.time()})
         net.set_link(a["link"], a["state"] == "up")
     elif kind == "daemon":
         if a["action"] == "start":
@@ -178,7 +180,7 @@ def _run_step(net, step, state):
     elif kind == "capture":
         (net.start_captures if a["capture"] == "start" else net.stop_captures)()
     elif kind == "check":
-        if a["check"] in ("path", "convergence", "split"):   # from the captures afterwards
+        if a["check"] in ("path", "convergence", "split", "failover"):   # from the captures
             state["deferred"].append((step, state["nominal"]))
         else:
             # A live check retries for its window beside the timeline, never holding it.
@@ -325,6 +327,7 @@ def links_json(net, state, start_wall):
             "core_routing": model.routing,
             "neighbours": "permanent on point-to-point links (warm paths)",
             "flows": state.get("flows_meta"),
+            "link_events": state.get("link_events", []),    # link steps: when, up or down
             "checks": state["checks"],
             "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]],
             "topology": model.topology()}          # for report.html's picture
@@ -372,6 +375,10 @@ def _deferred(model, step, wall):
                                                 host_route, model.links_down_at(step.at))
         else:
             out["expect"] = list(a["path"])
+    elif a["check"] == "failover":
+        site = model.uplink_site(a["primary"])
+        out.update(primary=a["primary"], backup=a["backup"], site_link=site.access_link(),
+                   interval_s=model.rloc_probing, within=float(a.get("within", 3)))
     elif a["check"] == "split":
         out.update(links=list(a["links"]), weights=[float(w) for w in a["weights"]],
                    tolerance=float(a.get("tolerance", 5)))

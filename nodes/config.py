@@ -73,7 +73,8 @@ KEYS = {
             "smr_interval", "decap_known_rlocs_only"),
     "itr": ("miss_policy", "petr", "map_request_rate", "map_request_interval",
             "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6",
-            "subscribe", "xtr_id", "rloc_probe_interval"),
+            "subscribe", "xtr_id", "rloc_probe_interval", "rloc_probe_timeout",
+            "rloc_probe_retries"),
     "dataplane": ("tun", "lan_interfaces", "mtu", "proxy_arp", "path"),
     "msmr": ("registration_timeout", "map_request_rate", "map_request_rate_per_source",
              "replay_window"),
@@ -154,6 +155,8 @@ class NodeConfig:
     subscribe: bool = False                     # PubSub (RFC 9437): subscribe when requesting
     xtr_id: int | None = None                   # 128 bits; derived from the name by default
     rloc_probe_interval: float = 0.0            # seconds between RLOC-probes (0: none)
+    rloc_probe_timeout: float = 1.0             # seconds a probe waits (at most the interval)
+    rloc_probe_retries: int = 3                 # unanswered probes in a row: locator down
     # Map-Server / Map-Resolver limits on the Map-Requests answered (0: no limit)
     ms_map_request_rate: float = 1000.0
     ms_map_request_rate_per_source: float = 100.0
@@ -220,7 +223,8 @@ def build_core(cfg: NodeConfig, rng=None):
               request_interval=cfg.map_request_interval,
               min_mapping_prefix=cfg.min_mapping_prefix, rng=rng,
               subscribe=(cfg.xtr_id, 0) if cfg.subscribe else None,
-              rloc_probing=RlocProber(cfg.rloc_probe_interval, rng=rng)
+              rloc_probing=RlocProber(cfg.rloc_probe_interval, cfg.rloc_probe_timeout,
+                                      cfg.rloc_probe_retries, rng=rng)
               if cfg.rloc_probe_interval else None)
     etr = Etr(locators,
               [] if proxy else cfg.eid_prefixes,
@@ -669,6 +673,8 @@ def _xtr(data, cfg):
     if cfg.subscribe and cfg.xtr_id is None:
         cfg.xtr_id = default_xtr_id(cfg.name)
     cfg.rloc_probe_interval = itr.get("rloc_probe_interval", _seconds_or_off, 0.0)
+    cfg.rloc_probe_timeout = itr.get("rloc_probe_timeout", _seconds, 1.0)
+    cfg.rloc_probe_retries = itr.get("rloc_probe_retries", _integer(1, 100), 3)
 
     dp = _table(data, "dataplane")
     cfg.tun = dp.get("tun", _ifname, cfg.tun)

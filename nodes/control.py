@@ -404,16 +404,21 @@ def _seconds_left(expires, now):
     return max(0, round(left)) if left > 0 else 0
 
 
-def _rloc(loc, reachable):
-    return {"address": str(loc.address), "priority": int(loc.priority),
-            "weight": int(loc.weight), "reachable": bool(reachable)}
+def _rloc(loc, reachable, prober=None):
+    out = {"address": str(loc.address), "priority": int(loc.priority),
+           "weight": int(loc.weight), "reachable": bool(reachable)}
+    p = prober.state(loc.address) if prober is not None else None
+    if p is not None:           # RLOC-probing (nodes/lisp/probing.py): its RTT and up/down
+        out["probe"] = {"up": bool(p.up), "misses": int(p.misses),
+                        "rtt_ms": None if p.rtt is None else round(p.rtt * 1e3, 1)}
+    return out
 
 
 def _prefix_order(iid, prefix):
     return (iid, prefix.version, int(prefix.network_address), prefix.prefixlen)
 
 
-def map_cache_rows(mapcache, now):
+def map_cache_rows(mapcache, now, prober=None):
     """One JSON-ready row per map-cache entry, sorted by instance ID and prefix:
 
         {"iid": 0, "eid": "10.2.0.0/24",
@@ -422,6 +427,8 @@ def map_cache_rows(mapcache, now):
 
     "reachable" is the cache's current view (RLOC probing, down marks), not what the
     Map-Reply said; ttl_left_s is None for an entry that never expires, 0 once expired.
+    With the ITR's RlocProber, a locator it probes also has "probe": {"up", "misses",
+    "rtt_ms"} (rtt_ms None until a probe was answered).
     """
     rows = []
     for e in mapcache:
@@ -431,7 +438,7 @@ def map_cache_rows(mapcache, now):
         rows.append({
             "iid": e.iid,
             "eid": str(e.prefix),
-            "rlocs": [_rloc(loc, up) for loc, up in zip(e.locators, reach)],
+            "rlocs": [_rloc(loc, up, prober) for loc, up in zip(e.locators, reach)],
             "action": action_name(e.action),
             "ttl_left_s": _seconds_left(e.expires, now),
             "negative": not e.locators,

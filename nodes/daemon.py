@@ -888,7 +888,8 @@ class Daemon:
                 if self.cfg.role == "msmr":
                     return {"ok": False, "error": "a Map-Server has no map-cache "
                                                   "(try: registrations)"}
-                return {"ok": True, "data": map_cache_rows(self.core.itr.cache, now)}
+                return {"ok": True, "data": map_cache_rows(self.core.itr.cache, now,
+                                                             self.core.itr.prober)}
             if what == "registrations":
                 if self.cfg.role != "msmr":
                     return {"ok": False, "error": f"{self.cfg.name} is not a Map-Server"}

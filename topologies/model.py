@@ -148,11 +148,12 @@ STEP_KINDS = {
     "wait": (("wait",), ()),
     "check": (("check",), ("from", "to", "node", "eid", "rloc", "name", "min", "max",
                            "path", "below_ms", "by", "window", "expect", "rlocs",
-                           "family", "only", "links", "weights", "tolerance")),
+                           "family", "only", "links", "weights", "tolerance",
+                           "primary", "backup", "within")),
 }
 TRAFFIC_KINDS = ("probes", "tcp", "iperf3", "flows")
 CHECK_KINDS = ("reachable", "unreachable", "map_cache", "registered", "counter", "path",
-               "convergence", "split")
+               "convergence", "split", "failover")
 
 
 @dataclass
@@ -172,6 +173,8 @@ class Lab:
     timeline: list                 # [Step]
     register_interval: float = 1.0
     pubsub: bool = False           # the xTRs subscribe to what they ask about (RFC 9437)
+    rloc_probing: float | None = None  # the xTRs' RLOC-probe interval in seconds (None: off)
+    rloc_probe_options: dict = field(default_factory=dict)  # [itr] rloc_probe_timeout, _retries
     dataplane: str | None = None   # the xTRs' [dataplane] path: "python", "kernel", or theirs
     core_delay_ms: float = 0.0
     extends: str | None = None
@@ -198,6 +201,11 @@ class Lab:
         """The links from an edge node to core routers, in file order."""
         return [x for x in self.links.values() if node in x.ends()
                 and x.other(node) in self.routers]
+
+    def uplink_site(self, link):
+        """The site whose gateway (an xTR) has the link named `link` as an uplink, or None."""
+        return next((s for s in self.sites.values() if s.lisp and any(
+            x.name == link for x in self.uplinks(s.gateway))), None)
 
     def core_links(self):
         return [x for x in self.links.values() if x.a in self.routers and x.b in self.routers]
@@ -379,7 +387,10 @@ class Lab:
                 table = 100 + 10 * i
                 cmds[node] += [f"ip rule add from {up.ip(node)} lookup {table}",
                                f"ip route add default via {up.ip(up.other(node))} "
-                               f"table {table}"]
+                               f"table {table}",
+                               # the way out when the first provider's link is down
+                               f"ip route add default via {up.ip(up.other(node))} "
+                               f"metric {table}"]
         if self.routing == "static":
             for r, routes in self.static_routes().items():
                 cmds[r] += [f"ip route replace {p} via {via}" for p, via in routes]
@@ -591,6 +602,9 @@ class Lab:
             cfg["itr"] = {"miss_policy": "drop"}
             if self.pubsub:
                 cfg["itr"]["subscribe"] = True
+            if self.rloc_probing:
+                cfg["itr"]["rloc_probe_interval"] = self.rloc_probing
+                cfg["itr"].update(self.rloc_probe_options)
             if pxtrs:
                 cfg["itr"]["petr"] = self.rloc(pxtrs[0])
             lans = [lan] + ([f"{node}-gw"] if site.anycast else [])
@@ -730,6 +744,24 @@ class Lab:
             if s.announce and any(ip in a.network for a in s.lan if a.version == 4):
                 return s.name
         return at_site
+
+    def routes_over(self, node, link):
+        """The routes of `node` (from node_commands) whose next hop is across `link`, as
+        `ip route replace` commands: the kernel deletes them when the link goes down, and
+        they are put back when it comes up."""
+        x = self.links[link]
+        nets = [n for n in (x.subnet, getattr(x, "subnet6", None)) if n is not None]
+        out = []
+        for c in self.node_commands().get(node, []):
+            words = c.split()
+            if [w for w in words[:4] if w != "-6"][:3] not in (["ip", "route", "add"],
+                                                               ["ip", "route", "replace"]) \
+                    or "via" not in words:
+                continue
+            via = ipaddress.ip_address(words[words.index("via") + 1])
+            if any(via.version == n.version and via in n for n in nets):
+                out.append(c.replace(" route add ", " route replace ", 1))
+        return out
 
     def links_down_at(self, t):
         """The links a timeline has taken down (and not up again) before time `t`."""

@@ -167,7 +167,8 @@ class _Reader:
         if "mapping_system" in data:
             msys = _mapping(data, "mapping_system", "mapping_system")
             check_keys(msys, ("map_servers", "key", "instance_id", "register_interval",
-                              "pubsub"), ("map_servers", "key"), "mapping_system")
+                              "pubsub", "rloc_probing"), ("map_servers", "key"),
+                       "mapping_system")
             seq = _seq(msys, "map_servers", "map_servers")
             for i, n in enumerate(seq):
                 _name(seq, i, "Map-Server")
@@ -183,6 +184,30 @@ class _Reader:
             if "pubsub" in msys and not isinstance(msys["pubsub"], bool):
                 raise msys.error("pubsub", "pubsub: true or false (the xTRs subscribe to "
                                            "the mappings they ask for, RFC 9437)")
+        probing, options = None, {}
+        if "mapping_system" in data and "rloc_probing" in data["mapping_system"]:
+            msys = data["mapping_system"]
+            rp = msys["rloc_probing"]
+            if isinstance(rp, Map):     # {interval: S, timeout: S, retries: N}
+                check_keys(rp, ("interval", "timeout", "retries"), ("interval",),
+                           "rloc_probing")
+                probing = float(_number(rp, "interval", 0.1, 60,
+                                        "interval (RLOC-probe interval, seconds)"))
+                if "timeout" in rp:
+                    options["rloc_probe_timeout"] = float(_number(
+                        rp, "timeout", 0.01, probing, "timeout (seconds a probe waits, at "
+                                                      "most the interval)"))
+                if "retries" in rp:
+                    r = _number(rp, "retries", 1, 100, "retries (unanswered probes in a row "
+                                                       "that mark a locator down)")
+                    if r != int(r):
+                        raise rp.error("retries", f"retries {r!r} must be a whole number")
+                    options["rloc_probe_retries"] = int(r)
+            else:
+                probing = float(_number(msys, "rloc_probing", 0.1, 60,
+                                        "rloc_probing (the xTRs' RLOC-probe interval, seconds,"
+                                        " or {interval, timeout, retries})"))
+        self.rloc_probing, self.rloc_probe_options = probing, options
         self.pubsub = bool(data["mapping_system"].get("pubsub", False)) \
             if "mapping_system" in data else False
         self.ms_names, self.key_default = ms_names, key_default
@@ -474,7 +499,8 @@ def build(data, path="?"):
               file=path, lisp=r.lisp, routers=r.routers, routing=r.routing, links=r.links,
               sites=r.sites, hosts=r.hosts, dci=r.dci, map_servers=r.ms_names,
               proxies=r.proxies, timeline=[], register_interval=r.reg_interval,
-              pubsub=r.pubsub,
+              pubsub=r.pubsub, rloc_probing=r.rloc_probing,
+              rloc_probe_options=r.rloc_probe_options,
               core_delay_ms=r.core_delay, extends=getattr(data, "extends", None))
     if "dataplane" in data:
         if data["dataplane"] not in ("python", "kernel"):
@@ -605,7 +631,8 @@ def _check_step(m, kind, args, lab, at):
         need = {"reachable": ("from", "to"), "unreachable": ("from", "to"),
                 "map_cache": ("node", "eid"), "registered": ("eid",),
                 "counter": ("node", "name"), "path": ("from", "to"),
-                "convergence": ("below_ms",), "split": ("links", "weights")}[c]
+                "convergence": ("below_ms",), "split": ("links", "weights"),
+                "failover": ("primary", "backup")}[c]
         for k in need:
             if k not in m:
                 raise m.error("check", f"check {c} needs {k}:")
@@ -647,6 +674,18 @@ def _check_step(m, kind, args, lab, at):
         elif any(k in m for k in ("links", "weights", "tolerance")):
             k = next(k for k in ("links", "weights", "tolerance") if k in m)
             raise m.error(k, f"{k}: is for a split check")
+        if c == "failover":
+            for k in ("primary", "backup"):
+                if m[k] not in lab.links or lab.uplink_site(m[k]) is None:
+                    raise m.error(k, f"{k}: {m[k]!r} is not a provider link (an xTR's uplink)")
+            if not lab.rloc_probing:
+                raise m.error("check", "check failover needs RLOC-probing "
+                                       "(mapping_system: {rloc_probing: SECONDS})")
+            if "within" in m:
+                _number(m, "within", 0.1, 100, "within (probe intervals)")
+        elif any(k in m for k in ("primary", "backup", "within")):
+            k = next(k for k in ("primary", "backup", "within") if k in m)
+            raise m.error(k, f"{k}: is for a failover check")
         if "tolerance" in m:
             _number(m, "tolerance", 0, 100)
         if "below_ms" in m:

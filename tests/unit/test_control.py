@@ -582,3 +582,33 @@ def test_jsonable():
     assert jsonable({"a": (ip("::1"), b"\x00"), 5: frozenset({"x"})}) == \
         {"a": ["::1", "00"], "5": ["x"]}
     assert jsonable(Action.DROP) == "DROP" and jsonable(float("-inf")) == "-inf"
+
+
+def test_map_cache_rows_and_table_show_each_probed_locators_rtt_and_state():
+    """show NODE map-cache: with RLOC-probing, each locator's probe RTT and up/down (issue
+    11); the RTT is the prober's, the down mark its misses."""
+    from collections import Counter
+
+    from nodes.lisp.probing import RlocProber
+    mc = MapCache()
+    a, b, c = (ipaddress.ip_address(x) for x in ("192.0.2.1", "192.0.2.2", "192.0.2.3"))
+    mc.insert(0, "10.2.0.0/24", [Locator(a, 1, 100), Locator(b, 2, 100), Locator(c, 3, 100)],
+              ttl=60, now=0.0)
+    prober = RlocProber(1.0)
+    prober.tick(0.0, mc, [ipaddress.ip_address("192.0.2.9")], iter(range(1, 99)).__next__,
+                Counter())
+    pa = prober.state(a)
+    prober.receive_reply(type("R", (), {"nonce": pa.nonce, "probe": True})(), a, 0.0613, mc,
+                         Counter())
+    pb = prober.state(b)
+    pb.up, pb.misses = False, 3
+    mc.set_locator_reachable(b, False)
+    rows = map_cache_rows(mc, 1.0, prober)
+    assert [r.get("probe") for r in rows[0]["rlocs"]] == [
+        {"up": True, "misses": 0, "rtt_ms": 61.3},
+        {"up": False, "misses": 3, "rtt_ms": None},
+        {"up": True, "misses": 0, "rtt_ms": None}]
+    assert "probe" not in map_cache_rows(mc, 1.0)[0]["rlocs"][0]      # no prober: as before
+    text = cli.format_map_cache(rows)
+    assert ("192.0.2.1 1/100 up rtt 61.3ms, 192.0.2.2 2/100 down (3 missed), "
+            "192.0.2.3 3/100 up (no answer yet)") in text, text

@@ -327,3 +327,73 @@ def test_a_split_check_and_a_flows_step_load(tmp_path):
     flows, split = load(write(tmp_path, text)).timeline[-2:]
     assert (flows.args["flows"], flows.args["packets"]) == (500, 2)
     assert split.args["weights"] == [70, 30] and split.args["tolerance"] == 4
+
+
+def test_a_lab_turns_rloc_probing_on_for_its_xtrs(tmp_path):
+    """mapping_system: {rloc_probing: S} becomes every xTR's [itr] rloc_probe_interval,
+    which the daemon accepts; without it the xTRs do not probe; a bad value is one line."""
+    from nodes.config import load_config
+    text = GOOD.replace("key: k}", "key: k, rloc_probing: 0.5}")
+    assert text != GOOD
+    configs = load(write(tmp_path, text)).daemon_configs(tmp_path, tmp_path)
+    xtrs = {n: c for n, (role, c) in configs.items() if role == "xtr"}
+    assert {n: c["itr"].get("rloc_probe_interval") for n, c in xtrs.items()} == \
+        {"xa": 0.5, "xb": 0.5}
+    path = tmp_path / "xa.toml"
+    path.write_text(toml(xtrs["xa"]))
+    assert load_config(path).rloc_probe_interval == 0.5
+    plain = load(write(tmp_path, GOOD)).daemon_configs(tmp_path, tmp_path)
+    assert "rloc_probe_interval" not in plain["xa"][1]["itr"]
+    for bad in ("0", "true", "fast", "100"):
+        e = error_of(tmp_path, GOOD.replace("key: k}", f"key: k, rloc_probing: {bad}}}"))
+        assert ":10: rloc_probing (the xTRs' RLOC-probe interval, seconds" in str(e), str(e)
+
+
+def test_rloc_probing_may_give_the_probe_timeout_and_retries(tmp_path):
+    from nodes.config import build_core, load_config
+    text = GOOD.replace("key: k}", "key: k, rloc_probing: {interval: 0.5, timeout: 0.15, "
+                                   "retries: 3}}")
+    cfg = load(write(tmp_path, text)).daemon_configs(tmp_path, tmp_path)["xa"][1]
+    assert {k: v for k, v in cfg["itr"].items() if k.startswith("rloc_probe")} == {
+        "rloc_probe_interval": 0.5, "rloc_probe_timeout": 0.15, "rloc_probe_retries": 3}
+    path = tmp_path / "xa.toml"
+    path.write_text(toml(cfg))
+    prober = build_core(load_config(path)).itr.prober
+    assert (prober.interval, prober.timeout, prober.retries) == (0.5, 0.15, 3)
+    for bad, words in (("{timeout: 0.1}", "needs the key 'interval'"),
+                       ("{interval: 0.5, timeout: 0.9}", "at most the interval"),
+                       ("{interval: 0.5, retries: 1.5}", "whole number"),
+                       ("{interval: 0.5, retry: 2}", "unknown key 'retry'")):
+        e = error_of(tmp_path, GOOD.replace("key: k}", f"key: k, rloc_probing: {bad}}}"))
+        assert ":10: " in str(e) and words in str(e), str(e)
+
+
+PROBING = "  rloc_probing: {interval: 0.5, timeout: 0.15, retries: 3}"
+
+
+def test_a_failover_check_names_provider_links_and_needs_probing(tmp_path):
+    lab = load(LABS / "te-priority.yaml")
+    fo = next(s for s in lab.timeline if s.args.get("check") == "failover")
+    assert fo.args["primary"] == "provider-a" and lab.uplink_site("provider-b").name == "branch"
+    text = (LABS / "te-priority.yaml").read_text()
+    assert PROBING in text
+    bad = tmp_path / "fo.yaml"
+    for old, new, words in (("primary: provider-a", "primary: core-r1-r2", "not a provider link"),
+                            (PROBING, "  pubsub: false", "needs RLOC-probing"),
+                            ("within: 3}", "within: 3, tolerance: 2}", "split check")):
+        bad.write_text(text.replace(old, new).replace("extends: multihomed.yaml",
+                                                      f"extends: {LABS}/multihomed.yaml"))
+        with pytest.raises(LabFileError) as e:
+            load(bad)
+        assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_link_that_comes_back_gets_its_routes_back():
+    """The kernel drops the routes across a link that goes down; set_link puts these back."""
+    lab = load(LABS / "te-priority.yaml")
+    assert lab.routes_over("xtrm", "provider-a") == ["ip route replace default via 172.16.2.2"]
+    assert lab.routes_over("r1", "core-r1-r2") == [
+        "ip route replace 172.16.23.0/30 via 172.16.12.2",
+        "ip route replace 172.16.2.0/30 via 172.16.12.2"]
+    # the backup provider's default route, for when the first provider's link is down
+    assert "ip route add default via 172.16.3.2 metric 110" in lab.node_commands()["xtrm"]

@@ -6,7 +6,9 @@ default)."""
 import ipaddress
 import random
 
-from nodes.config import build_core, parse_config
+import pytest
+
+from nodes.config import ConfigError, build_core, parse_config
 from nodes.lisp.actions import Decision, SendControl
 from nodes.lisp.etr import Etr, MapServerConfig
 from nodes.lisp.itr import Itr
@@ -147,6 +149,17 @@ def test_the_interval_comes_from_the_config():
     assert build_core(parse_config(CONFIG)).itr.prober is None         # off by default
     core = build_core(parse_config(CONFIG + "[itr]\nrloc_probe_interval = 30\n"))
     assert core.itr.prober.interval == 30.0
+    assert (core.itr.prober.timeout, core.itr.prober.retries) == (1.0, 3)     # defaults
+
+
+def test_the_timeout_and_retries_come_from_the_config():
+    """A failover within a few intervals needs probes retried faster than the interval."""
+    core = build_core(parse_config(CONFIG + "[itr]\nrloc_probe_interval = 0.5\n"
+                                            "rloc_probe_timeout = 0.15\n"
+                                            "rloc_probe_retries = 2\n"))
+    assert (core.itr.prober.timeout, core.itr.prober.retries) == (0.15, 2)
+    with pytest.raises(ConfigError, match="rloc_probe_retries"):
+        parse_config(CONFIG + "[itr]\nrloc_probe_interval = 1\nrloc_probe_retries = 0\n")
 
 
 def test_tshark_reads_a_probe_and_its_reply(tshark, tmp_path):
