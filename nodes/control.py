@@ -425,8 +425,8 @@ def map_cache_rows(mapcache, now, prober=None):
          "rlocs": [{"address": "192.0.2.2", "priority": 1, "weight": 100, "reachable": true}],
          "action": "no-action", "ttl_left_s": 58, "negative": false}
 
-    "reachable" is the cache's current view (RLOC probing, down marks), not what the
-    Map-Reply said; ttl_left_s is None for an entry that never expires, 0 once expired.
+    "reachable" is the cache's current view (RLOC-probing, down marks, the Locator-Status-
+    Bits its site sent), not what the Map-Reply said; ttl_left_s is None for an entry that never expires, 0 once expired.
     With the ITR's RlocProber, a locator it probes also has "probe": {"up", "misses",
     "rtt_ms"} (rtt_ms None until a probe was answered).
     """
@@ -435,10 +435,12 @@ def map_cache_rows(mapcache, now, prober=None):
         reach = getattr(e, "reachable", None)
         if reach is None or len(reach) != len(e.locators):
             reach = [getattr(loc, "reachable", True) for loc in e.locators]
+        said = getattr(e, "status", None) or (True,) * len(e.locators)
         rows.append({
             "iid": e.iid,
             "eid": str(e.prefix),
-            "rlocs": [_rloc(loc, up, prober) for loc, up in zip(e.locators, reach)],
+            "rlocs": [_rloc(loc, up and ok, prober)
+                      for loc, up, ok in zip(e.locators, reach, said)],
             "action": action_name(e.action),
             "ttl_left_s": _seconds_left(e.expires, now),
             "negative": not e.locators,

@@ -612,3 +612,15 @@ def test_map_cache_rows_and_table_show_each_probed_locators_rtt_and_state():
     text = cli.format_map_cache(rows)
     assert ("192.0.2.1 1/100 up rtt 61.3ms, 192.0.2.2 2/100 down (3 missed), "
             "192.0.2.3 3/100 up (no answer yet)") in text, text
+
+
+def test_map_cache_rows_show_a_locator_down_when_its_site_says_so():
+    """(issue 11) show map-cache: a locator that the site's Locator-Status-Bits say is down
+    is shown down (not reachable), although no probe or down mark says so."""
+    mc = MapCache()
+    a, b = (ipaddress.ip_address(x) for x in ("192.0.2.2", "192.0.2.3"))
+    mc.insert(0, "10.2.0.0/24", [Locator(a, 1, 50), Locator(b, 1, 50)], ttl=60, now=100.0)
+    mc.get(0, "10.2.0.0/24").set_status((True, False))
+    [row] = map_cache_rows(mc, 101.0)
+    assert [r["reachable"] for r in row["rlocs"]] == [True, False]
+    assert "192.0.2.2 1/50, 192.0.2.3 1/50 down" in cli.format_map_cache([row])
