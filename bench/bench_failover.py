@@ -9,22 +9,16 @@ it, and the failback time (link up to the first probe on the primary again).
 Min/median/max over the runs, the probe interval beside them and the target (3 probe
 intervals) compared, written to bench/results/failover.json and printed."""
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.common import RESULTS, spread, write_result
 from lab.demo import LABS_DIR, Progress, run_scenario
 
 LAB = LABS_DIR / "te-priority.yaml"
 KEYS = ("failover_ms", "probes_lost_failover", "failback_ms", "probes_lost_failback")
-
-
-def _stats(values):
-    values = [v for v in values if v is not None]
-    return ({"min": min(values), "median": statistics.median(values), "max": max(values)}
-            if values else None)
 
 
 def run(runs=5, quick=False, out=sys.stderr):
@@ -45,11 +39,9 @@ def run(runs=5, quick=False, out=sys.stderr):
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lab": LAB.name,
               "probe_rate_per_s": 1000, "probe_interval_s": interval,
               "target_ms": target, "target": "failover within 3 RLOC-probe intervals",
-              "runs": rows, **{k: _stats([x[k] for x in rows]) for k in KEYS},
+              "runs": rows, **{k: spread([x[k] for x in rows]) for k in KEYS},
               "runs_within_target": sum(1 for x in rows if x["within_target"])}
-    dest = Path(__file__).resolve().parent / "results"
-    dest.mkdir(exist_ok=True)
-    (dest / "failover.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result("failover", result)
     return result
 
 
@@ -58,8 +50,7 @@ def main(argv):
     r = run(runs, quick="--quick" in argv)
     print(json.dumps({k: r[k] for k in ("probe_interval_s", "target_ms", *KEYS,
                                         "runs_within_target")}))
-    print(f"bench_failover: written to "
-          f"{Path(__file__).resolve().parent / 'results' / 'failover.json'}")
+    print(f"bench_failover: written to {RESULTS / 'failover.json'}")
     return 0
 
 

@@ -18,12 +18,12 @@ bench/results/kernel.json and printed. The same method as bench/bench_dataplane.
 """
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.common import spread, write_result
 from lab.backend import Network
 from lab.emu import wait_for
 from topologies.model import load
@@ -132,12 +132,8 @@ def set_path(net, path):
 
 
 def summary(rows):
-    out = {}
-    for key in rows[0]:
-        vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
-        if vals:
-            out[key] = {"min": min(vals), "median": statistics.median(vals), "max": max(vals)}
-    return out
+    out = {key: spread(r.get(key) for r in rows) for key in rows[0]}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def run(quick=False, reps=3):
@@ -194,9 +190,7 @@ def run(quick=False, reps=3):
             for m in ("python", "kernel"):
                 results[f"{m}_over_{base}_{key}"] = (round(med[m][key]["median"] / p, 3)
                                                      if p else None)
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "kernel.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_result("kernel", results)
     return results
 
 

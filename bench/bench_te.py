@@ -6,15 +6,14 @@ repeated runs of topologies/labs/te-weights.yaml (root).
 Each run plays the scenario (1,000 short UDP flows from the client to the multihomed
 branch, other source ports each run) and counts from the captures of the two provider links the flows that entered by
 each; the error is |provider A's share - 70| in percentage points. Min/median/max over the
-runs, written to bench/results/te.json and printed. (Failover time and loss need
-RLOC-probing, which the lab does not do yet: not measured here.)"""
+runs, written to bench/results/te.json and printed. (Failover time and loss: bench_failover.)"""
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.common import RESULTS, spread, write_result
 from lab.demo import LABS_DIR, Progress, run_scenario
 
 LAB = LABS_DIR / "te-weights.yaml"
@@ -42,14 +41,10 @@ def run(runs=3, quick=False, out=sys.stderr):
                          "error_points": None if share is None else round(abs(share - 70), 2),
                          "checks_ok": all(x["ok"] for x in r["checks"])})
             progress(f"bench_te: run {i + 1}/{runs}: provider-a {a}, provider-b {b}")
-    errs = [x["error_points"] for x in rows if x["error_points"] is not None]
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lab": LAB.name,
               "weights": [70, 30], "flows_per_run": 1000, "runs": rows,
-              "split_error_points": {"min": min(errs), "median": statistics.median(errs),
-                                     "max": max(errs)} if errs else None}
-    dest = Path(__file__).resolve().parent / "results"
-    dest.mkdir(exist_ok=True)
-    (dest / "te.json").write_text(json.dumps(result, indent=2) + "\n")
+              "split_error_points": spread(x["error_points"] for x in rows)}
+    write_result("te", result)
     return result
 
 
@@ -57,7 +52,7 @@ def main(argv):
     runs = int(argv[argv.index("--runs") + 1]) if "--runs" in argv else 3
     r = run(runs)
     print(json.dumps(r["split_error_points"]))
-    print(f"bench_te: written to {Path(__file__).resolve().parent / 'results' / 'te.json'}")
+    print(f"bench_te: written to {RESULTS / 'te.json'}")
     return 0
 
 

@@ -1,0 +1,17 @@
+"""bench/common.py: the spread and the results file every benchmark writes."""
+import json
+
+from bench import common
+
+
+def test_spread_is_min_median_max_of_the_numbers_only():
+    assert common.spread([3, None, 1, 2.5, True, "n/a"]) == {"min": 1, "median": 2.5, "max": 3}
+    assert common.spread([4, 1]) == {"min": 1, "median": 2.5, "max": 4}
+    assert common.spread(x for x in [None, None]) is None
+
+
+def test_write_result_writes_the_named_json_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    path = common.write_result("te", {"runs": [1, 2]})
+    assert path == tmp_path / "results" / "te.json"
+    assert json.loads(path.read_text()) == {"runs": [1, 2]}
