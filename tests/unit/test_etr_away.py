@@ -6,18 +6,13 @@ import ipaddress
 from nodes.config import parse_config
 from nodes.lisp.actions import Decision
 from tests.unit.test_config import MINIMAL_XTR
-from tests.unit.test_vm_move import CLIENT, VM, XTR1, XTR2, build
+from tests.unit.test_vm_move import CLIENT, VM, XTR2, moved
 
 net = ipaddress.ip_network
 
 
 def test_the_away_entry_lasts_the_registered_ttl():
-    sim, msmr, x1, x2, client = build()
-    sim.tick(0.0)
-    sim.now = 1.0
-    sim.deliver(XTR1, x1.host_seen(0, VM, 1.0))
-    sim.now = 3.0
-    sim.deliver(XTR2, x2.host_seen(0, VM, 3.0))
+    sim, msmr, x1, x2, client = moved()
     entry = x1.etr.away.get(0, net("10.1.0.5/32"))
     assert entry is not None
     assert entry.expires - 3.0 == x1.etr.record_ttl * 60.0 == 1440 * 60.0

@@ -8,7 +8,7 @@ records it has a map-cache entry for."""
 import ipaddress
 
 from nodes.lisp.messages import Locator, MapRequest, RequestRecord, decode
-from tests.unit.test_vm_move import CLIENT, VM, XTR1, XTR2, build
+from tests.unit.test_vm_move import CLIENT, VM, XTR1, moved
 
 ip = ipaddress.ip_address
 CLIENT_HOST = ip("10.9.0.7")
@@ -19,20 +19,8 @@ def smr_of(actions):
     return next(m for m in msgs if isinstance(m, MapRequest) and m.smr)
 
 
-def moved():
-    sim, msmr, x1, x2, client = build()
-    sim.tick(0.0)
-    sim.now = 1.0
-    sim.deliver(XTR1, x1.host_seen(0, VM, 1.0))
-    sim.now = 2.0
-    sim.deliver(CLIENT, client.route(0, VM, 2.0, src=CLIENT_HOST)[1])
-    sim.now = 3.0
-    sim.deliver(XTR2, x2.host_seen(0, VM, 3.0))
-    return sim, x1, x2, client
-
-
 def test_the_smr_names_the_moved_eid_as_source_and_the_itrs_eid_as_record():
-    sim, x1, x2, client = moved()
+    sim, _, x1, x2, client = moved(CLIENT_HOST)
     _, actions = x1.decapsulated(0, VM, CLIENT, 3.5, src=CLIENT_HOST)
     smr = smr_of(actions)
     assert smr.source_eid == VM
@@ -44,7 +32,7 @@ def test_the_smr_names_the_moved_eid_as_source_and_the_itrs_eid_as_record():
 
 def test_the_itr_asks_again_on_either_layout():
     for source, record in ((VM, CLIENT_HOST), (VM, VM), (None, VM)):
-        sim, x1, x2, client = moved()
+        sim, _, x1, x2, client = moved(CLIENT_HOST)
         smr = MapRequest(12345, [RequestRecord(record, 32)], [XTR1], source_eid=source,
                          smr=True)
         out = client.itr.receive_smr(smr, XTR1, 3.5)

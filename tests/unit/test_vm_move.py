@@ -45,6 +45,22 @@ def build():
     return sim, msmr, x1, x2, client
 
 
+def moved(client_src=None):
+    """build(), then the VM seen by xTR1 at t=1 and by xTR2 at t=3 (it moved to DC2); with
+    `client_src`, the client's ITR sent that host's packet to the VM at t=2, before the
+    move, so its map-cache holds the old mapping."""
+    sim, msmr, x1, x2, client = build()
+    sim.tick(0.0)
+    sim.now = 1.0
+    sim.deliver(XTR1, x1.host_seen(0, VM, 1.0))
+    if client_src is not None:
+        sim.now = 2.0
+        sim.deliver(CLIENT, client.route(0, VM, 2.0, src=client_src)[1])
+    sim.now = 3.0
+    sim.deliver(XTR2, x2.host_seen(0, VM, 3.0))
+    return sim, msmr, x1, x2, client
+
+
 def test_vm_move_message_sequence_and_new_rloc():
     sim, msmr, x1, x2, client = build()
     sim.tick(0.0)
