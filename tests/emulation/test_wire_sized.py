@@ -117,10 +117,13 @@ def test_a_tcp_transfer_leaves_the_xtr_one_lisp_packet_per_frame(sites, path):
     assert offloads.count("generic-segmentation-offload: on") == 2   # nothing turned off
     assert sites.warm("h1", "h2")
     (workdir / "receiver.py").write_text(RECEIVER)
+    # A log per data path: logs are appended to, and the second run must not take the
+    # first receiver's "ready" for its own (it then missed the kernel path's transfer).
     receiver = lab.start_process("r0", [PY, workdir / "receiver.py", sites.rloc("xtr1"),
-                                        *LINKS], workdir / "receiver.log", name="raw-receiver")
-    server = lab.start_process("h2", [PY, "-c", TCP_SERVER, "5001"], workdir / "server.log",
-                               name="tcp-server")
+                                        *LINKS], workdir / f"receiver-{path}.log",
+                                 name="raw-receiver")
+    server = lab.start_process("h2", [PY, "-c", TCP_SERVER, "5001"],
+                               workdir / f"server-{path}.log", name="tcp-server")
     assert started(receiver) and started(server), (receiver.read_log(), server.read_log())
     pattern = os.urandom(32)
     r = lab.run("h1", [PY, "-c", TCP_SENDER, sites.ip("h2", 4), "5001", pattern.hex(),
