@@ -46,6 +46,7 @@ import zlib
 
 from .offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET, VNET_LEN, Coalescer,
                       UDP_SEGMENTATION, complete_checksum, default_route_interfaces,
+                      default_route_interfaces6, ipv6_interfaces,
                       ipv4_interfaces, tso_segments, udp_segmentation_off,
                       udp_segmentation_on)
 from .lisp.data import header_words, site_lsb
@@ -374,19 +375,27 @@ class DataPlane:
     def segment_before_uplinks(self):
         """What leaves the xTR must be wire-sized on every link (issue 10). A UDP GSO
         batch stays one super-packet across veths and routers unless a device segments it,
-        so `tx-udp-segmentation` is turned off on the interfaces that hold the IPv4 RLOC
-        or carry the default route: the kernel then cuts each batch into datagrams before
-        the uplink. If it cannot be turned off (or checked), batches are not used: one
-        LISP packet per system call (counted in gso_off_uplink_offload)."""
-        if self.rloc4 is None:
+        so `tx-udp-segmentation` is turned off on the interfaces that hold an RLOC (IPv4
+        or IPv6) or carry a default route of its family: the kernel then cuts each batch
+        into datagrams before the uplink. If it cannot be turned off (or checked), batches
+        are not used: one LISP packet per system call (counted in gso_off_uplink_offload)."""
+        if self.rloc4 is None and self.rloc6 is None:
             return
+        names, missing = set(), []
         try:
-            names = sorted({n for n, a in ipv4_interfaces() if a == str(self.rloc4)}
-                           | set(default_route_interfaces()))
+            for rloc, held, defaults in (
+                    (self.rloc4, ipv4_interfaces, default_route_interfaces),
+                    (self.rloc6, ipv6_interfaces, default_route_interfaces6)):
+                if rloc is None:
+                    continue
+                holders = {n for n, a in held() if a == str(rloc)}
+                missing += [] if holders else [str(rloc)]
+                names |= holders | set(defaults())
         except OSError as e:
             names, problem = [], f"interfaces unknown: {e}"
         else:
-            problem = None if names else f"no interface holds {self.rloc4}"
+            names = sorted(names)
+            problem = f"no interface holds {', '.join(missing)}" if missing else None
         for name in names:
             try:
                 was_on, now_off = udp_segmentation_off(name)
@@ -455,7 +464,7 @@ class DataPlane:
 
     def encapsulate_super(self, pkt, gso_type, mss):
         """A TCP super-packet from the TUN: cut into segments, each in its own LISP packet;
-        the segments of one flow to one IPv4 RLOC leave in one UDP GSO send."""
+        the segments of one flow to one RLOC leave in one UDP GSO send."""
         if self._batch:
             self._flush_batch()
         segs = tso_segments(pkt, mss)
@@ -470,7 +479,7 @@ class DataPlane:
             return
         verb, rloc, sport, nonce, version, _reason, _batchable = entry
         sent = 0
-        if verb == "encap" and rloc.version == 4 and self._gso_ok and len(segs) > 1:
+        if verb == "encap" and _batchable and self._gso_ok and len(segs) > 1:
             sent = self.send_gso(segs, rloc, sport, nonce, first)
         for hdr, payload in segs[sent:]:
             self.encapsulate(memoryview(bytearray(hdr) + payload))
@@ -515,22 +524,31 @@ class DataPlane:
         from outer source port `sport`. Such packets carry a UDP checksum (the kernel's
         segmentation needs one); RFC 9300 5.3 lets an ITR send one and an ETR must accept
         it. Returns how many were sent: the caller sends the rest one by one (the kernel
-        refused, e.g. segments larger than the path MTU, or the port is taken)."""
+        refused, e.g. segments larger than the path MTU, or the port is taken). Over an IPv6
+        RLOC the same, from the IPv6 socket of the outer port, with the inner hop limit and
+        traffic class as ancillary data."""
         lisp = _LISP.pack(self._lisp_flags | nonce, self._lisp_word2)
         size = 8 + len(segs[0][0]) + len(segs[0][1])
         sent = 0
         try:
-            entry = self._gso_socket(sport)
-            s = entry[0]
             ttl, tos = ttl_and_tos(first)
-            if entry[1] != ttl:                  # outer TTL and DSCP/ECN from the inner
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-                entry[1] = ttl
-            if entry[2] != tos:
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-                entry[2] = tos
-            per_send = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_PAYLOAD // size))
             cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+            if rloc.version == 6:
+                s = self._udp6_socket(sport)
+                if s is None:
+                    return 0                     # the port is taken: one by one
+                cmsg += [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("=i", ttl)),
+                         (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, struct.pack("=i", tos))]
+            else:
+                entry = self._gso_socket(sport)
+                s = entry[0]
+                if entry[1] != ttl:              # outer TTL and DSCP/ECN from the inner
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+                    entry[1] = ttl
+                if entry[2] != tos:
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+                    entry[2] = tos
+            per_send = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_PAYLOAD // size))
             addr = (str(rloc), DATA_PORT)
             while sent < len(segs):
                 iov = []
@@ -567,7 +585,8 @@ class DataPlane:
     def _encap_entry(self, pkt):
         """The flow entry (verb, rloc, sport, nonce, version, reason, batchable) for the
         flow of `pkt`, from the flow cache or the core; None when pkt is not an IP packet.
-        `batchable`: encapsulated toward an IPv4 RLOC, so it may leave in a GSO batch."""
+        `batchable`: encapsulated toward an IPv4 RLOC, or an IPv6 one when this xTR has an
+        IPv6 RLOC to send from, so it may leave in a GSO batch."""
         info = flow_of(pkt)
         if info is None:
             return None
@@ -579,7 +598,7 @@ class DataPlane:
             sport = outer_sport(h)
             self.nonce = (self.nonce * 1103515245 + 12345) & 0xFFFFFF or 1
             entry = (d.verb, d.rloc, sport, self.nonce, version, d.reason or "unknown",
-                     d.verb == "encap" and d.rloc.version == 4)
+                     d.verb == "encap" and (d.rloc.version == 4 or self.udp6 is not None))
             # Cache what is stable for a flow (not drops: a miss must ask again), under the
             # core's flow key and, for IPv4 TCP/UDP, under the fast path's key too.
             if d.verb in ("encap", "native") and len(self._flows) < 65536:

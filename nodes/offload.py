@@ -30,6 +30,7 @@ words equals the number's value modulo 0xFFFF, which Python's integers compute q
 """
 import ctypes
 import fcntl
+import ipaddress
 import socket
 import struct
 
@@ -434,3 +435,25 @@ def default_route_interfaces():
         return []
     return sorted({r[0] for r in rows if len(r) > 7 and r[1] == "00000000"
                    and r[7] == "00000000"})
+
+
+def ipv6_interfaces():
+    """[(interface name, IPv6 address)] of this network namespace (/proc/net/if_inet6)."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return []
+    return [(r[5], str(ipaddress.IPv6Address(bytes.fromhex(r[0])))) for r in rows
+            if len(r) >= 6 and len(r[0]) == 32]
+
+
+def default_route_interfaces6():
+    """Names of the interfaces of the IPv6 default routes (::/0) of this namespace."""
+    try:
+        with open("/proc/net/ipv6_route") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return []
+    return sorted({r[9] for r in rows if len(r) >= 10 and r[0] == "0" * 32 and r[1] == "00"
+                   and r[9] != "lo"})

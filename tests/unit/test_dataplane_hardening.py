@@ -407,3 +407,68 @@ def test_received_locator_status_bits_reach_the_core_once_per_change(plane):
     p.send(with_lsb(0b11) + inner())
     assert p.from_tun() == inner()
     assert len(core.status) == 3 and p.dp.counters["lsb_changes_seen"] == 3
+
+
+def test_packets_of_one_flow_to_an_ipv6_rloc_leave_in_one_gso_send(plane, monkeypatch):
+    """(issue 11) GSO over an IPv6 RLOC as over an IPv4 one: back-to-back packets of one
+    flow leave in one UDP_SEGMENT send (they used to leave one per system call), each a
+    datagram of its own with the flow's port, hop limit and traffic class."""
+    import nodes.dataplane as dpmod
+    from nodes.dataplane import flow_of, outer_sport
+    rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rx.bind(("::1", 0))
+    rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+    rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+    rx.settimeout(2)
+    monkeypatch.setattr(dpmod, "DATA_PORT", rx.getsockname()[1])
+    udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    udp6.bind(("::1", 0))
+    p = plane(Core6(), rlocs=("192.0.2.1", "::1"))
+    p.dp.udp6 = udp6
+    pkts = [bytes(IP(src="10.1.0.10", dst="10.2.0.10", ttl=37, tos=0xB8)
+                  / UDP(sport=1234, dport=7) / (bytes([i]) * 100)) for i in range(5)]
+    for pkt in pkts:
+        p.dp.encapsulate(memoryview(bytearray(pkt)))
+    if p.dp._batch:
+        p.dp._flush_batch()
+    assert p.dp.counters["udp_gso_sends"] == 1, p.dp.counters
+    assert p.dp.counters["packets_encapsulated"] == 5 and not p.raw.sent
+    port = outer_sport(flow_of(pkts[0])[4])
+    for pkt in pkts:
+        data, anc, _, addr = rx.recvmsg(2048, 256)
+        cmsg = {t: int.from_bytes(v, sys.byteorder) for lvl, t, v in anc}
+        assert data[8:] == pkt and len(data) == 8 + len(pkt)     # one LISP packet each
+        assert (addr[1], cmsg.get(socket.IPV6_HOPLIMIT), cmsg.get(socket.IPV6_TCLASS)) == \
+            (port, 37, 0xB8)
+    rx.close()
+
+
+def test_udp_segmentation_is_turned_off_where_the_ipv6_rloc_leaves(plane, monkeypatch):
+    """(issue 10 and 11) An xTR with an IPv6 RLOC only: the interface that holds it and
+    the IPv6 default route's get their tx-udp-segmentation turned off, so its GSO batches
+    are cut into datagrams before the uplink (it used to do nothing without an IPv4 RLOC);
+    an RLOC that no interface holds means no batches."""
+    import nodes.dataplane as D
+    links = Uplinks(monkeypatch)
+    links.on["xtr-core6"] = True
+    monkeypatch.setattr(D, "ipv6_interfaces", lambda: [("lo", "::1"),
+                                                       ("xtr-core6", "2001:db8::1")])
+    monkeypatch.setattr(D, "default_route_interfaces6", lambda: ["xtr-core6"])
+    p = plane(rlocs=("2001:db8::1",))
+    p.dp.segment_before_uplinks()
+    assert links.on == {"xtr-core": True, "lo": True, "xtr-core6": False}
+    assert p.dp._gso_ok
+    q = plane(rlocs=("2001:db8::99",))
+    monkeypatch.setattr(D, "default_route_interfaces6", lambda: [])
+    q.dp.segment_before_uplinks()
+    assert not q.dp._gso_ok
+    assert [f["reason"] for e, f in q.log if e == "udp_gso_disabled"] == \
+        ["no interface holds 2001:db8::99"]
+
+
+def test_the_ipv6_interfaces_and_default_routes_are_read_from_proc():
+    from nodes.offload import default_route_interfaces6, ipv6_interfaces
+    if not socket.has_ipv6 or not ipv6_interfaces():
+        pytest.skip("no IPv6 in this namespace")
+    assert ("lo", "::1") in ipv6_interfaces()
+    assert "lo" not in default_route_interfaces6()      # the kernel's unreachable ::/0
