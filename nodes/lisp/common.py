@@ -40,10 +40,15 @@ def unwrap_request(msg):
     return None, None
 
 
-def reply_rloc(request, prefer_family=None):
-    """The ITR-RLOC a Map-Reply goes to: the first of the preferred family, else the first
-    IPv4/IPv6 one."""
+def reply_rloc(request, prefer_family=None, source=None):
+    """The ITR-RLOC a Map-Reply goes to (RFC 9301 5.3: the ETR selects one of them): the
+    request's own source address when it is one of them (a multihomed ITR sends from the
+    RLOC of the link it leaves through, so the answer comes back over a working path: its
+    first RLOC's link may be the one that is down); else the first of the preferred family,
+    else the first IPv4/IPv6 one."""
     ips = [a for a in request.itr_rlocs if getattr(a, "version", None) in (4, 6)]
+    if source is not None and source in ips:
+        return source
     if prefer_family is not None:
         for a in ips:
             if a.version == prefer_family:

@@ -190,7 +190,7 @@ class Etr(Core):
             self.counters["map_request_not_ours"] += 1
             out.append(Event("map_request_not_ours", {"eid": f"[{iid}]{ip}", "from": str(src)}))
             return out
-        itr = reply_rloc(request)
+        itr = reply_rloc(request, source=src)
         if itr is None:
             self.counters["map_request_no_itr_rloc"] += 1
             return out

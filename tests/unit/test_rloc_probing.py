@@ -13,7 +13,7 @@ from nodes.lisp.actions import Decision, SendControl
 from nodes.lisp.etr import Etr, MapServerConfig
 from nodes.lisp.itr import Itr
 from nodes.lisp.messages import (EidRecord, EncapsulatedControl, Locator, MapReply,
-                                 MapRequest, decode, encode)
+                                 MapRequest, RequestRecord, decode, encode)
 from nodes.lisp.probing import RlocProber
 from nodes.lisp.xtr import Xtr
 from tests.tshark_util import assert_clean, dissect
@@ -117,6 +117,25 @@ def test_a_silent_locator_goes_down_and_its_flows_move_to_the_next_priority_and_
     out = itr.receive_reply(answer(L1, sent[L1], t), L1, t + 0.03)
     assert [e.name for e in out] == ["rloc_up"]
     assert itr.route(0, EID, t + 0.1, FLOW)[0] == Decision("encap", L1)
+
+
+def test_a_multihomed_itrs_probe_is_answered_over_the_rloc_it_came_from():
+    """(issue 11) A multihomed ITR whose first provider's link is down sends its probes out
+    of the other link, from that link's RLOC: the answer goes to that RLOC, the request's
+    source, when it is one of the ITR-RLOCs. It went to the first ITR-RLOC, unreachable
+    while its link was down, so the ITR marked the far site's locators down and dropped
+    its return traffic for the whole outage. Otherwise the first ITR-RLOC, as before."""
+    first, second = ip("192.0.2.9"), ip("198.51.100.9")
+    probe = MapRequest(77, [RequestRecord(ip("10.2.0.0"), 24)], [first, second], probe=True)
+    etr = Etr([Locator(L1)], [(0, net("10.2.0.0/24"))], [MapServerConfig(MR, "k")],
+              rng=random.Random(1))
+
+    def answered_to(src):
+        return [a.dst for a in etr.handle_request(decode(encode(probe)), src, 1.0)
+                if isinstance(a, SendControl)]
+    assert answered_to(second) == [second]
+    assert answered_to(first) == [first]
+    assert answered_to(MR) == [first]          # relayed (not from an ITR-RLOC): the first
 
 
 def test_without_probing_nothing_is_sent():
