@@ -78,9 +78,21 @@ def _num(v, unit=""):
     return f"{v:,}{unit}"
 
 
+def _moved(r):
+    """Whether the scenario moved a VM (a lab without a move step has move_done None and
+    its 'move' is the start of the run): the move rows say "no move" then, not "never"."""
+    return r.get("move_done") is not None or "move_done" not in r
+
+
 def _conv(r):
+    if not _moved(r):
+        return "no move"
     c = r.get("convergence_ms")
     return "never (null)" if c is None else f"{c:.1f} ms"
+
+
+def _after_move(key, unit=""):
+    return lambda r: _num(r.get(key), unit) if _moved(r) else "no move"
 
 
 def _lost(r):
@@ -119,11 +131,11 @@ def _capture_drops(r):
 ROWS = [
     ("Path before the move", lambda r: _path(r.get("path_before"))),
     ("Path after convergence", lambda r: _path(r.get("path_after"))),
-    ("DCI packets after move", lambda r: _num(r.get("dci_packets_after_move"))),
-    ("DCI bytes after move", lambda r: _num(r.get("dci_bytes_after_move"))),
+    ("DCI packets after move", _after_move("dci_packets_after_move")),
+    ("DCI bytes after move", _after_move("dci_bytes_after_move")),
     ("Convergence (direct path)", _conv),
-    ("First delivery at the new site", lambda r: _num(r.get("first_delivery_ms"), " ms")),
-    ("Core routing updates after move", lambda r: _num(r.get("core_routing_updates_after_move"))),
+    ("First delivery at the new site", _after_move("first_delivery_ms", " ms")),
+    ("Core routing updates after move", _after_move("core_routing_updates_after_move")),
     ("Probes sent", lambda r: _num(r.get("probes_sent"))),
     ("Probes lost", _lost),
     ("Longest probe gap after move", lambda r: _num(r.get("outage_ms"), " ms")),

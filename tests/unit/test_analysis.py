@@ -741,6 +741,18 @@ def test_summary_table(runs):
     text.encode("ascii")                                        # any terminal prints it
 
 
+def test_a_lab_without_a_move_says_so_in_the_move_rows(runs):
+    """A scenario without a move step (te-priority: a link fails) has no convergence: its
+    move rows say "no move", not "never (null)" as if a move had failed to converge."""
+    still = dict(runs["lisp-across"], move_done=None)
+    lines = summary_table({"te-priority": still,
+                           "lisp-across-subnet": runs["lisp-across"]}).splitlines()
+    for label in ("Convergence", "DCI packets after move", "First delivery"):
+        row = next(line for line in lines if line.startswith(label))
+        assert row.count("no move") == 1 and "never" not in row, row   # the move's: a number
+    assert "114.0 ms" in next(line for line in lines if line.startswith("Convergence"))
+
+
 def test_report_of_an_empty_mode(tmp_path):
     """A mode whose captures hold nothing still gives a report (nulls, empty plots)."""
     run = Run()
