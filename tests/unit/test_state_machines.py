@@ -252,8 +252,12 @@ def test_etr_registers_periodically_and_answers_requests():
     assert times == [0.0, 5.0, 10.0]
     eid, mask = make_eid("10.1.0.9/32")
     req = MapRequest(77, [RequestRecord(eid, mask)], [ip("2001:db8::9"), ITR_RLOC])
+    # sent from one of its ITR-RLOCs: answered there (RFC 9301 5.3, the ETR selects one)
     [reply] = sends(etr.handle_request(req, ITR_RLOC, 1.0))
-    assert reply.dst == ip("2001:db8::9") and reply.message.nonce == 77
+    assert reply.dst == ITR_RLOC and reply.message.nonce == 77
+    # forwarded by a Map-Server (its source is none of them): answered at the first
+    [forwarded] = sends(etr.handle_request(req, MR, 1.0))
+    assert forwarded.dst == ip("2001:db8::9")
     rec = reply.message.records[0]
     assert (rec.eid, rec.mask_len) == (ip("10.1.0.0"), 24)
     other = MapRequest(78, [RequestRecord(*make_eid("10.7.0.1/32"))], [ITR_RLOC])
