@@ -1069,6 +1069,7 @@ def _start_kernelpath(self):
     self.log.write("kernel_path_started", lans=cfg.lan_interfaces, uplinks=uplinks)
     self.kernel_sync()
     self.dataplane.on_invalidate = self.kernel_sync
+    self.dataplane.on_lsb = self._kernel_lsb
     self.loop.call_later(1.0, self._kernel_periodic)
 
 
@@ -1081,12 +1082,25 @@ def _kernel_sync(self):
     if not self.lock.acquire(timeout=0.2):
         return
     try:
-        kp.sync(self.core, self.now())
+        kp.sync(self.core, self.now(), self.dataplane.generation)
     except OSError as e:
         self.io_counters["kernel_sync_errors"] += 1
         self.log.write("kernel_sync_error", error=str(e))
     finally:
         self.lock.release()
+
+
+def _kernel_lsb(self, outer_src, lsb):
+    """The Python path passed a sender's Locator-Status-Bits on: the kernel keeps its
+    packets with those bits from now (a decapsulation thread calls this)."""
+    kp = self.kernelpath
+    if kp is None:
+        return
+    try:
+        kp.lsb_passed(outer_src, lsb)
+    except (OSError, KeyError) as e:
+        self.io_counters["kernel_sync_errors"] += 1
+        self.log.write("kernel_sync_error", error=f"Locator-Status-Bits: {e}")
 
 
 def _kernel_periodic(self):
@@ -1121,6 +1135,7 @@ def _add_kernel_counters(self, out):
 Daemon.start_kernelpath = _start_kernelpath
 Daemon.kernel_sync = _kernel_sync
 Daemon._kernel_periodic = _kernel_periodic
+Daemon._kernel_lsb = _kernel_lsb
 Daemon.stop_kernelpath = _stop_kernelpath
 Daemon.add_kernel_counters = _add_kernel_counters
 

@@ -253,6 +253,7 @@ class DataPlane:
         self._dflows = {}                  # decapsulation: flow key -> Decision
         self._lookups = {}                 # inner source EID -> when we asked to resolve it
         self._lsb_seen = {}                # outer source -> the last Locator-Status-Bits
+        self.on_lsb = None                 # (outer source, bits) after they reached the core
         self._flows_gen = -1
         self._known = None
         # The LISP header's constant parts (N; I with the instance ID; L with the
@@ -857,6 +858,8 @@ class DataPlane:
             lsb = int.from_bytes(buf[at + 4:at + 8], "big") if wide else buf[at + 7]
             if self._lsb_seen.get(outer_src) != lsb:
                 self._locator_status(buf, i, v, outer_src, lsb, 32 if wide else 8)
+            if self.on_lsb is not None:  # the kernel path: these bits may stay there now
+                self.on_lsb(outer_src, lsb)
         d = self._dflows.get(key) if key is not None else None
         h = None
         if d is None:

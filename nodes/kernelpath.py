@@ -30,6 +30,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .lisp.data import header_words, site_lsb
@@ -51,7 +52,7 @@ COUNTERS = ("kernel_encapsulated", "kernel_decapsulated", "kernel_punt_miss",
             "kernel_punt_entry", "kernel_punt_mtu", "kernel_punt_ttl", "kernel_punt_fragment",
             "kernel_punt_odd", "kernel_punt_ipv6", "kernel_punt_decap_not_ours",
             "kernel_punt_decap_iid", "kernel_punt_decap_other", "kernel_encap_skbs",
-            "kernel_redirect_errors")
+            "kernel_redirect_errors", "kernel_punt_decap_lsb")
 N_COUNTERS = 16
 
 # enabled, tun ifindex, rloc4 (BE), iid, mtu, flags, the LISP header's two words (no nonce)
@@ -150,7 +151,10 @@ class Map:
         _bpf(BPF_MAP_UPDATE_ELEM, attr)
 
     def delete(self, key):
-        k, v, attr = self._attr(key)
+        # BPF_MAP_DELETE_ELEM takes fd and key only: the kernel refuses (EINVAL) an
+        # attribute with anything set after the key, so no value pointer here
+        k = ctypes.create_string_buffer(bytes(key), self.key_size)
+        attr = struct.pack("=IIQQQ", self.fd, 0, ctypes.addressof(k), 0, 0)
         try:
             _bpf(BPF_MAP_DELETE_ELEM, attr)
         except FileNotFoundError:
@@ -325,6 +329,9 @@ class KernelPath:
         self.features = {}                 # dev -> {feature: value before}
         self.maps = {}
         self.written = {"mc4": {}, "own4": {}, "mc6": {}, "own6": {}}   # what they hold
+        self.lsb_written = {}              # outer source (4 bytes) -> the bits in lisp_lsb4
+        self.lsb_generation = None
+        self.lsb_lock = threading.Lock()   # decapsulation thread and event loop
         self.syncs = 0
         try:
             self._load()
@@ -381,6 +388,7 @@ class KernelPath:
                      "own4": Map(m / "lisp_own4", _KEY.size, _OWN.size),
                      "mc6": Map(m / "lisp_mc6", _KEY6.size, _MC.size),
                      "own6": Map(m / "lisp_own6", _KEY6.size, _OWN.size),
+                     "lsb4": Map(m / "lisp_lsb4", 4, 4),
                      "counters": Map(m / "lisp_counters", 4, 8, percpu=True)}
 
     def _uplink_features(self, dev):
@@ -428,8 +436,39 @@ class KernelPath:
 
     # --- the maps ------------------------------------------------------------------------
 
-    def sync(self, core, now):
-        """Make the tries hold what the core says (only the differences are written)."""
+    def lsb_passed(self, outer_src, lsb):
+        """The Python path passed `outer_src`'s Locator-Status-Bits `lsb` on to the core (or
+        had them already): packets that carry the same bits stay in the kernel from now."""
+        try:
+            key = ipaddress.IPv4Address(outer_src).packed
+        except ValueError:
+            return                          # an IPv6 RLOC: the program decapsulates IPv4 only
+        with self.lsb_lock:
+            if self.lsb_written.get(key) == lsb:
+                return
+            if len(self.lsb_written) >= 4096:
+                self._forget_lsb()
+            self.maps["lsb4"].update(key, struct.pack("=I", lsb))
+            self.lsb_written[key] = lsb
+
+    def forget_lsb(self):
+        """Empty the bits map: every sender's next packet with the L bit is punted, so the
+        core hears the bits again (a mapping change starts without the old status)."""
+        with self.lsb_lock:
+            self._forget_lsb()
+
+    def _forget_lsb(self):
+        m = self.maps["lsb4"]
+        for key in list(self.lsb_written):
+            m.delete(key)
+        self.lsb_written = {}
+
+    def sync(self, core, now, generation=None):
+        """Make the tries hold what the core says (only the differences are written); when
+        the data plane's `generation` moved (a mapping changed), forget the bits too."""
+        if generation is not None and generation != self.lsb_generation:
+            self.lsb_generation = generation
+            self.forget_lsb()
         mc, own = desired_maps(core, now)
         for name, new in (("mc4", mc), ("own4", own), ("mc6", mc), ("own6", own)):
             size = _KEY.size if name.endswith("4") else _KEY6.size

@@ -73,6 +73,7 @@ enum {
 	C_PUNT_DECAP_OTHER,     /* decap: GSO batch, known-RLOCs-only policy, short */
 	C_ENCAP_SKBS,           /* skbs encapsulated */
 	C_PUNT_REDIRECT,        /* redirect refused (the packet is dropped then) */
+	C_PUNT_DECAP_LSB,       /* decap: Locator-Status-Bits the Python path has not seen */
 	C_MAX = 16,
 };
 
@@ -152,6 +153,17 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lisp_counters SEC(".maps");
+
+/* The Locator-Status-Bits (RFC 9300 5.3) each sending RLOC last sent, as the Python path
+ * passed them on to the core: a packet whose bits differ (or whose sender is not here) is
+ * punted, so the core hears every change; the daemon empties the map when the map-cache
+ * changes (a new mapping starts without the old status). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);     /* the outer source address, network byte order */
+	__type(value, __u32);   /* its bits: 8 with the I bit, 32 without */
+} lisp_lsb4 SEC(".maps");
 
 static __always_inline void count(__u32 idx, __u64 n)
 {
@@ -571,6 +583,15 @@ int lisp_decap(struct __sk_buff *skb)
 		__u32 iid = ((__u32)lisp[4] << 16) | ((__u32)lisp[5] << 8) | lisp[6];
 		if (iid != (cfg->iid & 0xFFFFFF))
 			return punt(C_PUNT_DECAP_IID);
+	}
+	if (lisp[0] & 0x40) {      /* L: the sending site's Locator-Status-Bits */
+		__u32 lsb = (lisp[0] & 0x08) ? (__u32)lisp[7] :
+			((__u32)lisp[4] << 24) | ((__u32)lisp[5] << 16) |
+			((__u32)lisp[6] << 8) | lisp[7];
+		__u32 src = ip->saddr;
+		__u32 *seen = bpf_map_lookup_elem(&lisp_lsb4, &src);
+		if (!seen || *seen != lsb)
+			return punt(C_PUNT_DECAP_LSB);
 	}
 	if (in->version == 6)
 		return decap6(skb, cfg, ip->ttl);

@@ -234,6 +234,11 @@ if sys.argv[2] == "entries":
     m = kp.Map(d / "lisp_mc4", kp._KEY.size, kp._MC.size)
     print(json.dumps([[kp.decode_key(k)[0], str(kp.decode_key(k)[1]),
                        kp.decode_mc(m.lookup(k))[0]] for k in m.keys()]))
+elif sys.argv[2] == "lsb":
+    import socket
+    m = kp.Map(d / "lisp_lsb4", 4, 4)
+    print(json.dumps({socket.inet_ntoa(k): struct.unpack("=I", m.lookup(k))[0]
+                      for k in m.keys()}))
 else:
     m = kp.Map(d / "lisp_cfg", 4, kp._CFG.size)
     raw = bytearray(m.lookup(struct.pack("=I", 0)))
@@ -244,8 +249,8 @@ else:
 
 
 def in_node(run, node, *args):
-    """Run IN_NODE in `node` ("entries": the IPv4 map-cache trie; "cfg", "0" or "1": the
-    kernel path off or on in its config map)."""
+    """Run IN_NODE in `node` ("entries": the IPv4 map-cache trie; "lsb": the Locator-
+    Status-Bits map; "cfg", "0" or "1": the kernel path off or on in its config map)."""
     r = run.lab.run(node, [sys.executable, "-c", IN_NODE, node, *args], timeout=10,
                     cwd=str(Path(__file__).resolve().parents[2]))
     assert r.returncode == 0, r.stderr

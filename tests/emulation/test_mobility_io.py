@@ -247,12 +247,19 @@ def test_b_live_move_client_follows_the_vm_to_the_new_xtr(mob):
     r1 = mob.counters("mobx1").get("reencapsulated_to_new_rloc", 0)
     replies = ping_log.read_text().count("bytes from")
     time.sleep(1.0)
-    x1, x2 = mob.counters("mobx1"), mob.counters("mobx2")
     new_replies = ping_log.read_text().count("bytes from") - replies
+    x1, x2 = mob.counters("mobx1"), mob.counters("mobx2")
     assert x2["packets_decapsulated"] - d2 >= 20, (x2, d2)
     assert x1.get("reencapsulated_to_new_rloc", 0) == r1, (x1, r1)
     assert new_replies >= 20, ping_log.read_text()[-2000:]          # and the VM answers
-    assert x2["packets_decapsulated"] - d2 >= new_replies
+    # Every answered request went through mobx2, give or take the requests in flight when
+    # the two windows were read (the counters and the log are read one after the other;
+    # at 100 a second over a round trip of tens of ms that is a few: CI once saw 62 < 63)
+    assert x2["packets_decapsulated"] - d2 >= new_replies - 5, (x2, d2, new_replies)
+    # the kernel path's tries followed every change (a refused map delete left the away
+    # VM in mobx1's decapsulation trie and stopped the rest of that sync)
+    assert {n: mob.counters(n).get("kernel_sync_errors", 0) for n in ("mobx1", "mobx2", "mobc")} \
+        == {"mobx1": 0, "mobx2": 0, "mobc": 0}
     ping.stop(signal.SIGINT)
 
     # Timings, from the event logs (all nodes share the clock).
