@@ -504,7 +504,13 @@ class Daemon:
             self.io_counters["encode_errors"] += 1
             self.log.write("encode_error", error=str(e))
             return
-        dst = ipaddress.ip_address(a.dst)
+        try:
+            dst = ipaddress.ip_address(a.dst)
+        except ValueError as e:       # a core bug: counted and logged like one, never a traceback
+            self.io_counters["control_errors"] += 1
+            self.log.write("control_error", error=f"send to {a.dst!r}: {e}",
+                           type=describe(a.message))
+            return
         transport = self.transports.get(dst.version)
         if transport is None:
             self.io_counters["send_no_socket"] += 1

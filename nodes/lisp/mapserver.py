@@ -599,6 +599,9 @@ class MapServer(Core):
         reg = self.lookup(iid, prefix.network_address, now)
         if request.xtr_id is not None and request.records[0].notify:
             self._subscribe(request, iid, prefix, reg, itr, now, out)
+        if itr is None:              # no IPv4/IPv6 ITR-RLOC: nobody to answer, nor to forward for
+            self.counters["map_request_no_itr_rloc"] += 1
+            return
         if reg is None:
             covering = next((p for s in self.sites for i, p in s.prefixes
                              if i == iid and p.version == prefix.version
@@ -725,13 +728,16 @@ class MapResolver(Core):
         if asked is None:
             return
         iid, prefix = asked
+        itr = reply_rloc(request)
+        if itr is None:              # no IPv4/IPv6 ITR-RLOC: nobody to answer, nor to forward for
+            self.counters["map_request_no_itr_rloc"] += 1
+            return
         route = self.routes.lookup(iid, prefix.network_address, now)
         if route is None:
             space = [p for i, p in self.space if i == iid]
             hole = largest_hole(space, prefix.network_address)
             rec = EidRecord(eid_address(iid, hole.network_address), hole.prefixlen, [],
                             ttl=self.negative_ttl, action=ACT_NATIVELY_FORWARD)
-            itr = reply_rloc(request)
             self.counters["negative_reply_sent"] += 1
             # To the ITR's port: the ECM's inner UDP source port (RFC 9301 section 5).
             out.append(SendControl(itr, MapReply(request.nonce, [rec]),

@@ -11,7 +11,7 @@ from scapy.layers.inet import ICMP, UDP
 from scapy.utils import rdpcap
 
 from nodes.lisp.actions import Event, RouteAdd, RouteDel, SendControl
-from nodes.lisp.address import make_eid
+from nodes.lisp.address import DistinguishedName, make_eid
 from nodes.lisp.auth import sign
 from nodes.lisp.etr import Etr, MapServerConfig
 from nodes.lisp.ipudp import IpUdp
@@ -369,3 +369,25 @@ def test_plain_map_requests_to_a_map_server_are_limited_too():
     answered = sum(len(sends(ms.receive(plain, ATTACKER, 0.0))) for _ in range(50))
     assert answered == 10 and ms.counters["map_request_rate_limited"] == 40
     assert len(sends(ms.receive(plain, ATTACKER, 1.0))) == 1     # 10 a second come back
+
+
+# --- a Map-Request with no ITR-RLOC to answer at ------------------------------------------
+
+def _request_without_ip_itr_rloc(eid):
+    """A Map-Request whose only ITR-RLOC is a distinguished name: nothing to reply to (a
+    fuzzed datagram of the emulation test made the Map-Server send to None and crash its
+    receive callback)."""
+    return MapRequest(nonce=7, records=[RequestRecord(*make_eid(eid))],
+                      itr_rlocs=[DistinguishedName("nowhere")])
+
+
+def test_a_map_request_with_no_ip_itr_rloc_is_counted_never_sent_to_none():
+    msmr = MapServerResolver([dc_site()], rng=random.Random(1))
+    # answered by the Map-Server (proxy or negative), or forwarded by the Map-Resolver
+    for eid in ("10.1.0.5/32", "10.9.0.1/32"):
+        request = _request_without_ip_itr_rloc(net(eid))
+        for raw in (encode(request),
+                    encode(EncapsulatedControl(request, IpUdp(ITR_RLOC, MS, sport=4342)))):
+            out = msmr.receive(raw, ITR_RLOC, 0.0)
+            assert all(a.dst is not None for a in sends(out)), out
+    assert msmr.counters["map_request_no_itr_rloc"] == 4
