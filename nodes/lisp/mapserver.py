@@ -233,7 +233,8 @@ class MapServer(Core):
                  map_request_rate_per_source=100.0, replay_window=3600.0, rng=None):
         super().__init__(name, rng)
         # After a host moved from ETR A to ETR B, A's registrations of it are ignored until
-        # A acknowledges the move's Map-Notify, or at most this long: a periodic
+        # A acknowledges the move's Map-Notify, or at most this long after the last copy
+        # of that Map-Notify we sent (it is retransmitted while unacknowledged): a periodic
         # Map-Register A sent just before it learnt of the move would otherwise read as a
         # move back, and both ETRs would think the host is away. After A's ack, a
         # registration from A is sent knowing of the move: the host really came back.
@@ -675,6 +676,15 @@ class MapServer(Core):
             p.next_time = now + self.notify_interval
             self.counters["map_notify_retransmitted"] += 1
             out.append(SendControl(p.dst, p.message))
+            if p.holddown is not None:
+                # still unacknowledged: the old ETR may not have heard of the move yet (a
+                # busy one works through a hundred notifies for seconds), so its
+                # registrations stay suspect for the hold-down after this copy too
+                iid, prefix, key_of = p.holddown
+                reg = self.registrations.get((iid, prefix))
+                if reg is not None and key_of in reg.moved_away:
+                    reg.moved_away[key_of] = max(reg.moved_away[key_of],
+                                                 now + self.move_holddown)
         self._tell_subscribers(now, out)
         return out
 

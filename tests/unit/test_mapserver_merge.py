@@ -205,6 +205,29 @@ def test_a_move_back_right_after_the_old_xtr_acknowledged_the_move_is_honoured_a
     assert ms.counters["host_moves"] == 2
 
 
+def test_the_holddown_lasts_while_the_move_notify_is_retransmitted_unacknowledged():
+    """A hundred VMs moved at once (move-100): the old xTR took seconds to work through
+    the Map-Notifies, acknowledging the last ones after the 2 s hold-down had ended, and
+    its periodic Map-Register of a VM it had not yet heard had moved was taken for a move
+    back (12 of 99 VMs went back to DC1). While the Map-Server still retransmits the
+    move's Map-Notify, the old xTR has not shown it heard it: the hold-down runs for
+    `move_holddown` after the last copy sent, and still ends at once with the ack."""
+    ms = MapServer([site(accept_more_specifics=True)], move_holddown=2.0,
+                   notify_interval=1.0, notify_retries=3, rng=random.Random(1))
+    ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 0.0)
+    [moved] = sends(ms.receive(register("10.1.0.5/32", B_SET, notify=False), XTR_B, 1.0))
+    assert moved.dst == XTR_A
+    for t in (2.0, 3.0):                       # unacknowledged: sent again
+        assert [s.dst for s in sends(ms.tick(t))] == [XTR_A]
+    stale = ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 3.5)
+    assert sends(stale) == [] and events(stale, "register_ignored"), stale
+    assert [str(x.address) for x in ms.lookup(0, ip("10.1.0.5"), 3.5).locators()] == \
+        ["192.0.2.2"]
+    ms.receive(ack(moved), XTR_A, 3.6)         # heard at last: the hold-down ends
+    back = ms.receive(register("10.1.0.5/32", A_SET, notify=False), XTR_A, 3.7)
+    assert [s.dst for s in sends(back)] == [XTR_B] and ms.counters["host_moves"] == 2
+
+
 def test_vm_moves_back_within_the_holddown_and_only_the_xtr_it_is_behind_claims_it():
     """In memory, with real xTRs: DC1 -> DC2 -> DC1 in one second. Afterwards the Map-Server
     maps the VM to xTR1, xTR2 has it away (toward xTR1), and xTR1 has it local."""
