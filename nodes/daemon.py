@@ -60,6 +60,10 @@ LISP_TABLE = 100          # the table LAN traffic falls back to: default route i
 RULE_PRIORITY = 100
 # Events of the core after which the data plane's cached per-flow decisions may be wrong
 # (route actions flush them too).
+# The kernel path's tries are synced with the core at most once per this many seconds
+# in a burst of changes (the first change of a burst at once).
+KERNEL_SYNC_GAP_S = 0.02
+
 MAPPING_EVENTS = frozenset({"map_cache_installed", "map_cache_published", "map_cache_expired",
                             "eid_away", "dynamic_eid_detected", "dynamic_eid_removed",
                             "dynamic_eid_aged_out",
@@ -1074,7 +1078,7 @@ def _start_kernelpath(self):
         return
     self.log.write("kernel_path_started", lans=cfg.lan_interfaces, uplinks=uplinks)
     self.kernel_sync()
-    self.dataplane.on_invalidate = self.kernel_sync
+    self.dataplane.on_invalidate = self.kernel_sync_soon
     self.dataplane.on_lsb = self._kernel_lsb
     self.loop.call_later(1.0, self._kernel_periodic)
 
@@ -1094,6 +1098,35 @@ def _kernel_sync(self):
         self.log.write("kernel_sync_error", error=str(e))
     finally:
         self.lock.release()
+
+
+def _kernel_sync_soon(self):
+    """A mapping or route changed (any thread): sync the kernel's tries at once when none
+    was synced for KERNEL_SYNC_GAP_S, else once at the end of that gap for every change
+    meanwhile. A sync rebuilds the tries' wanted state from the whole core: one per change
+    made the old xTR of a hundred moved VMs take 3 s to work through their Map-Notifies."""
+    if getattr(self, "_kernel_sync_due", False):
+        return                                  # a sync is due: it will include this change
+    now = time.monotonic()
+    wait = getattr(self, "_kernel_synced_at", -1e9) + KERNEL_SYNC_GAP_S - now
+    if wait <= 0:
+        self._kernel_synced_at = now
+        self.kernel_sync()
+        return
+    self._kernel_sync_due = True
+
+    def due():
+        self._kernel_sync_due = False
+        self._kernel_synced_at = time.monotonic()
+        self.kernel_sync()
+
+    def schedule():
+        self.loop.call_later(wait, due)
+
+    try:
+        self.loop.call_soon_threadsafe(schedule)
+    except RuntimeError:                       # the loop is closing: the stop cleans up
+        self._kernel_sync_due = False
 
 
 def _kernel_lsb(self, outer_src, lsb):
@@ -1140,6 +1173,7 @@ def _add_kernel_counters(self, out):
 
 Daemon.start_kernelpath = _start_kernelpath
 Daemon.kernel_sync = _kernel_sync
+Daemon.kernel_sync_soon = _kernel_sync_soon
 Daemon._kernel_periodic = _kernel_periodic
 Daemon._kernel_lsb = _kernel_lsb
 Daemon.stop_kernelpath = _stop_kernelpath
