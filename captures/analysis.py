@@ -46,6 +46,7 @@ from captures.probe import PROBE_MAGIC, PROBE_PORT, TCP_PORT
 
 from .failover import failover_check, from_captures
 from .flows import FLOW_PORT, count_flows, flow_shares, split_check
+from .group import converged_check, group_convergence
 
 LISP_DATA_PORT = 4341
 LISP_CONTROL_PORT = 4342
@@ -668,6 +669,7 @@ def compute(meta: dict, caps: list[LinkCapture], mode_dir=None) -> dict:
         "checks": list(meta.get("checks") or []) + [
             split_check(d, flow_counts or {}) if d["check"] == "split" else
             failover_check(d, failover) if d["check"] == "failover" else
+            converged_check(d, _group_result(d, mode_dir)) if d["check"] == "converged" else
             _deferred_check(d, per_probe, convergence_ms, meta.get("client"), meta["vm"])
             for d in meta.get("deferred_checks") or []],
         "links": {c.name: {"role": c.role, "pcap": c.present, "error": c.error,
@@ -704,6 +706,14 @@ def _deferred_check(check, per_probe, convergence_ms, client, vm):
                               f"{' > '.join(path)}" + ("" if ok else
                                                        f"; expected {' > '.join(check['expect'])}")))
     return out
+
+
+def _group_result(check, mode_dir):
+    """A converged check's measurement (captures/group.py), None without its capture."""
+    if mode_dir is None or check.get("link") is None or check.get("move_time") is None:
+        return None
+    return group_convergence(Path(mode_dir) / f"{check['link']}.pcap", check["members"],
+                             check["rloc"], float(check["move_time"]))
 
 
 def _usable(cap: LinkCapture) -> bool:

@@ -17,6 +17,8 @@ import json
 import threading
 import time
 
+from topologies.model import Step
+
 from .backend import PY, Network
 from .emu import wait_for
 
@@ -37,11 +39,49 @@ def _eid(model, host, family=None):
     return ip, f"{ip}/{ip.max_prefixlen}"
 
 
+def _group_check(net, step):
+    """(ok, detail) of a live check on a group of hosts: true for every member, all within
+    the step's one window."""
+    a, model = step.args, net.model
+    c, window = a["check"], float(a.get("window", WINDOW_S))
+    deadline = time.monotonic() + window
+    if c in ("reachable", "unreachable"):
+        group, members = a["to"], model.members(a["to"])
+        want, wrong = c == "reachable", list(members)
+        while True:
+            answering = set(wrong) - set(net.not_answering(a["from"], group, 1, a.get("family")))
+            wrong = [m for m in wrong if (m in answering) != want]
+            if not wrong or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        verb = "reaches" if want else "does not reach"
+        if not wrong:
+            return True, f"{a['from']} {verb} all {len(members)} hosts of {group}"
+        return False, (f"{a['from']} {verb} {len(members) - len(wrong)} of the {len(members)} "
+                       f"hosts of {group} within {window:g} s (not: {', '.join(wrong[:5])}"
+                       + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else "") + ")")
+    group = a["eid"]
+    failed = []
+    for m in model.members(group):
+        left = max(0.05, deadline - time.monotonic())
+        ok, detail = live_check(net, Step(step.at, step.kind, {**a, "eid": m, "window": left},
+                                          step.where))
+        if not ok:
+            failed.append(detail)
+    n = len(model.members(group))
+    if not failed:
+        return True, f"{group}: all {n} hosts pass ({c})"
+    return False, (f"{group}: {len(failed)} of {n} hosts fail ({c}); the first: {failed[0]}")
+
+
 def live_check(net, step):
     """(ok, detail) of a check that asks the running network."""
     a, model = step.args, net.model
     window = float(a.get("window", WINDOW_S))
     c = a["check"]
+    if a.get("eid") in model.groups or (c in ("reachable", "unreachable")
+                                        and a["to"] in model.groups):
+        return _group_check(net, step)
     if c in ("reachable", "unreachable"):
         want = c == "reachable"
         got = wait_for(lambda: net.ping(a["from"], a["to"], family=a.get("family")) == want,
@@ -125,11 +165,12 @@ def _run_step(net, step, state):
     if kind == "traffic":
         t = a["traffic"]
         name = step.flow_name()
-        dst, duration = net.host_ip(a["to"], a.get("family")), str(a.get("duration", 10))
+        dsts = [net.host_ip(m, a.get("family")) for m in model.members(a["to"])]
+        dst, duration = dsts[0], str(a.get("duration", 10))
         out = net.out_dir / f"{name}.json"
-        if t == "probes":
-            argv = [PY, "-m", "lab.traffic", "probe", "--dst", dst, "--rate",
-                    str(a.get("rate", 100)), "--duration", duration, "--out", out]
+        if t == "probes":                    # to a group: round robin over its members
+            argv = [PY, "-m", "lab.traffic", "probe", *(x for d in dsts for x in ("--dst", d)),
+                    "--rate", str(a.get("rate", 100)), "--duration", duration, "--out", out]
         elif t == "tcp":
             argv = [PY, "-m", "lab.traffic", "tcp", "--dst", dst, "--duration", duration,
                     "--out", out]
@@ -146,7 +187,7 @@ def _run_step(net, step, state):
                 ["-b", str(a["bandwidth"])] if "bandwidth" in a else [])
         state["flows"][name] = net.lab.start_process(a["from"], argv,
                                                      net.out_dir / f"{name}.log", name=name)
-        if t == "probes" and state.get("probe") is None:
+        if t == "probes" and state.get("probe") is None and a["to"] not in model.groups:
             state["probe"] = (a["from"], a["to"])
             state["probe_family"] = a.get("family")
     elif kind == "move":
@@ -154,9 +195,12 @@ def _run_step(net, step, state):
         net.progress(f"moving {a['move']} to {a['to']}" + (f" (cold, {cold:g} s down)"
                                                             if cold else ""))
         t0 = time.time()
-        net.move(a["move"], a["to"], cold)
+        took = net.move(a["move"], a["to"], cold) or {}
         state["moves"].append({"host": a["move"], "to": a["to"], "time": t0,
-                               "done": time.time(), "cold_s": cold})
+                               "done": time.time(), "cold_s": cold, **took})
+        if a["move"] in model.groups:
+            net.progress(f"{len(model.members(a['move']))} ports re-attached in "
+                         f"{took.get('reattach_ms')} ms, announced in {took.get('announce_ms')} ms")
     elif kind == "host_route":
         routes = net.inject_host_route(a["host_route"])
         move_t = state["moves"][-1]["time"] if state["moves"] else routes["injected_at"]
@@ -180,7 +224,7 @@ def _run_step(net, step, state):
     elif kind == "capture":
         (net.start_captures if a["capture"] == "start" else net.stop_captures)()
     elif kind == "check":
-        if a["check"] in ("path", "convergence", "split", "failover"):   # from the captures
+        if a["check"] in ("path", "convergence", "split", "failover", "converged"):  # captures
             state["deferred"].append((step, state["nominal"]))
         else:
             # A live check retries for its window beside the timeline, never holding it.
@@ -206,12 +250,16 @@ def prepare(net, captures=True, echo_hosts=None, warm=True):
         net.start_captures()
     net.start_daemons()
     if echo_hosts is None:
-        echo_hosts = sorted({s.args["to"] for s in model.timeline if s.kind == "traffic"})
+        echo_hosts = sorted({m for s in model.timeline if s.kind == "traffic"
+                             for m in model.members(s.args["to"])})
     for host in echo_hosts:
         net.lab.start_process(host, [PY, "-m", "lab.traffic", "echo"],
                               net.out_dir / f"echo-{host}.log", name=f"echo-{host}")
+    in_groups = {m for members in model.groups.values() for m in members}
+    net.announce_all([vm.name for vm in model.vms() if vm.name in in_groups])
     for vm in model.vms():
-        net.announce(vm.name)
+        if vm.name not in in_groups:
+            net.announce(vm.name)
         net.gateway_ping(vm.name)
     if model.lisp:
         for vm in model.vms():
@@ -329,7 +377,8 @@ def links_json(net, state, start_wall):
             "flows": state.get("flows_meta"),
             "link_events": state.get("link_events", []),    # link steps: when, up or down
             "checks": state["checks"],
-            "deferred_checks": [_deferred(model, s, wall) for s, wall in state["deferred"]],
+            "deferred_checks": [_deferred(model, s, wall, state["moves"])
+                                for s, wall in state["deferred"]],
             "topology": model.topology()}          # for report.html's picture
     if first:
         meta["move"] = (f"cold ({first['cold_s']:g} s down)" if first["cold_s"] else "live")
@@ -356,9 +405,10 @@ def budget_meta(model, src, origin, target):
             "floor_ms": floor}
 
 
-def _deferred(model, step, wall):
+def _deferred(model, step, wall, moves=()):
     """A path or convergence check for the analysis: with its expected path (the model's,
-    for where the host is at that time), and the wall-clock time it was due."""
+    for where the host is at that time), and the wall-clock time it was due. `moves`: the
+    moves the run made (a converged check measures from the last one of its host)."""
     a = step.args
     out = {"check": a["check"], "at": step.at, "time": wall, "file": step.where[0],
            "line": step.where[1], "step": step.describe(),
@@ -379,6 +429,22 @@ def _deferred(model, step, wall):
         site = model.uplink_site(a["primary"])
         out.update(primary=a["primary"], backup=a["backup"], site_link=site.access_link(),
                    interval_s=model.rloc_probing, within=float(a.get("within", 3)))
+    elif a["check"] == "converged":
+        fam, group = a.get("family"), a["eid"]
+        members = model.members(group)
+        # the probe flow to the group (or to the host) tells whose ITR to watch
+        flow = next((s for s in model.timeline if s.kind == "traffic"
+                     and s.args["traffic"] == "probes" and s.args["to"] == group), None)
+        client = flow.args["from"] if flow else None
+        itr = model.sites[model.hosts[client].site].gateway if client else None
+        new = model.sites[model.host_site_at(members[0], step.at + 1e-9)].gateway
+        moved = [m for m in moves if m["host"] in (group, *members) and m["time"] <= wall]
+        out.update(group=group, below_ms=float(a["below_ms"]),
+                   members={model.hosts[m].addr(fam): m for m in members},
+                   link=model.uplinks(itr)[0].name if itr else None,
+                   rloc=model.rloc(new), move_time=moved[-1]["time"] if moved else None,
+                   resolution_ms=(round(1000.0 * len(members) / float(flow.args.get(
+                       "rate", 100)), 1) if flow else None))
     elif a["check"] == "split":
         out.update(links=list(a["links"]), weights=[float(w) for w in a["weights"]],
                    tolerance=float(a.get("tolerance", 5)))

@@ -275,7 +275,13 @@ def _error_text(e):
 # --- probe ------------------------------------------------------------------------------------
 
 def run_probe(args, stopper):
-    family, addr = _resolve(args.dst, args.port, socket.SOCK_DGRAM)
+    dsts = args.dst if isinstance(args.dst, list) else [args.dst]
+    resolved = [_resolve(d, args.port, socket.SOCK_DGRAM) for d in dsts]
+    family = resolved[0][0]
+    if any(f != family for f, _ in resolved):
+        raise UsageError("--dst: every destination of one probe flow in the same family")
+    addrs = [a for _, a in resolved]   # several: probe seq goes to addrs[seq % len(addrs)]
+    addr, n_dst = addrs[0], len(addrs)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
     try:
@@ -369,7 +375,7 @@ def run_probe(args, stopper):
                     got.extend(bytes(len(got)))
                 pack_into(buf, 0, PROBE_MAGIC, seq & 0xFFFFFFFF, time_ns())
                 try:
-                    sock.sendto(buf, addr)
+                    sock.sendto(buf, addr if n_dst == 1 else addrs[seq % n_dst])
                 except OSError as e:      # no route while a link is down, a full buffer
                     send_errors += 1
                     last_send_error = e.strerror or str(e)
@@ -413,7 +419,7 @@ def run_probe(args, stopper):
     lost_ranges = seq_ranges(got, seq, limit=args.max_lost_ranges)
     result = {
         "tool": "lab.traffic probe", "format": 1,
-        "dst": args.dst, "port": args.port, "family": 6 if family == socket.AF_INET6 else 4,
+        "dst": dsts[0] if n_dst == 1 else dsts, "port": args.port, "family": 6 if family == socket.AF_INET6 else 4,
         "rate": rate, "duration": args.duration, "size": size,
         "start": start_ns / 1e9, "end": end_ns / 1e9,
         "sent": seq, "received": received, "lost": seq - received,
@@ -902,7 +908,9 @@ def build_parser():
 
     pr = sub.add_parser("probe", parents=[nice],
                         help="sequence-numbered UDP probes, RTT and loss")
-    pr.add_argument("--dst", required=True, help="the VM's address (IPv4 or IPv6)")
+    pr.add_argument("--dst", required=True, action="append",
+                    help="the VM's address (IPv4 or IPv6); repeated: the probes go round "
+                         "robin to each (probe n to the (n mod count)th)")
     pr.add_argument("--port", type=_port, default=PROBE_PORT)
     pr.add_argument("--rate", type=_positive(float), default=1000.0, help="probes per second")
     pr.add_argument("--duration", type=_non_negative(float), default=0.0,

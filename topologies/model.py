@@ -153,7 +153,7 @@ STEP_KINDS = {
 }
 TRAFFIC_KINDS = ("probes", "tcp", "iperf3", "flows")
 CHECK_KINDS = ("reachable", "unreachable", "map_cache", "registered", "counter", "path",
-               "convergence", "split", "failover")
+               "convergence", "split", "failover", "converged")
 
 
 @dataclass
@@ -178,6 +178,7 @@ class Lab:
     dataplane: str | None = None   # the xTRs' [dataplane] path: "python", "kernel", or theirs
     core_delay_ms: float = 0.0
     extends: str | None = None
+    groups: dict = field(default_factory=dict)   # a host group (count: N) -> member names
 
     # --- nodes and links ----------------------------------------------------------------
 
@@ -800,11 +801,17 @@ class Lab:
     def moves(self):
         return [s for s in self.timeline if s.kind == "move"]
 
+    def members(self, name):
+        """The hosts `name` stands for in a step: a group's members, or the host itself."""
+        return list(self.groups[name]) if name in self.groups else [name]
+
     def host_site_at(self, host, t):
-        """The site `host` is at after every move of the timeline before time `t`."""
+        """The site `host` (a host, or a group: where its first member is) is at after
+        every move of the timeline before time `t`."""
+        host = self.members(host)[0]
         site = self.hosts[host].site
         for s in self.moves():
-            if s.args["move"] == host and s.at < t:
+            if host in self.members(s.args["move"]) and s.at < t:
                 site = s.args["to"]
         return site
 

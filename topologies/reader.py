@@ -127,6 +127,7 @@ class _Reader:
     def __init__(self, data):
         self.data = data
         self.names = {}                      # name -> what it is ("router", "host", ...)
+        self.groups = {}                     # a host group's name -> its members' names
         self.lisp = _bool(data, "lisp") if "lisp" in data else True
 
     def claim(self, name, m, key, what):
@@ -425,39 +426,44 @@ class _Reader:
         """The hosts and VMs, inside their sites' subnets."""
         data, claim, sites, sites_m = self.data, self.claim, self.sites, self.sites_m
         hosts_m = _mapping(data, "hosts", "hosts")
-        hosts = {}
+        hosts, keys = {}, {}                 # keys: host -> its key in the file (a group's)
         for hname, spec in hosts_m.items():
             _key_name(hosts_m, hname, "host")
             if not isinstance(spec, Map):
                 raise hosts_m.error(hname, f"host {hname}: a mapping (site:, address:)")
             claim(hname, hosts_m, hname, "host")
-            check_keys(spec, ("site", "address", "vm", "foreign"), ("site", "address"),
+            check_keys(spec, ("site", "address", "vm", "foreign", "count"), ("site", "address"),
                        f"host {hname}")
             if spec["site"] not in sites:
                 raise spec.error("site", f"host {hname}: unknown site {spec['site']!r} "
                                          f"(sites: {', '.join(sites)})")
             site = sites[spec["site"]]
-            h = Host(hname, site.name, _addrs(spec, "address"),
-                     _bool(spec, "vm") if "vm" in spec else False,
-                     _bool(spec, "foreign") if "foreign" in spec else False)
-            for a in h.addresses:
-                # the LAN's subnets and those of the xTR-held gateways
-                subnets = site.lan + list(site.dynamic_gateways.values())
-                same = [lan for lan in subnets if lan.version == a.version]
-                # (a family the site's LAN has no subnet of is the hosts' own: no gateway)
-                if same and not h.foreign and not any(a.network == lan.network for lan in same):
-                    nets = ", ".join(str(x.network) for x in subnets)
-                    raise spec.error("address", f"host {hname}: {a} is outside site {site.name}'s "
-                                                f"LAN ({nets}; foreign: true if on purpose)")
-                if any(a.ip == lan.ip for lan in subnets):
-                    raise spec.error("address", f"host {hname}: {a.ip} is the gateway's address")
-            hosts[hname] = h
+            first = _addrs(spec, "address")
+            members = [(hname, first)]
+            if "count" in spec:
+                # a group: NAME1..NAMEn, each next address one up (steps may name the group)
+                n = _number(spec, "count", 2, 250, "count")
+                if n != int(n):
+                    raise spec.error("count", f"host {hname}: count {n:g} is not a whole number")
+                if len(hname) + len(str(int(n))) > 8:
+                    raise hosts_m.error(hname, f"host {hname}: a group's members are named "
+                                               f"{hname}1..{hname}{int(n)}, longer than 8 "
+                                               f"characters: shorten the name")
+                members = [(f"{hname}{i}", [ipaddress.ip_interface(
+                    f"{a.ip + i - 1}/{a.network.prefixlen}") for a in first])
+                    for i in range(1, int(n) + 1)]
+                for name, _ in members:
+                    claim(name, hosts_m, hname, "host")
+                self.groups[hname] = [name for name, _ in members]
+            for name, addresses in members:
+                hosts[name] = self._host(hname, spec, site, name, addresses)
+                keys[name] = hname
         all_addrs = {}
         for h in hosts.values():
             for a in h.addresses:
                 if a.ip in all_addrs:
-                    raise hosts_m[h.name].error("address", f"host {h.name}: {a.ip} is also "
-                                                           f"{all_addrs[a.ip]}'s address")
+                    raise hosts_m[keys[h.name]].error("address", f"host {h.name}: {a.ip} is "
+                                                                 f"also {all_addrs[a.ip]}'s address")
                 all_addrs[a.ip] = h.name
         for s in sites.values():
             here = [h for h in hosts.values() if h.site == s.name]
@@ -468,6 +474,29 @@ class _Reader:
                 raise sites_m.error(s.name, f"site {s.name} has a VM: give it a switch (a VM "
                                             f"moves between switches)")
         self.hosts = hosts
+
+    @staticmethod
+    def _host(key, spec, site, name, addresses):
+        """One host (or a group's member `name`) at `site`, its addresses checked."""
+        h = Host(name, site.name, addresses, _bool(spec, "vm") if "vm" in spec else False,
+                 _bool(spec, "foreign") if "foreign" in spec else False)
+        who = name if name == key else f"{name} (of group {key})"
+        for a in h.addresses:
+            # the LAN's subnets and those of the xTR-held gateways
+            subnets = site.lan + list(site.dynamic_gateways.values())
+            same = [lan for lan in subnets if lan.version == a.version]
+            # (a family the site's LAN has no subnet of is the hosts' own: no gateway)
+            if same and not h.foreign and not any(a.network == lan.network for lan in same):
+                nets = ", ".join(str(x.network) for x in subnets)
+                raise spec.error("address", f"host {who}: {a} is outside site {site.name}'s "
+                                            f"LAN ({nets}; foreign: true if on purpose)")
+            if any(a.ip == lan.ip for lan in subnets):
+                raise spec.error("address", f"host {who}: {a.ip} is the gateway's address")
+            if a.version == 4 and a.network.prefixlen < 31 and a.ip in (
+                    a.network.network_address, a.network.broadcast_address):
+                raise spec.error("address", f"host {who}: {a.ip} is its subnet's network or "
+                                            f"broadcast address")
+        return h
 
     def read_dci(self):
         """The DCI between two data centers, if any."""
@@ -497,7 +526,8 @@ def build(data, path="?"):
         section()                            # in this order: each uses what came before
     lab = Lab(name=data["lab"], description=str(data.get("description", "")).strip(),
               file=path, lisp=r.lisp, routers=r.routers, routing=r.routing, links=r.links,
-              sites=r.sites, hosts=r.hosts, dci=r.dci, map_servers=r.ms_names,
+              sites=r.sites, hosts=r.hosts, groups=r.groups, dci=r.dci,
+              map_servers=r.ms_names,
               proxies=r.proxies, timeline=[], register_interval=r.reg_interval,
               pubsub=r.pubsub, rloc_probing=r.rloc_probing,
               rloc_probe_options=r.rloc_probe_options,
@@ -541,9 +571,17 @@ def _timeline(seq, lab):
     return steps
 
 
-def _host(m, key, lab):
+def _host(m, key, lab, group=False):
+    """m[key] names a host (or, with `group`, a host group: count: N)."""
+    if m[key] in lab.groups:
+        if not group:
+            raise m.error(key, f"{key}: {m[key]!r} is a group of hosts; name one of them "
+                               f"({m[key]}1..{lab.groups[m[key]][-1]}) here")
+        return
     if m[key] not in lab.hosts:
-        raise m.error(key, f"unknown host {m[key]!r} (hosts: {', '.join(lab.hosts)})")
+        names = [n for n in lab.hosts if not any(n in g for g in lab.groups.values())]
+        raise m.error(key, f"unknown host {m[key]!r} (hosts: "
+                           f"{', '.join(names + list(lab.groups))})")
 
 
 def _node(m, key, lab, lisp_only=False):
@@ -559,12 +597,15 @@ def _family(m, lab):
     fam = m.get("family")
     if fam is not None and fam not in (4, 6):
         raise m.error("family", f"family {fam!r}: 4 or 6")
+    def host(name):            # a group's members have the same families
+        return lab.hosts[lab.members(name)[0]] if name in lab.groups else lab.hosts.get(name)
+
     for k in ("from", "to", "eid"):
-        if k in m and m[k] in lab.hosts:
-            h = lab.hosts[m[k]]
+        if k in m and host(m[k]) is not None:
+            h = host(m[k])
             if fam is not None and not h.ip(fam):
                 raise m.error("family", f"host {h.name} has no IPv{fam} address")
-    ends = [lab.hosts[m[k]] for k in ("from", "to") if k in m and m[k] in lab.hosts]
+    ends = [host(m[k]) for k in ("from", "to") if k in m and host(m[k]) is not None]
     if fam is None and len(ends) == 2 and not ends[0].ip(ends[1].family()):
         raise m.error("to", f"{ends[1].name}'s IPv{ends[1].family()} address: {ends[0].name} "
                             f"has none (family: 4 or 6)")
@@ -578,7 +619,7 @@ def _check_step(m, kind, args, lab, at):
             raise m.error("traffic", f"traffic {args['traffic']!r}: one of "
                                      f"{', '.join(TRAFFIC_KINDS)}")
         _host(m, "from", lab)
-        _host(m, "to", lab)
+        _host(m, "to", lab, group=args["traffic"] == "probes")    # probes: round robin
         if "rate" in m:
             _number(m, "rate", 1, 100000)
         if "duration" in m:
@@ -598,8 +639,8 @@ def _check_step(m, kind, args, lab, at):
             raise m.error("stop", f"stop {args['stop']!r}: no traffic step before it starts a "
                                   f"flow of that name (flows: {', '.join(flows) or 'none'})")
     elif kind == "move":
-        _host(m, "move", lab)
-        if not lab.hosts[args["move"]].vm:
+        _host(m, "move", lab, group=True)        # a group's members move at once
+        if not lab.hosts[lab.members(args["move"])[0]].vm:
             raise m.error("move", f"host {args['move']} is not a VM (vm: true)")
         to = args["to"]
         if to not in lab.sites or not lab.sites[to].switch:
@@ -632,17 +673,25 @@ def _check_step(m, kind, args, lab, at):
                 "map_cache": ("node", "eid"), "registered": ("eid",),
                 "counter": ("node", "name"), "path": ("from", "to"),
                 "convergence": ("below_ms",), "split": ("links", "weights"),
-                "failover": ("primary", "backup")}[c]
+                "failover": ("primary", "backup"), "converged": ("eid", "below_ms")}[c]
         for k in need:
             if k not in m:
                 raise m.error("check", f"check {c} needs {k}:")
         for k in ("from", "to"):
             if k in m:
-                _host(m, k, lab)
+                _host(m, k, lab, group=k == "to" and c in ("reachable", "unreachable"))
         if "node" in m:
             _node(m, "node", lab, lisp_only=c in ("map_cache", "counter"))
-        if "eid" in m and m["eid"] not in lab.hosts:
-            raise m.error("eid", f"eid: a host's name (hosts: {', '.join(lab.hosts)})")
+        if "eid" in m:
+            _host(m, "eid", lab, group=True)
+        if c == "converged":
+            moved = [s for s in lab.moves() if set(lab.members(m["eid"]))
+                     & set(lab.members(s.args["move"]))]
+            if not moved:
+                raise m.error("eid", f"check converged: no move of {m['eid']} before it")
+            if not lab.lisp:
+                raise m.error("check", "check converged: the client's ITR encapsulates to "
+                                       "the new xTR (a LISP lab)")
         for k in ("by", "rloc"):
             if k in m and m[k] not in lab.daemon_configs("", ""):
                 raise m.error(k, f"{k}: {m[k]!r} is not a LISP node of this lab")

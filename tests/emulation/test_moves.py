@@ -9,7 +9,9 @@ topologies/labs/: each passes its checks and leaves nothing behind.
   Map-Server's Map-Notify reaches it (the budget's publish step) and the direct path
   starts before the SMR round's Map-Reply is back;
 - dead-xtr-move: DC1's xTR is killed as the VM moves: the client converges through PubSub
-  alone; the same without PubSub (tests/data/dead-xtr-no-pubsub.yaml) never converges."""
+  alone; the same without PubSub (tests/data/dead-xtr-no-pubsub.yaml) never converges;
+- move-100: a hundred VMs move at once (a group, count: 99, beside the probed VM): every
+  one registered by DC2 alone and converged to the direct path."""
 import time
 
 import pytest
@@ -58,3 +60,19 @@ def test_without_pubsub_a_move_away_from_a_dead_xtr_never_converges(tmp_path, em
     failed = {c["step"].split()[2] for c in r["checks"] if not c["ok"]}
     assert {"map_cache", "path", "convergence"} <= failed, r["checks"]
     assert r["convergence_ms"] is None
+
+
+def test_a_hundred_vms_move_at_once_and_every_one_converges(tmp_path, emu):
+    """move-100: the probed VM and 99 more move to DC2 in one step. Every check passes:
+    all 99 registered by DC2's xTR alone, in the client's map-cache toward it and
+    reachable; the Map-Server saw 100 moves and DC1's xTR sent an SMR for each; and the
+    converged check found, in the client uplink's capture, every member's probes going
+    inside LISP to DC2's RLOC within its bound."""
+    r = play(LABS_DIR / "move-100.yaml", tmp_path, emu)
+    failed = [c for c in r["checks"] if not c["ok"]]
+    assert failed == [], failed
+    converged = next(c for c in r["checks"] if c["step"].split()[2] == "converged")
+    g = converged["groups"]["vms"]
+    assert g["members"] == g["converged"] == 99 and g["never"] == [], converged
+    assert 0 < g["min_ms"] <= g["median_ms"] <= g["max_ms"] < 3000, converged
+    assert r["convergence_ms"] is not None, r["checks"]
