@@ -20,6 +20,7 @@ def main(argv):
         mods.append(("kernel", __import__("bench.bench_kernel", fromlist=["run"])))
         mods.append(("te", __import__("bench.bench_te", fromlist=["run"])))
         mods.append(("failover", __import__("bench.bench_failover", fromlist=["run"])))
+        mods.append(("moves", __import__("bench.bench_moves", fromlist=["run"])))
     else:
         print("bench: dataplane skipped (needs root: sudo make bench)")
     for name, mod in mods:

@@ -15,3 +15,15 @@ def test_write_result_writes_the_named_json_file(tmp_path, monkeypatch):
     path = common.write_result("te", {"runs": [1, 2]})
     assert path == tmp_path / "results" / "te.json"
     assert json.loads(path.read_text()) == {"runs": [1, 2]}
+
+
+def test_bench_moves_targets_follow_issue_12():
+    """PubSub: 1.5 x the notification floor; SMR: that floor plus one SMR round; loss at
+    1,000 probes/s: the notification floor in milliseconds."""
+    from bench.bench_moves import LISP_MODES, ORDER, PUBSUB, targets
+    floor = {"notify": 40.0, "smr": 110.0, "smr_round": 60.0}
+    assert targets(PUBSUB, floor) == (60.0, 40)
+    assert targets("lisp-across-subnet", floor) == (100.0, 40)
+    assert targets("lisp-across-subnet", None) == (None, None)
+    assert ORDER[-1] == PUBSUB and PUBSUB in LISP_MODES
+    assert "l2-extension" in ORDER and "l2-extension" not in LISP_MODES
