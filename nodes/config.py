@@ -70,7 +70,8 @@ KEYS = {
     "eid_space": ("prefix", "instance_id"),
     "etr": ("register_interval", "record_ttl", "away_ttl", "host_timeout", "want_map_notify",
             "proxy_reply",
-            "smr_interval", "decap_known_rlocs_only"),
+            "smr_interval", "decap_known_rlocs_only", "site_notify_group",
+            "site_notify_interface"),
     "itr": ("miss_policy", "petr", "map_request_rate", "map_request_interval",
             "max_pending_requests", "min_mapping_prefix_ipv4", "min_mapping_prefix_ipv6",
             "subscribe", "xtr_id", "rloc_probe_interval", "rloc_probe_timeout",
@@ -137,6 +138,8 @@ class NodeConfig:
     host_timeout: float | None = 600.0          # seconds a detected host may be quiet
     want_map_notify: bool = True
     proxy_reply: bool = False
+    site_notify_group: object = None            # IPv4 multicast group on the LAN, or None
+    site_notify_interface: str | None = None    # its interface (default: the first LAN)
     miss_policy: str = "drop"
     petr: object = None                         # ip_address or None
     decap_known_rlocs_only: bool = False
@@ -236,7 +239,8 @@ def build_core(cfg: NodeConfig, rng=None):
               dynamic_ranges=[] if proxy else [(d.iid, d.prefix) for d in cfg.dynamic_eids],
               smr_interval=cfg.smr_interval, rng=rng,
               xtr_id=cfg.xtr_id if cfg.subscribe else None,
-              site_rlocs=[Locator(r.address, r.priority, r.weight) for r in cfg.site_rlocs])
+              site_rlocs=[Locator(r.address, r.priority, r.weight) for r in cfg.site_rlocs],
+              site_notify=None if proxy else cfg.site_notify_group)
     return Xtr(itr, etr, name=cfg.name)
 
 
@@ -449,6 +453,18 @@ def _socket_path(value, path):
     return value
 
 
+def _multicast4(value, path):
+    """An IPv4 multicast group (the site-local Map-Notify's, e.g. 239.255.43.42)."""
+    _string(value, path)
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise _Invalid(path, f"{_show(value)} is not an IPv4 address") from None
+    if not ip.is_multicast:
+        raise _Invalid(path, f"{value} is not a multicast group (224.0.0.0/4)")
+    return ip
+
+
 def _address(value, path):
     """An RLOC-space address: a unicast IPv4 or IPv6 address a packet can be sent to."""
     _string(value, path)
@@ -654,6 +670,8 @@ def _xtr(data, cfg):
         cfg.smr_interval = etr.get("smr_interval", _seconds, cfg.smr_interval)
         cfg.decap_known_rlocs_only = etr.get("decap_known_rlocs_only", _boolean,
                                              cfg.decap_known_rlocs_only)
+        cfg.site_notify_group = etr.get("site_notify_group", _multicast4, None)
+        cfg.site_notify_interface = etr.get("site_notify_interface", _ifname, None)
 
     itr = _table(data, "itr")
     cfg.miss_policy = itr.get("miss_policy", _choice(MISS_POLICIES), cfg.miss_policy)

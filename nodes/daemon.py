@@ -1009,6 +1009,7 @@ class Daemon:
             if self.cfg.role in ("xtr", "pxtr"):
                 self.start_dataplane()
                 self.start_lan()
+                self.start_site_notify()
             self.log.write("started", role=self.cfg.role, pid=os.getpid())
             while not (self.stopping.is_set() or self.signalled):
                 self.tick()
@@ -1034,6 +1035,34 @@ class Daemon:
             self.log.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+
+    def start_site_notify(self):
+        """The site-local Map-Notify's group ([etr] site_notify_group): joined on the LAN
+        interface by the IPv4 control socket we send from, which also sends to the group
+        there (TTL 1: the LAN and its extension only; no copy back to us). Where it cannot
+        be joined, one line says why and the Map-Server's notifications carry the moves."""
+        group = getattr(self.cfg, "site_notify_group", None)
+        if group is None:
+            return
+        iface = self.cfg.site_notify_interface or (self.cfg.lan_interfaces or [None])[0]
+        sock = next((s for kind, s in self.control_socks if kind == "priority"
+                     and s.family == socket.AF_INET), None)
+        try:
+            if iface is None or sock is None:
+                raise OSError("no LAN interface or no IPv4 control socket")
+            mreqn = struct.pack("=4s4si", group.packed, bytes(4), socket.if_nametoindex(iface))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        except OSError as e:
+            self.io_counters["site_notify_unavailable"] = 1
+            self.core.etr.site_notify = None
+            self.log.write("site_notify_unavailable", group=str(group), reason=str(e))
+            print(f"lisp-node {self.cfg.name}: site-local Map-Notify off ({e})",
+                  file=sys.stderr, flush=True)
+            return
+        self.log.write("site_notify_joined", group=str(group), interface=iface)
 
     def _on_signal(self, signum, frame):
         """(main thread, between two bytecodes) SIGTERM or SIGINT: stop."""

@@ -115,6 +115,7 @@ class Dci:
     sites: tuple                   # the two data centers whose LANs it joins
     delay_ms: float = 0.0
     fhrp_isolation: bool = True
+    site_notify: bool = True       # the xTRs tell each other of a host over it (multicast)
 
 
 @dataclass
@@ -134,6 +135,9 @@ class Step:
         rest = " ".join(f"{k}={v}" for k, v in self.args.items() if k != self.kind)
         return f"t={self.at:g}s {self.kind} {self.args.get(self.kind, '')} {rest}".rstrip()
 
+
+# The site-local Map-Notify's group on an extended LAN (administratively scoped, RFC 2365).
+SITE_NOTIFY_GROUP = "239.255.43.42"
 
 STEP_KINDS = {
     # kind: (required keys, optional keys)
@@ -600,6 +604,11 @@ class Lab:
                                   "algorithm": "hmac-sha-256-128"} for a in ms]
             cfg["map_resolver"] = [{"address": a} for a in ms]
             cfg["etr"] = {"register_interval": self.register_interval}
+            if self.dci is not None and self.dci.site_notify and site.name in self.dci.sites \
+                    and site.dynamic_eids:
+                # the site-local Map-Notify, on the LAN the DCI extends (issue 12)
+                cfg["etr"].update(site_notify_group=SITE_NOTIFY_GROUP,
+                                  site_notify_interface=lan)
             cfg["itr"] = {"miss_policy": "drop"}
             if self.pubsub:
                 cfg["itr"]["subscribe"] = True

@@ -504,7 +504,8 @@ class _Reader:
         dci = None
         if "dci" in data:
             dm = _mapping(data, "dci", "dci")
-            check_keys(dm, ("sites", "delay", "fhrp_isolation"), ("sites",), "dci")
+            check_keys(dm, ("sites", "delay", "fhrp_isolation", "site_notify"), ("sites",),
+                       "dci")
             ds = dm["sites"]
             if not isinstance(ds, Seq) or len(ds) != 2 or ds[0] == ds[1]:
                 raise dm.error("sites", "dci: sites: [SITE, SITE], two data centers")
@@ -512,7 +513,8 @@ class _Reader:
                 if s not in sites or not sites[s].switch:
                     raise ds.error(i, f"dci: {s!r} is not a site with a switch")
             dci = Dci(tuple(ds), _delay(dm, "delay") if "delay" in dm else 0.0,
-                      _bool(dm, "fhrp_isolation") if "fhrp_isolation" in dm else True)
+                      _bool(dm, "fhrp_isolation") if "fhrp_isolation" in dm else True,
+                      _bool(dm, "site_notify") if "site_notify" in dm else True)
         self.dci = dci
 
 def build(data, path="?"):

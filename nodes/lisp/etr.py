@@ -24,8 +24,8 @@ from .address import eid_address, eid_prefix
 from .auth import sign, verify
 from .common import Core, reply_rloc, requested_prefix
 from .mapcache import MapCache
-from .messages import (ALG_HMAC_SHA256_128, CONTROL_PORT, EidRecord, MapNotifyAck, MapRegister, MapReply,
-                       MapRequest, RequestRecord)
+from .messages import (ALG_HMAC_SHA256_128, CONTROL_PORT, EidRecord, MapNotify, MapNotifyAck,
+                       MapRegister, MapReply, MapRequest, RequestRecord)
 from .replay import NonceMemory, next_nonce
 
 
@@ -57,8 +57,16 @@ class Etr(Core):
     def __init__(self, rlocs, prefixes, map_servers, name="etr", register_interval=60.0,
                  record_ttl=1440, want_map_notify=True, proxy_reply=False,
                  dynamic_ranges=(), smr_interval=1.0, away_ttl=None, probe_interval=1.0,
-                 rng=None, xtr_id=None, host_timeout=600.0, site_rlocs=()):
+                 rng=None, xtr_id=None, host_timeout=600.0, site_rlocs=(),
+                 site_notify=None):
         super().__init__(name, rng)
+        # The site-local Map-Notify (extended subnet): a multicast group on the LAN that
+        # the LAN extension carries to the site's other xTRs. A host we detect is announced
+        # there at once, signed with the first Map-Server's key (the site's), so the xTR it
+        # left stops answering for it without waiting for the Map-Server. None: off.
+        self.site_notify = site_notify
+        self.last_site_notify_nonce = 0
+        self.site_notify_nonces = NonceMemory(max_keys=64)      # per sending xTR
         # A detected host with no frame for host_timeout seconds is probed (ARP / NS); one
         # that does not answer within 3 probe_intervals ages out and is de-registered.
         # None: never.
@@ -263,9 +271,63 @@ class Etr(Core):
 
     # --- Map-Notify and mobility -------------------------------------------------------
 
+    def handle_site_notify(self, notify, raw, src, now):
+        """A site-local Map-Notify from another xTR of the site, over the LAN extension:
+        a host it detected. Authenticated with the site's key, newer than the last one
+        from that xTR; the host, if we hold it, has moved away to the notify's RLOCs. No
+        Map-Notify-Ack: the Map-Server's own notification still follows."""
+        out = []
+        ms = self.map_servers[0]
+        if not verify(raw, ms.key):
+            self.counters["auth_failures"] += 1
+            self.counters["site_notify_rejected"] += 1
+            out.append(Event("notify_rejected", {"from": str(src), "site_local": True}))
+            return out
+        verdict = self.site_notify_nonces.check("increasing", src, notify.nonce, now)
+        if verdict == "repeat":
+            # the same datagram again: each of our control sockets on the port gets a copy
+            # of a multicast one, and a replay of the last one must not act either
+            self.counters["site_notify_repeated"] += 1
+            return out
+        if verdict != "new":
+            self.counters["site_notify_replayed"] += 1
+            self.counters["site_notify_rejected"] += 1
+            out.append(Event("notify_rejected", {"from": str(src), "site_local": True,
+                                                 "reason": f"replay: nonce {notify.nonce:#x}"}))
+            return out
+        self.site_notify_nonces.commit("increasing", src, notify.nonce, now)
+        self.counters["site_notify_received"] += 1
+        self._moved_away(notify.records, now, out, {"via": "site-local Map-Notify",
+                                                    "from": str(src)})
+        return out
+
+    def _moved_away(self, records, now, out, why=None):
+        """The hosts of `records` that we hold and that are now at other RLOCs: away."""
+        for rec in records:
+            try:
+                iid, prefix = eid_prefix(rec.eid, rec.mask_len)
+            except ValueError:
+                continue
+            ip = prefix.network_address
+            new_rlocs = {x.address for x in rec.locators}
+            if (prefix.prefixlen == ip.max_prefixlen and (iid, ip) in self.dynamic
+                    and new_rlocs and not new_rlocs & self.rloc_addresses):
+                del self.dynamic[(iid, ip)]
+                self.site_sets.pop((iid, prefix), None)
+                self.away.insert(iid, prefix, rec.locators, self.away_ttl, now)
+                self.counters["eid_moved_away"] += 1
+                out.append(RouteDel(iid, prefix, "local"))
+                out.append(RouteAdd(iid, prefix, "away"))
+                out.append(Event("eid_away", {"eid": f"[{iid}]{ip}",
+                                              "rlocs": [str(a) for a in new_rlocs],
+                                              **(why or {})}))
+
     def handle_notify(self, notify, raw, src, now):
         out = []
         ms = next((m for m in self.map_servers if m.address == src), None)
+        if ms is None and self.site_notify is not None and self.map_servers \
+                and not notify.xtr_id and notify.records:
+            return self.handle_site_notify(notify, raw, src, now)
         if ms is None or not verify(raw, ms.key):
             self.counters["auth_failures"] += 1
             self.counters["map_notify_rejected"] += 1
@@ -293,23 +355,7 @@ class Etr(Core):
             return out + [self._ack(notify, ms)]
         self.notify_nonces.commit(ms.replay_protection, ms.address, notify.nonce, now)
         self._learn_site_sets(notify.records, False, out)
-        for rec in notify.records:
-            try:
-                iid, prefix = eid_prefix(rec.eid, rec.mask_len)
-            except ValueError:
-                continue
-            ip = prefix.network_address
-            new_rlocs = {x.address for x in rec.locators}
-            if (prefix.prefixlen == ip.max_prefixlen and (iid, ip) in self.dynamic
-                    and not new_rlocs & self.rloc_addresses):
-                del self.dynamic[(iid, ip)]
-                self.site_sets.pop((iid, prefix), None)
-                self.away.insert(iid, prefix, rec.locators, self.away_ttl, now)
-                self.counters["eid_moved_away"] += 1
-                out.append(RouteDel(iid, prefix, "local"))
-                out.append(RouteAdd(iid, prefix, "away"))
-                out.append(Event("eid_away", {"eid": f"[{iid}]{ip}",
-                                              "rlocs": [str(a) for a in new_rlocs]}))
+        self._moved_away(notify.records, now, out)
         out.append(self._ack(notify, ms))
         return out
 
@@ -342,8 +388,14 @@ class Etr(Core):
             out.append(RouteDel(iid, prefix, "away"))
         out.append(RouteAdd(iid, prefix, "local"))
         locs = [replace(x, local=True) for x in self.rlocs]
-        out += self.register(now, [EidRecord(eid_address(iid, ip), ip.max_prefixlen, locs,
-                                             self.record_ttl)])
+        record = EidRecord(eid_address(iid, ip), ip.max_prefixlen, locs, self.record_ttl)
+        out += self.register(now, [record])
+        if self.site_notify is not None and self.map_servers:
+            ms = self.map_servers[0]
+            self.last_site_notify_nonce = next_nonce(self.last_site_notify_nonce, now)
+            notify = MapNotify(self.last_site_notify_nonce, [record], ms.key_id, ms.alg_id)
+            self.counters["site_notify_sent"] += 1
+            out.append(SendControl(self.site_notify, sign(notify, ms.key)))
         return out
 
     def host_gone(self, iid, ip, now):

@@ -670,7 +670,10 @@ BAD = [
      "etr.register_intervall: unknown key (did you mean register_interval?)"),
     (MINIMAL_XTR + "[etr]\ncolour = 1\n",
      "etr.colour: unknown key (expected one of: register_interval, record_ttl, away_ttl, "
-     "host_timeout, want_map_notify, proxy_reply, smr_interval, decap_known_rlocs_only)"),
+     "host_timeout, want_map_notify, proxy_reply, smr_interval, decap_known_rlocs_only, "
+     "site_notify_group, site_notify_interface)"),
+    (MINIMAL_XTR + '[etr]\nsite_notify_group = "10.1.1.1"\n',
+     "etr.site_notify_group: 10.1.1.1 is not a multicast group (224.0.0.0/4)"),
     (MINIMAL_XTR + "[etrr]\n", "etrr: unknown section (did you mean etr?)"),
     (MINIMAL_XTR + '[[eid_space]]\nprefix = "10.0.0.0/8"\n',
      "eid_space: not used by role xtr (its sections are: node, rloc, site_rloc, eid_prefix, "
