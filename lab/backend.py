@@ -250,18 +250,31 @@ class Network:
         """`announce` for many hosts at once (a group of VMs that moved together): the same
         frames, sent from each host's interface through sockets made in its namespace, so
         that every host's first announcement leaves within a few milliseconds."""
+        if not hosts:
+            return
+        plan = self._announcements(hosts)
+        self._send_announcements(plan, rounds, interval)
+
+    def _announcements(self, hosts):
+        """[(socket, frames)]: a packet socket on each host's interface, made in its
+        namespace, and the frames a migrated VM sends (gratuitous ARP request and reply, an
+        unsolicited neighbour advertisement with IPv6)."""
         from .traffic import arp_announcement, neighbour_advert
         plan = []
         socks = self.lab.packet_sockets([(n, self.model.hosts[n].intf()) for n in hosts])
+        for name, sock in zip(hosts, socks):
+            h = self.model.hosts[name]
+            mac = sock.getsockname()[4][:6]
+            frames = [arp_announcement(mac, ip, op) for ip in [h.ip(4)] if ip
+                      for op in (1, 2)]
+            if h.ip(6):
+                frames.append(neighbour_advert(mac, h.ip(6)))
+            plan.append((sock, frames))
+        return plan
+
+    @staticmethod
+    def _send_announcements(plan, rounds=3, interval=0.1, first_sent=None):
         try:
-            for name, sock in zip(hosts, socks):
-                h = self.model.hosts[name]
-                mac = sock.getsockname()[4][:6]
-                frames = [arp_announcement(mac, ip, op) for ip in [h.ip(4)] if ip
-                          for op in (1, 2)]
-                if h.ip(6):
-                    frames.append(neighbour_advert(mac, h.ip(6)))
-                plan.append((sock, frames))
             for i in range(rounds):
                 if i:
                     time.sleep(interval)
@@ -271,11 +284,13 @@ class Network:
                             sock.send(frame)
                         except OSError:          # a port still down: the next round
                             pass
+                if i == 0 and first_sent is not None:
+                    first_sent.append(time.time())
         finally:
             # closing a packet socket waits for an RCU grace period (about 12 ms here):
             # a hundred of them would hold the timeline for a second, so in the background
             def close():
-                for sock in socks:
+                for sock, _ in plan:
                     sock.close()
             threading.Thread(target=close, name="close-announce-sockets", daemon=True).start()
 
@@ -307,34 +322,55 @@ class Network:
     def move(self, host, to_site, cold_s=0.0):
         """Re-attach the VM's switch-side interface to `to_site`'s switch (a live move:
         namespace, addresses and TCP state stay); a cold move takes the link down first.
-        `host` may be a group (count: N): its members' ports move in one `ip -batch`, then
-        they all announce themselves at once."""
+        `host` may be a group (count: N): its members' ports move together. As a hypervisor
+        does at the end of a migration, the VMs announce themselves right after the switch-
+        over: the sockets and frames are made before it, the re-attach is one netlink
+        request per port from this process, the first announcement follows at once.
+        Returns `time` (wall clock of the switch-over: the move's time zero), `reattach_ms`
+        (switch-over to the last port re-attached), `first_announce_ms` (to the first round
+        of announcements sent) and `announce_ms` (to the last round)."""
+        from pyroute2 import IPRoute
         members = self.model.members(host)
         ports = [f"{self.model.sites[self.model.hosts[m].site].switch}-{m}" for m in members]
         switch = self.model.sites[to_site].switch
+        plan = self._announcements(members)
+        first_sent = []
+        try:
+            with IPRoute() as ipr:
+                def index(name):
+                    found = ipr.link_lookup(ifname=name)
+                    if not found:
+                        raise RuntimeError(f"move {host} to {to_site}: no interface {name}")
+                    return found[0]
+                master = index(switch)
+                idx = [index(p) for p in ports]
 
-        def links(*words):
-            batch = "".join(f"link set dev {p} {' '.join(words)}\n" for p in ports)
-            return self.lab.run(None, ["ip", "-batch", "-"], input=batch, timeout=10)
+                def links(**attrs):
+                    for i in idx:
+                        ipr.link("set", index=i, **attrs)
 
-        if cold_s:
-            links("down")
-            time.sleep(cold_s)
-        t0 = time.monotonic()
-        r = links("master", switch)
-        if r.returncode != 0:
-            raise RuntimeError(f"move {host} to {to_site}: {r.stderr.strip()}")
-        if cold_s:
-            links("up")
-        t1 = time.monotonic()
+                if cold_s:
+                    links(state="down")
+                    time.sleep(cold_s)
+                t0 = time.time()
+                try:
+                    links(master=master)
+                    if cold_s:
+                        links(state="up")
+                except Exception as e:            # pyroute2's NetlinkError and kin
+                    raise RuntimeError(f"move {host} to {to_site}: {e}") from None
+                t1 = time.time()
+        except BaseException:
+            self._send_announcements(plan, rounds=0)      # closes the sockets
+            raise
         for m in members:
             self.where[m] = to_site
-        if host in self.model.groups:
-            self.announce_all(members)
-        else:
-            self.announce(host)
-        return {"reattach_ms": round((t1 - t0) * 1000.0, 1),
-                "announce_ms": round((time.monotonic() - t1) * 1000.0, 1)}
+        self._send_announcements(plan, first_sent=first_sent)
+        done = time.time()
+        return {"time": t0, "reattach_ms": round((t1 - t0) * 1000.0, 1),
+                "first_announce_ms": (round((first_sent[0] - t0) * 1000.0, 1)
+                                      if first_sent else None),
+                "announce_ms": round((done - t0) * 1000.0, 1)}
 
     def warm_neighbours(self, link):
         """Permanent neighbour entries (ARP, and NDP with subnet6) for both ends of a

@@ -195,8 +195,8 @@ def _run_step(net, step, state):
         net.progress(f"moving {a['move']} to {a['to']}" + (f" (cold, {cold:g} s down)"
                                                             if cold else ""))
         t0 = time.time()
-        took = net.move(a["move"], a["to"], cold) or {}
-        state["moves"].append({"host": a["move"], "to": a["to"], "time": t0,
+        took = dict(net.move(a["move"], a["to"], cold) or {})
+        state["moves"].append({"host": a["move"], "to": a["to"], "time": took.pop("time", t0),
                                "done": time.time(), "cold_s": cold, **took})
         if a["move"] in model.groups:
             net.progress(f"{len(model.members(a['move']))} ports re-attached in "
