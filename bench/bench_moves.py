@@ -1,5 +1,5 @@
 """VM-move convergence per mode over repeated moves (issue 12; root, about 2.5 minutes a
-round): the demo's four modes and LISP with PubSub (topologies/labs/pubsub-move.yaml), side
+round): the demo's five modes (the last, lisp-pubsub, is LISP with PubSub), side
 by side in every round, each its scenario file played by lab.demo.run_scenario and measured
 by the capture analysis.
 
@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 from bench.common import RESULTS, spread, write_result
-from lab.demo import LABS_DIR, MODES, Progress, mode_file, run_scenario
+from lab.demo import MODES, Progress, mode_file, run_scenario
 from topologies.model import load
 
 PUBSUB = "lisp-pubsub"
-FILES = {**{m: mode_file(m) for m in MODES}, PUBSUB: LABS_DIR / "pubsub-move.yaml"}
-ORDER = (*MODES, PUBSUB)
+FILES = {m: mode_file(m) for m in MODES}
+ORDER = MODES
 LISP_MODES = [m for m in ORDER if load(FILES[m]).lisp]
 KEYS = ("convergence_ms", "first_delivery_ms", "probes_lost")
 

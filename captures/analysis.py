@@ -60,7 +60,8 @@ MAX_RATE_BINS = 5000            # the bin grows if a capture is very long
 TCP_END_SLACK_S = 1.0           # "until the end": last packet each way within this of the end
 MAX_DEPTH = 3                   # nested encapsulations opened
 
-MODES = ("l2-extension", "host-route", "lisp-extended-subnet", "lisp-across-subnet")
+MODES = ("l2-extension", "host-route", "lisp-extended-subnet", "lisp-across-subnet",
+         "lisp-pubsub")
 
 CONTROL_TYPES = {1: "Map-Request", 2: "Map-Reply", 3: "Map-Register", 4: "Map-Notify",
                  5: "Map-Notify-Ack", 6: "Map-Referral", 8: "ECM"}
@@ -760,7 +761,9 @@ def _tcp_verdict(caps, client, move):
 # The steps of a move's convergence: (step, message type, from, to, the step it follows),
 # with the roles of links.json's "budget" nodes. A Map-Reply comes from the new xTR, or from
 # the Map-Server when it answers for the site (proxy reply). "publish" is the Map-Server's
-# Map-Notify to a subscribed ITR (PubSub, RFC 9437); without PubSub it is not found.
+# Map-Notify to a subscribed ITR (PubSub, RFC 9437); without PubSub (links.json's budget
+# "pubsub": false) there is none to find: the Map-Server's Map-Notifies to the ITR are then
+# the acknowledgements of the ITR's own registrations.
 BUDGET_STEPS = (
     ("map_register", "Map-Register", ("new_xtr",), "map_server", "detected"),
     ("map_notify", "Map-Notify", ("map_server",), "old_xtr", "map_register"),
@@ -788,6 +791,10 @@ def convergence_budget(meta, messages, convergence_ms, mode_dir=None):
                   "from": nodes["new_xtr"]["node"], "to": nodes["new_xtr"]["node"]})
     seen = {"detected": detected if detected is not None else 0.0}
     for step, kind, senders, dst, follows in BUDGET_STEPS:
+        if step == "publish" and info.get("pubsub") is False:
+            steps.append({"step": step, "first_seen_ms": None, "at_destination_ms": None,
+                          "from": None, "to": nodes[dst]["node"]})
+            continue
         after = seen.get(follows, seen["detected"])
         srcs = {rloc[r] for r in senders}
         mine = [m for m in messages if m["type"] == kind and m["src"] in srcs

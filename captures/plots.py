@@ -114,7 +114,7 @@ def plot_comparison(results: dict, path) -> Path:
                          ha="center", va="bottom", fontsize=8,
                          color="black" if c is not None else "tab:red")
     ax_conv.set_ylabel("ms")
-    ax_conv.set_title("convergence: move -> first probe at the new DC without crossing the DCI")
+    ax_conv.set_title("convergence: move -> first probe at the new DC on the direct path")
     for ax in (ax_dci, ax_conv):
         ax.set_xticks(x)
         ax.set_xticklabels(modes, fontsize=9)

@@ -206,6 +206,11 @@ packet with a Solicit-Map-Request (SMR), the client's xTR asks the mapping syste
 (Map-Request, Map-Reply) and from then on encapsulates straight to DC2's RLOC. The core's
 routing table never changes, and the DCI carries no client traffic once the mapping has
 converged.
+
+`lisp-pubsub` is the same move as `lisp-across-subnet` with PubSub (RFC 9437): the client's
+xTR subscribed to the VM's mapping when it first asked for it, so the Map-Server sends it a
+Map-Notify as soon as DC2's xTR registers the VM. It skips the SMR round (old xTR → client
+xTR → Map-Resolver → DC2's xTR → client xTR): compare the two convergence budgets below.
 """
 
 DEFINITIONS = """\

@@ -41,7 +41,7 @@ def build_parser():
     demo = sub.add_parser("demo", help="play the VM move in every mode, capture, measure, "
                                        "report (needs root)")
     demo.add_argument("--modes", default=",".join(_modes()),
-                      help="comma-separated modes (default: all four)")
+                      help="comma-separated modes (default: all five)")
     demo.add_argument("--run-id", help="name of the run directory under captures/")
     demo.add_argument("--cold", type=float, default=0.0, metavar="SECONDS",
                       help="a cold move: the VM's link is down this long before it comes "

@@ -19,7 +19,11 @@ from topologies.model import load
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES_DIR = ROOT / "captures"
 LABS_DIR = ROOT / "topologies" / "labs"
-MODES = ("l2-extension", "host-route", "lisp-extended-subnet", "lisp-across-subnet")
+# Without LISP (hair-pin over the DCI), with host routes through OSPF, LISP on the extended
+# subnet and across subnets (the client ITR learns the move from an SMR), and across subnets
+# with PubSub (the Map-Server publishes it): the last two are SMR and PubSub side by side.
+MODES = ("l2-extension", "host-route", "lisp-extended-subnet", "lisp-across-subnet",
+         "lisp-pubsub")
 
 
 def mode_file(mode):

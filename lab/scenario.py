@@ -402,7 +402,7 @@ def budget_meta(model, src, origin, target):
     return {"nodes": {role: {"node": n, "rloc": model.rloc(n),
                              "link": model.uplinks(n)[0].name} for role, n in
                       (("new_xtr", new), ("old_xtr", old), ("itr", itr), ("map_server", ms))},
-            "floor_ms": floor}
+            "floor_ms": floor, "pubsub": bool(model.pubsub)}
 
 
 def _deferred(model, step, wall, moves=()):
