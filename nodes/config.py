@@ -39,7 +39,7 @@ from .lisp.xtr import Xtr
 ROLES = ("xtr", "msmr", "pxtr")
 ALGORITHMS = tuple(name for name in ALG_BY_NAME if name != "none")
 DEFAULT_ALGORITHM = "hmac-sha-256-128"
-MISS_POLICIES = ("drop", "petr")
+MISS_POLICIES = ("hold", "drop", "petr")
 MAX_IID = 2 ** 24 - 1
 MIN_MTU, MAX_MTU = 576, 65535
 MIN_MTU_IPV6_EID = 1280 + 56     # an IPv6 link needs 1280; encapsulation takes up to 56
@@ -140,7 +140,7 @@ class NodeConfig:
     proxy_reply: bool = False
     site_notify_group: object = None            # IPv4 multicast group on the LAN, or None
     site_notify_interface: str | None = None    # its interface (default: the first LAN)
-    miss_policy: str = "drop"
+    miss_policy: str = "hold"                   # hold, drop or petr (nodes/held.py)
     petr: object = None                         # ip_address or None
     decap_known_rlocs_only: bool = False
     tun: str = "lisp0"
@@ -221,7 +221,8 @@ def build_core(cfg: NodeConfig, rng=None):
     proxy = cfg.role == "pxtr"
     locators = [Locator(r.address, r.priority, r.weight) for r in cfg.rlocs]
     itr = Itr([r.address for r in cfg.rlocs], cfg.map_resolvers, name=cfg.name,
-              petr=cfg.petr, miss_policy=cfg.miss_policy, pitr=proxy,
+              petr=cfg.petr, pitr=proxy,
+              miss_policy="drop" if cfg.miss_policy == "hold" else cfg.miss_policy,
               max_pending=cfg.max_pending_requests, map_request_rate=cfg.map_request_rate,
               request_interval=cfg.map_request_interval,
               min_mapping_prefix=cfg.min_mapping_prefix, rng=rng,

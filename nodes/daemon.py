@@ -925,7 +925,7 @@ class Daemon:
         self.dataplane = DataPlane(cfg.tun, [r.address for r in cfg.rlocs], iid, self,
                                    self.lock, Counter(), cfg.mtu,
                                    self.known_rlocs if cfg.decap_known_rlocs_only else None,
-                                   log=self.log.write)
+                                   log=self.log.write, hold_misses=cfg.miss_policy == "hold")
         self.routes = Routes()
         self.routes.call(self._setup_routes)
         self.dataplane.start()

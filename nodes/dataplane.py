@@ -50,6 +50,7 @@ from .offload import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET, VNET_LEN, Coalescer
                       ipv4_interfaces, tso_segments, udp_segmentation_off,
                       udp_segmentation_on)
 from .lisp.data import header_words, site_lsb
+from .held import HeldPackets
 
 
 TUNSETIFF = 0x400454CA
@@ -227,15 +228,23 @@ class DataPlane:
 
     and, optionally, locator_status(iid, src_ip, outer_src, lsb, width) (called without the
     lock, once per change of a sending RLOC's Locator-Status-Bits), and `counters` (a Counter) for per-packet statistics.
+
+    A packet whose destination misses the map-cache is held (nodes/held.py) while the
+    Map-Request is out, and encapsulated when the mapping arrives (`hold_misses`).
     """
+    held = None                            # HeldPackets, or None: misses are dropped
+    _release = False                       # the map-cache changed: try the held ones
+    _wake = None                           # (read fd, write fd) that wakes the encap loop
 
     def __init__(self, tun_name, rlocs, iid, decide, core_lock, counters, mtu=1500,
-                 known_rlocs=None, log=None, devices=None, lsb=_OWN):
+                 known_rlocs=None, log=None, devices=None, lsb=_OWN, hold_misses=True):
         """`log(event, **fields)` reports what goes wrong in the threads (default: a JSON
         line on stderr). `devices` = (TUN fd, raw IPv4 socket, UDP IPv6 socket or None,
         [UDP sockets on port 4341]) replaces the ones opened here (tests, without root);
         then the uplink's offloads are left alone too. `lsb`: the Locator-Status-Bits
-        to send (None: L = 0); by default, every one of `rlocs` up (site_lsb)."""
+        to send (None: L = 0); by default, every one of `rlocs` up (site_lsb).
+        `hold_misses`: hold the packets of a map-cache miss until the mapping comes
+        (HeldPackets' bounds), rather than drop them."""
         self.tun_name = tun_name
         self.rlocs = [ipaddress.ip_address(r) for r in rlocs]
         self.rloc4 = next((r for r in self.rlocs if r.version == 4), None)
@@ -274,6 +283,9 @@ class DataPlane:
         self._batch_size = self._batch_max = 0
         self._gso_ok = True
         self._segmenting = []              # uplinks whose tx-udp-segmentation we turned off
+        if hold_misses:
+            self.held = HeldPackets()
+            self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         if devices is None:
             self.tun_fd, self.raw4, self.udp6, self.rx = open_devices(tun_name, self.rlocs)
             self.segment_before_uplinks()
@@ -298,10 +310,11 @@ class DataPlane:
                 + [e[0] for e in self._gso_socks.values()] \
                 + [x for x in self._udp6_socks.values() if x is not None]:
             s.close()
-        try:
-            os.close(self.tun_fd)          # a non-persistent TUN disappears with its fd
-        except OSError:
-            pass
+        for fd in (self.tun_fd, *(self._wake or ())):
+            try:
+                os.close(fd)               # a non-persistent TUN disappears with its fd
+            except OSError:
+                pass
         for name in self._segmenting:      # the uplink's offloads as we found them
             try:
                 udp_segmentation_on(name)
@@ -421,6 +434,12 @@ class DataPlane:
         hook = getattr(self, "on_invalidate", None)     # the kernel path's map sync
         if hook is not None:
             hook()
+        if self.held is not None and len(self.held):
+            self._release = True           # the encap thread sends them (it owns the sockets)
+            try:
+                os.write(self._wake[1], b"!")
+            except OSError:                # full: it is awake anyway
+                pass
 
     # --- encapsulation -----------------------------------------------------------------
 
@@ -431,8 +450,16 @@ class DataPlane:
         view = memoryview(buf)
         poller = select.poll()
         poller.register(self.tun_fd, select.POLLIN)
+        if self._wake is not None:
+            poller.register(self._wake[0], select.POLLIN)
         os.set_blocking(self.tun_fd, False)
         while not self._stop.is_set():
+            if self._release:
+                try:
+                    self.release_held()
+                except Exception as e:
+                    self._batch = []
+                    self._error("encap", e)
             try:
                 n = os.readv(self.tun_fd, [buf])
             except BlockingIOError:
@@ -443,6 +470,11 @@ class DataPlane:
                         self._batch = []
                         self._error("encap", e)
                 poller.poll(200)
+                if self._wake is not None:
+                    try:
+                        os.read(self._wake[0], 4096)
+                    except OSError:
+                        pass
                 continue
             except OSError:
                 continue
@@ -609,8 +641,35 @@ class DataPlane:
                     self._flows[fast] = entry
         return entry
 
-    def encapsulate(self, pkt):
-        """One packet from the TUN (a memoryview over the read buffer)."""
+    def release_held(self):
+        """The map-cache changed: encapsulate the held packets again, oldest first (those
+        that still miss are held again, keeping their age)."""
+        self._release = False
+        before = self.held.expired
+        packets = self.held.take()
+        held = self.counters["miss_held"]
+        for since, _dst, pkt in packets:
+            self.encapsulate(memoryview(bytearray(pkt)), held_since=since)
+        if self._batch:
+            self._flush_batch()
+        again = self.counters["miss_held"] - held
+        self.counters["miss_held"] = held            # held again is not held anew
+        self.counters["miss_released"] += len(packets) - again
+        self.counters["miss_held_expired"] += self.held.expired - before
+
+    def _hold(self, pkt, version, since):
+        """Keep a packet whose destination missed the map-cache (counted)."""
+        dst = bytes(pkt[16:20]) if version == 4 else bytes(pkt[24:40])
+        before = self.held.expired
+        if self.held.hold(dst, bytes(pkt), since):
+            self.counters["miss_held"] += 1
+        else:
+            self.counters["miss_held_refused"] += 1
+        self.counters["miss_held_expired"] += self.held.expired - before
+
+    def encapsulate(self, pkt, held_since=None):
+        """One packet from the TUN (a memoryview over the read buffer); `held_since`: a
+        held packet sent again, held since then."""
         n = len(pkt)
         if n >= 24 and self._flows_gen == self.generation:
             # Fast path: IPv4 TCP/UDP without options, not a fragment, of a known flow.
@@ -643,6 +702,8 @@ class DataPlane:
             self.send_encapsulated(pkt, rloc, sport, nonce)
         elif verb == "native":
             self.send_native(pkt, version)
+        elif self.held is not None and _reason == "map-cache miss":
+            self._hold(pkt, version, held_since)
         # else: a drop the core decided, and counted under its own name
 
     def _flush_batch(self):

@@ -609,7 +609,7 @@ class Lab:
                 # the site-local Map-Notify, on the LAN the DCI extends (issue 12)
                 cfg["etr"].update(site_notify_group=SITE_NOTIFY_GROUP,
                                   site_notify_interface=lan)
-            cfg["itr"] = {"miss_policy": "drop"}
+            cfg["itr"] = {"miss_policy": "hold"}      # a miss waits for its mapping
             if self.pubsub:
                 cfg["itr"]["subscribe"] = True
             if self.rloc_probing:

@@ -57,7 +57,7 @@ def test_xtr_example_values():
     assert (cfg.register_interval, cfg.record_ttl, cfg.smr_interval) == (3.0, 1440, 1.0)
     assert (cfg.want_map_notify, cfg.proxy_reply, cfg.decap_known_rlocs_only) == (
         True, False, False)
-    assert (cfg.miss_policy, cfg.petr) == ("drop", None)
+    assert (cfg.miss_policy, cfg.petr) == ("hold", None)
     assert (cfg.tun, cfg.lan_interfaces, cfg.mtu, cfg.proxy_arp) == (
         "lisp0", ["xtr1-eth1"], 1500, False)
     assert cfg.sites == [] and cfg.eid_space == []
@@ -371,7 +371,7 @@ def test_defaults_of_a_minimal_xtr():
             cfg.miss_policy, cfg.petr, cfg.tun, cfg.lan_interfaces, cfg.mtu,
             cfg.smr_interval, cfg.decap_known_rlocs_only, cfg.proxy_arp,
             cfg.dataplane_path) == (
-        3.0, 1440, True, False, "drop", None, "lisp0", [], 1500, 1.0, False, False, "kernel")
+        3.0, 1440, True, False, "hold", None, "lisp0", [], 1500, 1.0, False, False, "kernel")
 
 
 def test_defaults_of_a_minimal_msmr():
@@ -636,7 +636,7 @@ BAD = [
     (MINIMAL_XTR + '[itr]\nmiss_policy = "petr"\n',
      'itr.petr: missing: itr.miss_policy "petr" needs the address of a proxy ETR'),
     (MINIMAL_XTR + '[itr]\nmiss_policy = "forward"\n',
-     "itr.miss_policy: must be one of drop, petr"),
+     "itr.miss_policy: must be one of hold, drop, petr"),
     (MINIMAL_XTR + '[itr]\npetr = "2001:db8::200"\n',
      "itr.petr: 2001:db8::200 is IPv6, but no [[rloc]] is IPv6"),
     (sub(MINIMAL_XTR, 'address = "192.0.2.100"\nsecret', 'address = "2001:db8::64"\nsecret'),

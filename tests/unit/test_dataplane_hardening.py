@@ -67,7 +67,7 @@ class Plane:
     """A DataPlane on socket pairs: `tun` is the far end of its TUN, `send(datagram)`
     reaches its port 4341, `log` lists what it logged."""
 
-    def __init__(self, core, known_rlocs=None, rlocs=("192.0.2.1",), iid=7):
+    def __init__(self, core, known_rlocs=None, rlocs=("192.0.2.1",), iid=7, **options):
         self.tun, tun_fd = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rx.bind(("127.0.0.1", 0))
@@ -79,7 +79,7 @@ class Plane:
         self.dp = DataPlane("lisp-test", list(rlocs), iid, core, threading.Lock(), Counter(),
                             known_rlocs=known_rlocs,
                             log=lambda event, **f: self.log.append((event, f)),
-                            devices=(tun_fd.detach(), self.raw, None, [self.rx]))
+                            devices=(tun_fd.detach(), self.raw, None, [self.rx]), **options)
         self.tun.settimeout(2)
 
     def send(self, datagram):
