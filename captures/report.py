@@ -300,7 +300,11 @@ def _budget_section(mode, budget) -> list[str]:
         lines += ["", f"Propagation floors from the link delays: register then notify the ITR "
                       f"(as PubSub does) and its first packet **{floor['notify']:g} ms**; through "
                       f"the old xTR's SMR **{floor['smr']:g} ms** (of which the SMR round "
-                      f"{floor['smr_round']:g} ms). Measured: "
+                      f"{floor['smr_round']:g} ms"
+                      + (f"; the old xTR hears of the host over the DCI in "
+                         f"{floor['legs']['site_notify']:g} ms" if "site_notify" in
+                         floor.get("legs", {}) else "")
+                      + "). Measured: "
                       f"**{_num(budget.get('convergence_ms'), ' ms')}**."]
     lines.append("")
     return lines

@@ -293,7 +293,9 @@ class Lab:
         ITR's first packet to the new xTR); `smr` the path through the old xTR (Map-Register,
         Map-Notify to the old xTR, its SMR to the ITR, the ITR's Map-Request through the
         Map-Resolver to the new xTR, its Map-Reply, the first packet); `smr_round` that SMR
-        round alone."""
+        round alone. In an extended subnet with the site-local Map-Notify the old xTR
+        hears of the host over the DCI (`site_notify` leg), when that is sooner than the
+        Map-Server's notification."""
         d = self.one_way_ms
         legs = {"register": d(new_xtr, map_server), "notify_old": d(map_server, old_xtr),
                 "smr": d(old_xtr, itr), "request": d(itr, map_server),
@@ -302,9 +304,14 @@ class Lab:
         if any(v is None for v in legs.values()):
             return None
         smr_round = legs["smr"] + legs["request"] + legs["forward"] + legs["reply"]
+        old_hears = legs["register"] + legs["notify_old"]
+        dci = self.dci
+        if dci is not None and dci.site_notify and {self.sites[s].gateway for s in dci.sites} \
+                >= {new_xtr, old_xtr}:
+            legs["site_notify"] = dci.delay_ms
+            old_hears = min(old_hears, dci.delay_ms)
         return {"notify": legs["register"] + legs["publish"] + legs["first_packet"],
-                "smr": (legs["register"] + legs["notify_old"] + smr_round
-                        + legs["first_packet"]),
+                "smr": old_hears + smr_round + legs["first_packet"],
                 "smr_round": smr_round, "legs": legs}
 
     def link_between(self, a, b):

@@ -275,6 +275,23 @@ def test_one_way_delays_and_the_floors_of_a_move():
     assert f["notify"] == 20 + 10 + 30                     # register, publish, first packet
     assert f["smr_round"] == 30 + 10 + 20 + 30             # SMR, request, forward, reply
     assert f["smr"] == 20 + 20 + f["smr_round"] + 30
+    assert "site_notify" not in f["legs"]                  # no DCI across subnets
+
+
+def test_with_the_site_local_notify_the_old_xtr_hears_over_the_dci():
+    """On the extended subnet the old xTR hears of the host over the DCI (5 ms), sooner
+    than register-then-notify (40 ms): the SMR path's floor starts from there (a move
+    converged in 146 ms, under the 160 ms floor that ignored it)."""
+    from topologies.model import load
+    from pathlib import Path
+    labs = Path(__file__).resolve().parents[2] / "topologies" / "labs"
+    m = load(labs / "demo-lisp-extended-subnet.yaml")
+    f = m.convergence_floor("xtr2", "xtr1", "xtrc", "msmr")
+    assert f["legs"]["site_notify"] == 5.0
+    assert f["smr"] == 5 + f["smr_round"] + 30
+    off = load(labs / "demo-lisp-extended-subnet.yaml")
+    off.dci.site_notify = False
+    assert off.convergence_floor("xtr2", "xtr1", "xtrc", "msmr")["smr"] == 20 + 20 + 90 + 30
 
 
 def test_links_json_names_the_nodes_of_a_moves_budget():
