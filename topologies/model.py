@@ -183,6 +183,7 @@ class Lab:
     core_delay_ms: float = 0.0
     extends: str | None = None
     groups: dict = field(default_factory=dict)   # a host group (count: N) -> member names
+    core_family: int = 4           # 6: the core routes IPv6 only; RLOCs are IPv6 addresses
 
     # --- nodes and links ----------------------------------------------------------------
 
@@ -219,7 +220,11 @@ class Lab:
         """The node's address on its (first, or named) uplink."""
         ups = self.uplinks(node)
         up = next(x for x in ups if x.name == uplink) if uplink else ups[0]
-        return str(up.ip(node))
+        return str(self._core_ip(up, node))
+
+    def _core_ip(self, link, node):
+        """`node`'s address on `link` in the core's family (its RLOC on an uplink)."""
+        return link.ip6(node) if self.core_family == 6 else link.ip(node)
 
     def rlocs(self, node):
         """[(uplink, address, priority, weight)] of an xTR, its preferred first."""
@@ -227,7 +232,7 @@ class Lab:
         out = []
         for up in self.uplinks(node):
             prio, weight = site.rloc_te.get(up.name, (1, 100)) if site else (1, 100)
-            out.append((up, str(up.ip(node)), prio, weight))
+            out.append((up, str(self._core_ip(up, node)), prio, weight))
         return sorted(out, key=lambda r: (r[2], -r[3]))
 
     def site_of_gateway(self, node):
@@ -403,7 +408,10 @@ class Lab:
                                # the way out when the first provider's link is down
                                f"ip route add default via {up.ip(up.other(node))} "
                                f"metric {table}"]
-        if self.routing == "static":
+        if self.core_family == 6:
+            for r, routes in self.static_routes6().items():
+                cmds[r] += [f"ip -6 route replace {p} via {via}" for p, via in routes]
+        elif self.routing == "static":
             for r, routes in self.static_routes().items():
                 cmds[r] += [f"ip route replace {p} via {via}" for p, via in routes]
         else:
@@ -433,6 +441,22 @@ class Lab:
             if gw6 and host.ip(6):
                 cmds[host.name].append(f"ip -6 route add default via {gw6}")
         return cmds
+
+    def static_routes6(self):
+        """{router: [(subnet6, via)]} of an IPv6 core (core family 6): every link's subnet6
+        that a router is not on, through its next router; no IPv4 route crosses it."""
+        routes = {r: [] for r in self.routers}
+        owner = {}
+        for x in self.links.values():
+            for end in x.ends():
+                if end in self.routers:
+                    owner.setdefault(x.subnet6, set()).add(end)
+        for r in self.routers:
+            for subnet, routers in owner.items():
+                if r not in routers:
+                    nh = self.router_path(r, min(routers))[1]
+                    routes[r].append((subnet, str(self.link_between(r, nh).ip6(nh))))
+        return routes
 
     def _ipv6_routes(self):
         """IPv6 routing where links have a subnet6 (the core routes IPv4 only): an edge node

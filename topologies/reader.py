@@ -153,13 +153,20 @@ class _Reader:
         data = self.data
         core = data.get("core") if "core" in data else Map(file=data.file, line=data.line)
         if not isinstance(core, Map):
-            raise data.error("core", "core must be a mapping (routing:, delay:)")
-        check_keys(core, ("routing", "delay"), (), "core")
+            raise data.error("core", "core must be a mapping (routing:, delay:, family:)")
+        check_keys(core, ("routing", "delay", "family"), (), "core")
         routing = core.get("routing", "static")
         if routing not in ("static", "ospf"):
             raise core.error("routing", f"core routing {routing!r}: one of static, ospf")
         core_delay = _delay(core, "delay") if "delay" in core else 0.0
         self.routing, self.core_delay = routing, core_delay
+        # family 6: the core routes IPv6 only, and RLOCs and the mapping system's addresses
+        # are the links' IPv6 ones (every link needs a subnet6; IPv4 EIDs cross it in LISP)
+        self.core_family = core.get("family", 4)
+        if self.core_family not in (4, 6):
+            raise core.error("family", f"core family {self.core_family!r}: 4 or 6")
+        if self.core_family == 6 and routing != "static":
+            raise core.error("family", "core family 6 needs routing: static")
 
     def read_mapping_system(self):
         """The Map-Servers, the default key, instance ID and register interval."""
@@ -385,6 +392,9 @@ class _Reader:
                 if x.subnet6.version != 6 or not 64 <= x.subnet6.prefixlen <= 126:
                     raise spec.error("subnet6", f"link subnet6 {spec['subnet6']} must be an IPv6 "
                                                 f"/64 to /126")
+            elif self.core_family == 6:
+                raise spec.error("ends", f"link {lname}: give it a subnet6 (core family 6 "
+                                         f"routes IPv6 only)")
             for y in links.values():
                 if y.subnet.overlaps(subnet):
                     raise spec.error("subnet", f"link subnet {subnet} overlaps link {y.name}'s "
@@ -533,7 +543,8 @@ def build(data, path="?"):
               proxies=r.proxies, timeline=[], register_interval=r.reg_interval,
               pubsub=r.pubsub, rloc_probing=r.rloc_probing,
               rloc_probe_options=r.rloc_probe_options,
-              core_delay_ms=r.core_delay, extends=getattr(data, "extends", None))
+              core_delay_ms=r.core_delay, extends=getattr(data, "extends", None),
+              core_family=r.core_family)
     if "dataplane" in data:
         if data["dataplane"] not in ("python", "kernel"):
             raise data.error("dataplane", f"dataplane {data['dataplane']!r}: python or kernel "

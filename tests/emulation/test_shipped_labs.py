@@ -95,3 +95,30 @@ def test_ipv6_sites_over_the_ipv4_core_and_a_dual_stack_site_through_the_proxy(t
     assert f"{model.hosts['n1'].ip(6)} > {model.hosts['h1'].ip(6)}" in native, native
     assert f"{model.hosts['h1'].ip(6)} > {model.hosts['n1'].ip(6)}" in native, native
     assert r["elapsed_s"] < 60
+
+
+def test_ipv4_sites_over_an_ipv6_only_core(tmp_path, tshark):
+    """(issue 11) IPv4 EIDs over an IPv6 core: the xTRs register with the Map-Server and
+    map each other over IPv6, the probes cross the core inside IPv6 LISP packets (tshark
+    reads outer IPv6, UDP 4341, the LISP header and the IPv4 probe inside), the control
+    messages are LISP over IPv6, and no IPv4 packet is routed by the core at all."""
+    model, r = play("ipv6-core", tmp_path)
+    assert_every_check_passed(model, r)
+    assert model.core_family == 6 and ":" in model.rloc("xtrw")
+    assert r["path_after"] == model.expected_path("h1", "h2", "east")
+    assert r["probes_answered"] > 0.9 * r["probes_sent"]
+    core = tmp_path / "ipv6-core" / "core-r1-r2.pcap"
+
+    def count(display_filter):
+        out = subprocess.run([tshark, "-r", str(core), "-Y", display_filter, "-T", "fields",
+                              "-e", "frame.number"], capture_output=True, text=True,
+                             check=True).stdout
+        return len(out.split())
+
+    h1, h2 = model.hosts["h1"].ip(4), model.hosts["h2"].ip(4)
+    data6 = count(f"ipv6.src == {model.rloc('xtrw')} && ipv6.dst == {model.rloc('xtre')} && "
+                  f"udp.dstport == 4341 && lisp-data && ip.src == {h1} && ip.dst == {h2}")
+    assert data6 > 0.5 * r["probes_sent"], data6
+    assert count("lisp && ipv6") > 0                   # Map-Registers toward the Map-Server
+    assert count("ip && !ipv6") == 0                   # not one IPv4 packet in the core
+    assert count("_ws.malformed || _ws.expert.severity == error") == 0

@@ -170,3 +170,41 @@ def test_a_bad_subnet6_gets_one_line(tmp_path, subnet6, words):
     e = error_of(tmp_path, GOOD.replace("subnet: 172.16.1.0/30}",
                                         f"subnet: 172.16.1.0/30, subnet6: \"{subnet6}\"}}"))
     assert str(e).startswith(f"{tmp_path / 'lab.yaml'}:4: ") and words in str(e), str(e)
+
+
+IPV6_CORE = load(LABS / "ipv6-core.yaml")
+
+
+def test_an_ipv6_core_routes_ipv6_only_and_its_rlocs_are_ipv6():
+    """(issue 11) core family 6: the routers get an IPv6 route to every link's subnet6
+    they are not on and no IPv4 route at all; the xTRs' RLOCs, the Map-Server's and the
+    Map-Resolver's addresses in their configs are the uplinks' IPv6 addresses; the EIDs
+    stay IPv4."""
+    m = IPV6_CORE
+    cmds = m.node_commands()
+    assert [c for c in cmds["r1"] if "route" in c] == [
+        "ip -6 route replace 2001:db8:2::/64 via 2001:db8:12::2"]
+    assert [c for c in cmds["r2"] if "route" in c] == [
+        "ip -6 route replace 2001:db8:1::/64 via 2001:db8:12::1",
+        "ip -6 route replace 2001:db8:100::/64 via 2001:db8:12::1"]
+    assert "ip -6 route add default via 2001:db8:1::2" in cmds["xtrw"]
+    cfg = m.daemon_configs("/w", "/s")["xtrw"][1]
+    assert cfg["rloc"] == [{"address": "2001:db8:1::1", "priority": 1, "weight": 100}]
+    assert cfg["map_server"][0]["address"] == cfg["map_resolver"][0]["address"] \
+        == "2001:db8:100::1"
+    assert cfg["eid_prefix"] == [{"prefix": "10.1.0.0/24", "instance_id": 0}]
+    tomllib.loads(toml(cfg))                               # a config the daemon can read
+    assert load(LABS / "ipv6.yaml").core_family == 4       # the default
+
+
+@pytest.mark.parametrize("change, words", [
+    (("  family: 6\n", "  family: 5\n"), "core family 5: 4 or 6"),
+    (("  routing: static\n", "  routing: ospf\n"), "core family 6 needs routing: static"),
+    ((', subnet6: "2001:db8:100::/64"}', "}"),
+     "link msmr-link: give it a subnet6 (core family 6 routes IPv6 only)"),
+])
+def test_a_bad_ipv6_core_gets_one_line(tmp_path, change, words):
+    text = (LABS / "ipv6-core.yaml").read_text()
+    assert change[0] in text
+    e = error_of(tmp_path, text.replace(*change))
+    assert str(e).startswith(f"{tmp_path / 'lab.yaml'}:") and words in str(e), str(e)
