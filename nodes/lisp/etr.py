@@ -384,11 +384,10 @@ class Etr(Core):
         self.counters["dynamic_eid_detected"] += 1
         prefix = host_prefix(ip)
         out = [Event("dynamic_eid_detected", {"eid": f"[{iid}]{ip}"})]
-        if self.away.remove(iid, prefix):
-            out.append(RouteDel(iid, prefix, "away"))
-        out.append(RouteAdd(iid, prefix, "local"))
         locs = [replace(x, local=True) for x in self.rlocs]
         record = EidRecord(eid_address(iid, ip), ip.max_prefixlen, locs, self.record_ttl)
+        # The messages first, then the routes: programming a route takes the daemon a
+        # millisecond or two, and the old xTR and the Map-Server need not wait for it.
         out += self.register(now, [record])
         if self.site_notify is not None and self.map_servers:
             ms = self.map_servers[0]
@@ -396,6 +395,9 @@ class Etr(Core):
             notify = MapNotify(self.last_site_notify_nonce, [record], ms.key_id, ms.alg_id)
             self.counters["site_notify_sent"] += 1
             out.append(SendControl(self.site_notify, sign(notify, ms.key)))
+        if self.away.remove(iid, prefix):
+            out.append(RouteDel(iid, prefix, "away"))
+        out.append(RouteAdd(iid, prefix, "local"))
         return out
 
     def host_gone(self, iid, ip, now):

@@ -114,3 +114,18 @@ def test_the_lab_model_gives_the_dci_sites_xtrs_the_group_and_can_turn_it_off(tm
                           "dci: {site_notify: false}\n")
     assert all("site_notify_group" not in c["etr"]
                for _, c in load(off).daemon_configs("/w", "/s").values() if "etr" in c)
+
+
+def test_a_detection_sends_its_messages_before_it_programs_its_routes():
+    """The Map-Register and the site-local Map-Notify come before the detection's route
+    changes in what the core asks the daemon to do: the daemon carries them out in order,
+    and a route takes it a millisecond or two (the old xTR heard of the VM 3.5 ms after
+    its detection, 2 ms of them behind DC2's local route)."""
+    x1, x2 = xtr(DC1, 1), xtr(DC2, 2)
+    x2.etr.away.insert(0, net("10.10.0.5/32"), [Locator(DC1)], 60, 0.0)   # it was away
+    out = x2.host_seen(0, VM, 5.0)
+    kinds = [type(a).__name__ for a in out if isinstance(a, (SendControl, RouteAdd,
+                                                             RouteDel))]
+    assert kinds == ["SendControl", "SendControl", "RouteDel", "RouteAdd"], kinds
+    assert site_notifies(out) and [a.dst for a in out if isinstance(a, SendControl)] == \
+        [MS, GROUP]
