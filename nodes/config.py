@@ -48,13 +48,13 @@ UNIX_PATH_MAX = 107              # bytes in sun_path, less the terminating NUL
 # The top-level tables and arrays of tables each role may use, in the order they are read.
 SECTIONS = {
     "xtr": ("node", "rloc", "site_rloc", "eid_prefix", "dynamic_eid", "map_server",
-            "map_resolver", "etr", "itr", "dataplane"),
+            "map_resolver", "etr", "itr", "dataplane", "tenant"),
     "pxtr": ("node", "rloc", "eid_space", "map_resolver", "itr", "dataplane"),
     "msmr": ("node", "msmr", "site"),
 }
 DETECT = ("any", "gateway")
 ARRAYS = ("rloc", "site_rloc", "eid_prefix", "dynamic_eid", "map_server", "map_resolver", "eid_space",
-          "site")
+          "site", "tenant")
 ALL_SECTIONS = tuple(dict.fromkeys(s for role in ROLES for s in SECTIONS[role]))
 
 # The keys of each table (docs/config.md describes every one of them).
@@ -77,6 +77,7 @@ KEYS = {
             "subscribe", "xtr_id", "rloc_probe_interval", "rloc_probe_timeout",
             "rloc_probe_retries"),
     "dataplane": ("tun", "lan_interfaces", "mtu", "proxy_arp", "path"),
+    "tenant": ("instance_id", "lan_interfaces", "tun"),
     "msmr": ("registration_timeout", "map_request_rate", "map_request_rate_per_source",
              "replay_window"),
     "site": ("name", "accept_more_specifics", "replay_protection", "key", "prefix",
@@ -119,6 +120,15 @@ class DynamicEidConfig:
 
 
 @dataclass
+class TenantConfig:
+    """Another instance ID in the xTR's data plane: its own LAN interfaces, TUN and kernel
+    table (its [[eid_prefix]]es carry its instance ID)."""
+    iid: int
+    lan_interfaces: list
+    tun: str
+
+
+@dataclass
 class NodeConfig:
     name: str
     role: str                                   # "xtr" | "msmr" | "pxtr"
@@ -127,6 +137,7 @@ class NodeConfig:
     rlocs: list = field(default_factory=list)              # [RlocConfig]
     site_rlocs: list = field(default_factory=list)         # [RlocConfig]: the site's others
     eid_prefixes: list = field(default_factory=list)       # [(iid, network)]
+    tenants: list = field(default_factory=list)            # [TenantConfig]
     dynamic_eids: list = field(default_factory=list)       # [DynamicEidConfig]
     map_servers: list = field(default_factory=list)        # [nodes.lisp.etr.MapServerConfig]
     map_resolvers: list = field(default_factory=list)      # [ip_address]
@@ -719,12 +730,50 @@ def _xtr(data, cfg):
         raise _Invalid("dataplane.proxy_arp", "needs a LAN interface to answer on "
                                               "(dataplane.lan_interfaces, or the interface "
                                               "of a [[dynamic_eid]])")
+    if role == "xtr":
+        _tenants(data, cfg)
     eids = [p for _, p in cfg.eid_prefixes + cfg.eid_space]
     eids += [d.prefix for d in cfg.dynamic_eids]
     if cfg.mtu < MIN_MTU_IPV6_EID and any(p.version == 6 for p in eids):
         raise _Invalid("dataplane.mtu", f"{cfg.mtu} is too small for IPv6 EIDs (at least "
                                         f"{MIN_MTU_IPV6_EID}: 1280 inside, 56 of "
                                         f"encapsulation)")
+
+
+def dataplane_iid(cfg):
+    """The instance ID of the data plane's own TUN: the first [[eid_prefix]]'s, else the
+    first [[dynamic_eid]]'s or [[eid_space]]'s, else 0."""
+    return (cfg.eid_prefixes[0][0] if cfg.eid_prefixes else
+            cfg.dynamic_eids[0].iid if cfg.dynamic_eids else
+            cfg.eid_space[0][0] if cfg.eid_space else 0)
+
+
+def _tenants(data, cfg):
+    """[[tenant]]: another instance ID in the data plane, with its own LAN interfaces."""
+    own = dataplane_iid(cfg)
+    taken = set(cfg.lan_interfaces) | {cfg.tun}
+    for i, t in enumerate(_array(data, "tenant")):
+        iid = t.get("instance_id", _integer(0, 0xFFFFFF))
+        if iid == own:
+            raise _Invalid(f"tenant[{i}].instance_id", f"{iid} is the data plane's own "
+                                                       "instance ID (the first [[eid_prefix]]'s)")
+        if any(x.iid == iid for x in cfg.tenants):
+            raise _Invalid(f"tenant[{i}].instance_id", f"{iid} has a [[tenant]] already")
+        lans = t.get("lan_interfaces", _string_list(_ifname))
+        tun = t.get("tun", _ifname, f"lisp{iid}")
+        if not lans:
+            raise _Invalid(f"tenant[{i}].lan_interfaces", "give the tenant's LAN interfaces")
+        for j, name in enumerate(lans + [tun]):
+            if name in taken:
+                where = (f"tenant[{i}].lan_interfaces[{j}]" if j < len(lans)
+                         else f"tenant[{i}].tun")
+                raise _Invalid(where, f"{_show(name)} is used already (another tenant, the "
+                                      f"data plane's TUN or its LAN interfaces)")
+            taken.add(name)
+        if any(d.iid == iid for d in cfg.dynamic_eids):
+            raise _Invalid(f"tenant[{i}].instance_id", f"a tenant has static EID prefixes only "
+                                                       f"([[dynamic_eid]] with instance ID {iid})")
+        cfg.tenants.append(TenantConfig(iid, lans, tun))
 
 
 def default_xtr_id(name):

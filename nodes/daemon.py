@@ -47,7 +47,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from .config import ConfigError, build_core, load_config
+from .config import ConfigError, build_core, dataplane_iid, load_config
 from .control import health_counters, map_cache_rows, registration_rows, start_control_server
 from .eventlog import EventLog
 from .lisp.actions import Decision, Event, ProbeHost, RouteAdd, RouteDel, SendControl
@@ -57,6 +57,7 @@ from .lisp.sim import describe
 
 CONTROL_PORT = 4342
 LISP_TABLE = 100          # the table LAN traffic falls back to: default route into the TUN
+TENANT_TABLE = 1000       # + instance ID: a tenant's table (its LANs, default into its TUN)
 RULE_PRIORITY = 100
 # Events of the core after which the data plane's cached per-flow decisions may be wrong
 # (route actions flush them too).
@@ -471,6 +472,7 @@ class Daemon:
         self.control_socks = []          # ("priority" | "requests", socket) on 4342
         self.routes = None
         self.dataplane = None
+        self.tenant_planes = {}  # instance ID -> DataPlane of a [[tenant]]
         self.kernelpath = None           # the tc-BPF fast path (nodes/kernelpath.py), if on
         self.stopping = None
         self.signalled = None            # the signal that asked us to stop
@@ -495,10 +497,11 @@ class Daemon:
             elif isinstance(a, ProbeHost):
                 self.probe_host(a.iid, a.ip)
             elif isinstance(a, Event):
-                if a.name in MAPPING_EVENTS and self.dataplane is not None:
+                if a.name in MAPPING_EVENTS:
                     # e.g. a Map-Reply that replaced the RLOCs of an entry we had (after an
                     # SMR): no route changes, but the data plane's per-flow decisions must go
-                    self.dataplane.invalidate()
+                    for plane in self.planes():
+                        plane.invalidate()
                 self.log.write(a.name, **a.fields)
 
     def send(self, a):
@@ -533,8 +536,10 @@ class Daemon:
         """Carry out a route action of the core (queued on the netlink thread)."""
         if self.routes is None or self.cfg.role == "msmr":
             return
-        if self.dataplane is not None:
-            self.dataplane.invalidate()
+        for plane in self.planes():
+            plane.invalidate()
+        if a.iid in self.tenant_planes:
+            return           # a tenant's table sends all but its own EIDs into its TUN
         self.routes.submit(self._program, a)
 
     def _program(self, a):
@@ -875,8 +880,8 @@ class Daemon:
     def counters(self):
         c = Counter(self.core.counters)
         c.update(self.io_counters)
-        if self.dataplane is not None:
-            c.update(self.dataplane.counters)
+        for plane in self.planes():
+            c.update(plane.counters)
         # per-datagram events the bounded event log did not write (nodes/eventlog.py)
         c["event_log_not_logged"] = self.log.not_logged_total
         # datagrams to 4342 the kernel dropped before we read them (full receive buffer)
@@ -919,17 +924,58 @@ class Daemon:
 
     def start_dataplane(self):
         cfg = self.cfg
-        iid = (cfg.eid_prefixes[0][0] if cfg.eid_prefixes else
-               cfg.dynamic_eids[0].iid if cfg.dynamic_eids else
-               cfg.eid_space[0][0] if cfg.eid_space else 0)
-        self.dataplane = DataPlane(cfg.tun, [r.address for r in cfg.rlocs], iid, self,
-                                   self.lock, Counter(), cfg.mtu,
-                                   self.known_rlocs if cfg.decap_known_rlocs_only else None,
+        rlocs = [r.address for r in cfg.rlocs]
+        known = self.known_rlocs if cfg.decap_known_rlocs_only else None
+        self.dataplane = DataPlane(cfg.tun, rlocs, dataplane_iid(cfg), self,
+                                   self.lock, Counter(), cfg.mtu, known,
                                    log=self.log.write, hold_misses=cfg.miss_policy == "hold")
+        # Tenants (RFC 9300 instance IDs): a data plane each, on its own TUN, sending from
+        # its own sockets; the first one receives for all and hands each its packets.
+        self.tenant_planes = {}
+        for t in cfg.tenants:
+            plane = DataPlane(t.tun, rlocs, t.iid, self, self.lock, Counter(), cfg.mtu,
+                              known, log=self.log.write,
+                              hold_misses=cfg.miss_policy == "hold",
+                              devices=open_devices(t.tun, [ipaddress.ip_address(a)
+                                                           for a in rlocs], receive=False))
+            plane._gso_ok = False         # its outer ports are the first data plane's
+            self.tenant_planes[t.iid] = plane
+        self.dataplane.tenants = self.tenant_planes
         self.routes = Routes()
         self.routes.call(self._setup_routes)
+        for t in cfg.tenants:
+            self.routes.call(self._setup_tenant, t)
         self.dataplane.start()
+        for plane in self.tenant_planes.values():
+            plane.start()
         self.start_kernelpath()
+
+    def planes(self):
+        """Every data plane: the first, then the tenants'."""
+        return ([self.dataplane] if self.dataplane is not None else []) + \
+            list(self.tenant_planes.values())
+
+    def _setup_tenant(self, t):
+        """A tenant's kernel side: its TUN up, and a table of its own (TENANT_TABLE + its
+        instance ID) that its LAN interfaces and its TUN look up: its EID prefixes to its
+        LAN, everything else into its TUN."""
+        cfg, r = self.cfg, self.routes
+        table = TENANT_TABLE + t.iid
+        idx = r.ifindex(t.tun)
+        r.ipr.link("set", index=idx, state="up",
+                   mtu=tun_mtu(cfg.mtu, [x.address for x in cfg.rlocs]))
+        sysctl(f"net/ipv4/conf/{t.tun}/rp_filter", 0)
+        prefixes = [p for iid, p in cfg.eid_prefixes if iid == t.iid]
+        for version in sorted({p.version for p in prefixes} or {4}):
+            fam, default = ((socket.AF_INET, "0.0.0.0/0") if version == 4 else
+                            (socket.AF_INET6, "::/0"))
+            if version == 6 and not ipv6_enabled():
+                continue
+            r.route(default, t.tun, table)
+            for dev in t.lan_interfaces + [t.tun]:
+                r.rule(family=fam, iifname=dev, table=table, priority=RULE_PRIORITY - 1)
+        for p in prefixes:
+            r.route(p, t.lan_interfaces[0], table)
 
     def _setup_routes(self):
         cfg, r = self.cfg, self.routes
@@ -1013,8 +1059,8 @@ class Daemon:
             self.log.write("started", role=self.cfg.role, pid=os.getpid())
             while not (self.stopping.is_set() or self.signalled):
                 self.tick()
-                if self.dataplane is not None:
-                    self.dataplane.check()    # a dead data-plane thread: exit, saying so
+                for plane in self.planes():
+                    plane.check()             # a dead data-plane thread: exit, saying so
                 try:
                     await asyncio.wait_for(self.stopping.wait(), 0.1)
                 except asyncio.TimeoutError:
@@ -1023,8 +1069,8 @@ class Daemon:
             self.log.write("stopping")
             self.stop_lan()
             self.stop_kernelpath()
-            if self.dataplane is not None:
-                self.dataplane.stop()
+            for plane in self.planes():
+                plane.stop()
             if self.routes is not None:
                 self.routes.close()
             for t in [*self.transports.values(), *self.extra_transports]:
@@ -1076,7 +1122,7 @@ class Daemon:
         return bool(self.signalled) or (self.stopping is not None and self.stopping.is_set())
 
 
-from .dataplane import DataPlane, flow_source, tun_mtu  # noqa: E402  (after Daemon for reading order)
+from .dataplane import DataPlane, flow_source, open_devices, tun_mtu  # noqa: E402  (after Daemon for reading order)
 
 
 # --- the kernel fast path (issue 10): tc-BPF programs fed from the core's map-cache ---------

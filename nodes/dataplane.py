@@ -135,9 +135,10 @@ def _where(exc):
     return f"{os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else "?"
 
 
-def open_devices(tun_name, rlocs):
+def open_devices(tun_name, rlocs, receive=True):
     """(TUN fd, raw IPv4 socket for sending, UDP IPv6 socket for sending or None, one UDP
-    socket on port 4341 per RLOC for receiving) of a data plane."""
+    socket on port 4341 per RLOC for receiving) of a data plane; without `receive` no
+    receiving socket (a tenant's data plane: the first one receives for it)."""
     tun_fd = open_tun(tun_name)
     raw4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     raw4.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
@@ -146,7 +147,7 @@ def open_devices(tun_name, rlocs):
     if udp6:
         udp6.bind((str(rloc6), 0))
     rx = []
-    for r in rlocs:
+    for r in rlocs if receive else ():
         fam = socket.AF_INET if r.version == 4 else socket.AF_INET6
         s = socket.socket(fam, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -232,6 +233,8 @@ class DataPlane:
     A packet whose destination misses the map-cache is held (nodes/held.py) while the
     Map-Request is out, and encapsulated when the mapping arrives (`hold_misses`).
     """
+    tenants = {}                           # instance ID -> the DataPlane of another tenant
+    _decap_local = None                    # per decap thread: Coalescers onto tenants' TUNs
     held = None                            # HeldPackets, or None: misses are dropped
     _release = False                       # the map-cache changed: try the held ones
     _wake = None                           # (read fd, write fd) that wakes the encap loop
@@ -283,6 +286,7 @@ class DataPlane:
         self._batch_size = self._batch_max = 0
         self._gso_ok = True
         self._segmenting = []              # uplinks whose tx-udp-segmentation we turned off
+        self._decap_local = threading.local()
         if hold_misses:
             self.held = HeldPackets()
             self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -826,11 +830,22 @@ class DataPlane:
                     self._error("decap", e)
 
     def _flush_decap(self, out):
-        try:
-            out.flush()
-        except Exception as e:
-            out.pending = []                     # (views of buffers about to be reused)
-            self._error("decap", e)
+        for o in [out] + list(getattr(self._decap_local, "outs", {}).values()):
+            try:
+                o.flush()
+            except Exception as e:
+                o.pending = []                   # (views of buffers about to be reused)
+                self._error("decap", e)
+
+    def _tenant_out(self, other):
+        """This decap thread's Coalescer onto another tenant's TUN (flushed with ours)."""
+        outs = getattr(self._decap_local, "outs", None)
+        if outs is None:
+            outs = self._decap_local.outs = {}
+        out = outs.get(other.iid)
+        if out is None:
+            out = outs[other.iid] = Coalescer(other._tun_write)
+        return out
 
     def _tun_write(self, buffers):
         try:
@@ -896,10 +911,17 @@ class DataPlane:
         if end - i < 20:
             self.counters["malformed_data"] += 1
             return
-        if buf[at] & 0x08 and ((buf[at + 4] << 16) | (buf[at + 5] << 8) | buf[at + 6]) \
-                != self.iid:
-            self.counters["drop_wrong_instance_id"] += 1
-            return
+        if buf[at] & 0x08:
+            iid = (buf[at + 4] << 16) | (buf[at + 5] << 8) | buf[at + 6]
+            if iid != self.iid:
+                other = self.tenants.get(iid)
+                if other is None:
+                    self.counters["drop_wrong_instance_id"] += 1
+                    return
+                # another tenant's packet: its data plane decides and writes it to its TUN
+                other.decapsulate(buf, view, at, end, outer_src, outer_ttl,
+                                  self._tenant_out(other))
+                return
         inner = view[i:end]
         v = buf[i] >> 4
         if v == 4:

@@ -613,6 +613,9 @@ class Lab:
         out = {}
         for site in self.lisp_sites():
             node, lan = site.gateway, site.lan_intf(self)
+            if node in out:
+                self._another_site(out[node][1], site, lan)
+                continue
             cfg = head(node, "xtr")
             cfg["rloc"] = [{"address": a, "priority": p, "weight": w}
                            for _, a, p, w in self.rlocs(node)]
@@ -688,10 +691,35 @@ class Lab:
             out[p] = ("pxtr", cfg)
         return out
 
+    @staticmethod
+    def _another_site(cfg, site, lan):
+        """A second site behind the same xTR: with the first site's instance ID, its
+        prefixes and LAN join the data plane's; with another one it is a tenant (its own
+        TUN, LAN and kernel table: [[tenant]], docs/config.md)."""
+        if site.dynamic_eids:
+            raise ValueError(f"site {site.name}: a second site behind {cfg['node']['name']} "
+                             f"has static eid_prefixes only")
+        first = cfg["eid_prefix"][0]["instance_id"] if cfg.get("eid_prefix") else None
+        cfg.setdefault("eid_prefix", []).extend(
+            {"prefix": str(p), "instance_id": site.instance_id} for p in site.eid_prefixes)
+        if first is None or site.instance_id == first:
+            cfg["dataplane"]["lan_interfaces"].append(lan)
+            return
+        tenants = cfg.setdefault("tenant", [])
+        mine = next((t for t in tenants if t["instance_id"] == site.instance_id), None)
+        if mine is None:
+            tenants.append({"instance_id": site.instance_id, "lan_interfaces": [lan]})
+        else:
+            mine["lan_interfaces"].append(lan)
+
     def ms_sites(self):
-        groups = {}
+        """{registration site at the Map-Server: [lab sites]}: sites with the same
+        `ms_site`, and the sites behind one xTR (its tenants too: it registers them all in
+        one Map-Register, which the Map-Server takes from one site only)."""
+        groups, first = {}, {}
         for s in self.lisp_sites():
-            groups.setdefault(s.ms_site or s.name, []).append(s)
+            name = s.ms_site or first.setdefault(s.gateway, s.name)
+            groups.setdefault(name, []).append(s)
         return groups
 
     # --- captures and paths --------------------------------------------------------------

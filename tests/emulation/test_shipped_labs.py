@@ -122,3 +122,30 @@ def test_ipv4_sites_over_an_ipv6_only_core(tmp_path, tshark):
     assert count("lisp && ipv6") > 0                   # Map-Registers toward the Map-Server
     assert count("ip && !ipv6") == 0                   # not one IPv4 packet in the core
     assert count("_ws.malformed || _ws.expert.severity == error") == 0
+
+
+def test_two_tenants_behind_the_same_xtrs_keep_their_instance_ids(tmp_path, tshark):
+    """(issue 11) Two instance IDs in each xTR's data plane: the blue tenant's probes
+    cross the core with instance ID 2 in the LISP header and the red tenant's pings with
+    instance ID 0 (tshark reads both), each delivered to its own LAN; a red host does not
+    reach a blue prefix (the Map-Server has none in instance 0: the timeline's unreachable
+    check)."""
+    model, r = play("tenants", tmp_path)
+    assert_every_check_passed(model, r)
+    assert r["path_after"] == model.expected_path("b1", "b2", "eastblue")
+    core = tmp_path / "tenants" / "core-r1-r2.pcap"
+
+    def count(display_filter):
+        out = subprocess.run([tshark, "-r", str(core), "-Y", display_filter, "-T", "fields",
+                              "-e", "frame.number"], capture_output=True, text=True,
+                             check=True).stdout
+        return len(out.split())
+
+    b1, b2 = model.hosts["b1"].ip(4), model.hosts["b2"].ip(4)
+    h1, h2 = model.hosts["h1"].ip(4), model.hosts["h2"].ip(4)
+    assert count(f"lisp-data.iid == 2 && ip.src == {b1} && ip.dst == {b2}") > \
+        0.5 * r["probes_sent"]
+    assert count(f"lisp-data.iid == 0 && ip.src == {h1} && ip.dst == {h2} && icmp") >= 1
+    assert count(f"lisp-data.iid == 0 && (ip.dst == {b2} || ip.src == {b1})") == 0
+    assert count("_ws.malformed") == 0
+    assert "unreachable" in {c["step"].split()[2] for c in r["checks"]}   # (and it passed)

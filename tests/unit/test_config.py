@@ -677,7 +677,7 @@ BAD = [
     (MINIMAL_XTR + "[etrr]\n", "etrr: unknown section (did you mean etr?)"),
     (MINIMAL_XTR + '[[eid_space]]\nprefix = "10.0.0.0/8"\n',
      "eid_space: not used by role xtr (its sections are: node, rloc, site_rloc, eid_prefix, "
-     "dynamic_eid, map_server, map_resolver, etr, itr, dataplane)"),
+     "dynamic_eid, map_server, map_resolver, etr, itr, dataplane, tenant)"),
     (MSMR + RLOC_BLOCK, "rloc: not used by role msmr (its sections are: node, msmr, site)"),
     (PXTR + EID_BLOCK,
      "eid_prefix: not used by role pxtr (its sections are: node, rloc, eid_space, "
