@@ -961,10 +961,7 @@ class Daemon:
         LAN, everything else into its TUN."""
         cfg, r = self.cfg, self.routes
         table = TENANT_TABLE + t.iid
-        idx = r.ifindex(t.tun)
-        r.ipr.link("set", index=idx, state="up",
-                   mtu=tun_mtu(cfg.mtu, [x.address for x in cfg.rlocs]))
-        sysctl(f"net/ipv4/conf/{t.tun}/rp_filter", 0)
+        self._tun_up(t.tun)
         prefixes = [p for iid, p in cfg.eid_prefixes if iid == t.iid]
         for version in sorted({p.version for p in prefixes} or {4}):
             fam, default = ((socket.AF_INET, "0.0.0.0/0") if version == 4 else
@@ -977,12 +974,16 @@ class Daemon:
         for p in prefixes:
             r.route(p, t.lan_interfaces[0], table)
 
+    def _tun_up(self, name):
+        """A data plane's TUN up, its MTU leaving room for the encapsulation, no rp_filter."""
+        r = self.routes
+        r.ipr.link("set", index=r.ifindex(name), state="up",
+                   mtu=tun_mtu(self.cfg.mtu, [x.address for x in self.cfg.rlocs]))
+        sysctl(f"net/ipv4/conf/{name}/rp_filter", 0)
+
     def _setup_routes(self):
         cfg, r = self.cfg, self.routes
-        idx = r.ifindex(cfg.tun)
-        r.ipr.link("set", index=idx, state="up",
-                   mtu=tun_mtu(cfg.mtu, [x.address for x in cfg.rlocs]))
-        sysctl(f"net/ipv4/conf/{cfg.tun}/rp_filter", 0)
+        self._tun_up(cfg.tun)
         # Traffic from the LAN: main table without its default route, then the LISP
         # table whose default route leads into the TUN (map-cache misses included); only
         # for the address families of our EIDs (an IPv4-only xTR runs where IPv6 is off).

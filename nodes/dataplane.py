@@ -651,14 +651,12 @@ class DataPlane:
         self._release = False
         before = self.held.expired
         packets = self.held.take()
-        held = self.counters["miss_held"]
         for since, _dst, pkt in packets:
             self.encapsulate(memoryview(bytearray(pkt)), held_since=since)
         if self._batch:
             self._flush_batch()
-        again = self.counters["miss_held"] - held
-        self.counters["miss_held"] = held            # held again is not held anew
-        self.counters["miss_released"] += len(packets) - again
+        # (this thread alone holds packets: what the queue has now was held again)
+        self.counters["miss_released"] += len(packets) - len(self.held)
         self.counters["miss_held_expired"] += self.held.expired - before
 
     def _hold(self, pkt, version, since):
@@ -666,7 +664,8 @@ class DataPlane:
         dst = bytes(pkt[16:20]) if version == 4 else bytes(pkt[24:40])
         before = self.held.expired
         if self.held.hold(dst, bytes(pkt), since):
-            self.counters["miss_held"] += 1
+            if since is None:                    # held again is not held anew
+                self.counters["miss_held"] += 1
         else:
             self.counters["miss_held_refused"] += 1
         self.counters["miss_held_expired"] += self.held.expired - before

@@ -322,11 +322,27 @@ class Lab:
     def link_between(self, a, b):
         return next((x for x in self.links.values() if set(x.ends()) == {a, b}), None)
 
-    def next_hop(self, router, dst_router):
-        """The address `router` sends to, toward `dst_router`."""
+    def next_hop(self, router, dst_router, version=4):
+        """The address (of IP `version`) `router` sends to, toward `dst_router`."""
         path = self.router_path(router, dst_router)
         nh = path[1]
-        return str(self.link_between(router, nh).ip(nh))
+        link = self.link_between(router, nh)
+        return str(link.ip6(nh) if version == 6 else link.ip(nh))
+
+    def _link_routes(self, version=4):
+        """{router: [(link subnet, via)]}: every link subnet (subnet6 with `version` 6)
+        that a router is not on, through its next router toward one that is."""
+        routes = {r: [] for r in self.routers}
+        owner = {}
+        for x in self.links.values():
+            for end in x.ends():
+                if end in self.routers:
+                    owner.setdefault(x.subnet6 if version == 6 else x.subnet, set()).add(end)
+        for r in self.routers:
+            for subnet, routers in owner.items():
+                if r not in routers:
+                    routes[r].append((subnet, self.next_hop(r, min(routers), version)))
+        return routes
 
     # --- addresses and routes ------------------------------------------------------------
 
@@ -357,16 +373,8 @@ class Lab:
 
     def static_routes(self):
         """{router: [(prefix, via)]} for static core routing."""
-        routes = {r: [] for r in self.routers}
-        owner = {}
-        for x in self.links.values():
-            for end in x.ends():
-                if end in self.routers:
-                    owner.setdefault(x.subnet, set()).add(end)
+        routes = self._link_routes()
         for r in self.routers:
-            for subnet, routers in owner.items():
-                if r not in routers:
-                    routes[r].append((subnet, self.next_hop(r, min(routers))))
             for prefix, at, via in self.routed_prefixes():
                 if at == r:
                     if via is not None:
@@ -445,18 +453,7 @@ class Lab:
     def static_routes6(self):
         """{router: [(subnet6, via)]} of an IPv6 core (core family 6): every link's subnet6
         that a router is not on, through its next router; no IPv4 route crosses it."""
-        routes = {r: [] for r in self.routers}
-        owner = {}
-        for x in self.links.values():
-            for end in x.ends():
-                if end in self.routers:
-                    owner.setdefault(x.subnet6, set()).add(end)
-        for r in self.routers:
-            for subnet, routers in owner.items():
-                if r not in routers:
-                    nh = self.router_path(r, min(routers))[1]
-                    routes[r].append((subnet, str(self.link_between(r, nh).ip6(nh))))
-        return routes
+        return self._link_routes(6)
 
     def _ipv6_routes(self):
         """IPv6 routing where links have a subnet6 (the core routes IPv4 only): an edge node

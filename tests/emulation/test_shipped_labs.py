@@ -19,6 +19,14 @@ def play(name, tmp_path):
     return model, result
 
 
+def frames(tshark, pcap, display_filter):
+    """How many frames of `pcap` match `display_filter`, as tshark reads them."""
+    out = subprocess.run([tshark, "-r", str(pcap), "-Y", display_filter, "-T", "fields",
+                          "-e", "frame.number"], capture_output=True, text=True,
+                         check=True).stdout
+    return len(out.split())
+
+
 def assert_every_check_passed(model, result):
     """One result per check of the timeline, in the file's lines, all passed."""
     wanted = sorted(s.where[1] for s in model.timeline if s.kind == "check")
@@ -110,10 +118,7 @@ def test_ipv4_sites_over_an_ipv6_only_core(tmp_path, tshark):
     core = tmp_path / "ipv6-core" / "core-r1-r2.pcap"
 
     def count(display_filter):
-        out = subprocess.run([tshark, "-r", str(core), "-Y", display_filter, "-T", "fields",
-                              "-e", "frame.number"], capture_output=True, text=True,
-                             check=True).stdout
-        return len(out.split())
+        return frames(tshark, core, display_filter)
 
     h1, h2 = model.hosts["h1"].ip(4), model.hosts["h2"].ip(4)
     data6 = count(f"ipv6.src == {model.rloc('xtrw')} && ipv6.dst == {model.rloc('xtre')} && "
@@ -136,10 +141,7 @@ def test_two_tenants_behind_the_same_xtrs_keep_their_instance_ids(tmp_path, tsha
     core = tmp_path / "tenants" / "core-r1-r2.pcap"
 
     def count(display_filter):
-        out = subprocess.run([tshark, "-r", str(core), "-Y", display_filter, "-T", "fields",
-                              "-e", "frame.number"], capture_output=True, text=True,
-                             check=True).stdout
-        return len(out.split())
+        return frames(tshark, core, display_filter)
 
     b1, b2 = model.hosts["b1"].ip(4), model.hosts["b2"].ip(4)
     h1, h2 = model.hosts["h1"].ip(4), model.hosts["h2"].ip(4)

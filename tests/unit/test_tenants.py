@@ -10,32 +10,17 @@ import pytest
 from nodes.config import ConfigError, parse_config
 from nodes.dataplane import DataPlane
 from nodes.lisp.data import header_words
+from test_config import MINIMAL_XTR
 from test_dataplane_hardening import Core, inner, plane, wait  # noqa: F401 (fixture)
 from topologies.model import load
 
 LABS = Path(__file__).resolve().parents[2] / "topologies" / "labs"
 
-XTR = """
-[node]
-name = "xtr1"
-role = "xtr"
-
-[[rloc]]
-address = "192.0.2.1"
-
-[[eid_prefix]]
-prefix = "10.1.0.0/24"
-
+# test_config's minimal xTR (10.1.0.0/24 in instance 0), a prefix in instance 2, a LAN
+XTR = MINIMAL_XTR + """
 [[eid_prefix]]
 prefix = "10.11.0.0/24"
 instance_id = 2
-
-[[map_server]]
-address = "192.0.2.100"
-secret = "k"
-
-[[map_resolver]]
-address = "192.0.2.100"
 
 [dataplane]
 lan_interfaces = ["lan0"]
